@@ -1,0 +1,1 @@
+"""The Dash app: clinician, trial-designer and educator pages."""

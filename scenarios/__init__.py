@@ -1,0 +1,1 @@
+"""Pydantic specs, workflows, file I/O and the command line."""

@@ -1,0 +1,1 @@
+"""The digital twin: individual posterior, latent generative model, virtual populations."""
