@@ -1,1 +1,29 @@
-"""Pydantic specs, workflows, file I/O and the command line."""
+"""Pydantic specs, workflows, file I/O and the command line.
+
+Specs (:class:`SimulationSpec`, :class:`PatientSpec`, :class:`RegimenSpec`, ...) are read
+from YAML/JSON with :func:`load_spec`, validated once with messages naming each bad field,
+and converted to the core's units (h, mg, L, kg, cm, mg/L). NONMEM data sets are read and
+written with :func:`read_nonmem` and :func:`write_nonmem`.
+"""
+
+from ._nonmem import STANDARD_COLUMNS as STANDARD_COLUMNS
+from ._nonmem import NonmemData as NonmemData
+from ._nonmem import NonmemError as NonmemError
+from ._nonmem import read_nonmem as read_nonmem
+from ._nonmem import write_nonmem as write_nonmem
+from ._regimen import DoseSpec as DoseSpec
+from ._regimen import RegimenSpec as RegimenSpec
+from ._regimen import SpecError as SpecError
+from ._regimen import parse_regimen_text as parse_regimen_text
+from ._specs import MODEL_REGISTRY as MODEL_REGISTRY
+from ._specs import PatientSpec as PatientSpec
+from ._specs import SimulationSpec as SimulationSpec
+from ._specs import TimeGrid as TimeGrid
+from ._specs import VariabilitySpec as VariabilitySpec
+from ._specs import load_spec as load_spec
+from ._specs import resolve_model as resolve_model
+from ._specs import spec_json_schema as spec_json_schema
+from ._units import CORE_UNITS as CORE_UNITS
+from ._units import UnitError as UnitError
+from ._units import accepted_units as accepted_units
+from ._units import parse_quantity as parse_quantity
