@@ -640,12 +640,22 @@ def write_nonmem(data: NonmemData, path: str | os.PathLike[str]) -> Path:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     observations = data.observations
-    for subject, doses in zip(data.ids, data.doses, strict=True):
-        covariate_cells = (
-            [_cell(v, compact=False) for v in data.covariates.loc[subject].tolist()]
-            if len(data.covariates.columns)
-            else []
+    covariates = data.covariates
+    empty = [
+        s
+        for s, d in zip(data.ids, data.doses, strict=True)
+        if not d and not (observations["ID"] == s).any()
+    ]
+    if empty:
+        raise NonmemError(
+            f"subjects {empty} have no dose and no observation record; a NONMEM data set cannot hold them: "
+            "give each subject at least one record (e.g. an EVID=2 output time)"
         )
+    for subject, doses in zip(data.ids, data.doses, strict=True):
+        # column by column: a row of mixed dtypes would turn integers into floats
+        covariate_cells = [
+            _cell(covariates[c].loc[subject], compact=False) for c in covariates.columns
+        ]
         rows: list[tuple[float, int, list[str]]] = []
         for record in observations[observations["ID"] == subject].itertuples(index=False):
             cells = [
