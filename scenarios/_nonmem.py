@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..simulators._events import Dose, DosingEvents
+from ..simulators import Dose, DosingEvents
 from ._units import UnitError, parse_quantity
 
 __all__ = ["STANDARD_COLUMNS", "NonmemData", "NonmemError", "read_nonmem", "write_nonmem"]

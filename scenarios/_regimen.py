@@ -53,7 +53,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..simulators._events import Dose
+from ..simulators import Dose
 from ._units import UnitError, accepted_units, parse_quantity
 
 __all__ = [

@@ -17,6 +17,7 @@ and converted to the core's units and arrays. Example file::
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import math
@@ -108,8 +109,6 @@ def resolve_model(name: str) -> ODEModel:
 
 
 def _unknown_model_message(name: Any) -> str:
-    import difflib
-
     close = difflib.get_close_matches(str(name), list(MODEL_REGISTRY), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"`model` {name!r} is not a known model{hint}; known models: {', '.join(MODEL_REGISTRY)}"
