@@ -164,7 +164,9 @@ class ODEModel(eqx.Module):
         for field, names in (("states", self.states), ("parameters", self.parameters)):
             if len(set(names)) != len(names):
                 dup = sorted({n for n in names if names.count(n) > 1})
-                raise ModelDefinitionError(f"{where}: `{field}` repeats {dup}; names must be unique")
+                raise ModelDefinitionError(
+                    f"{where}: `{field}` repeats {dup}; names must be unique"
+                )
             for n in names:
                 if not n.isidentifier():
                     raise ModelDefinitionError(
@@ -173,7 +175,10 @@ class ODEModel(eqx.Module):
                     )
         if not self.outputs:
             raise ModelDefinitionError(f"{where}: `outputs` is empty; name at least one output")
-        for field, mapping in (("bioavailability", self.bioavailability), ("lag_time", self.lag_time)):
+        for field, mapping in (
+            ("bioavailability", self.bioavailability),
+            ("lag_time", self.lag_time),
+        ):
             for state, param in mapping:
                 if state not in self.states:
                     raise ModelDefinitionError(
@@ -232,7 +237,9 @@ class ODEModel(eqx.Module):
         return self.state_index(routes[route])
 
     # ------------------------------------------------------------------ numerics
-    def vector_field(self, t: Float[Array, ""], y: Float[Array, " state"], p: Float[Array, " param"]) -> Float[Array, " state"]:
+    def vector_field(
+        self, t: Float[Array, ""], y: Float[Array, " state"], p: Float[Array, " param"]
+    ) -> Float[Array, " state"]:
         """``dy/dt`` as an array in state order (without dosing inputs)."""
         out = self.rhs(t, Named(self.states, y), Named(self.parameters, p))
         if isinstance(out, Mapping):
@@ -249,7 +256,9 @@ class ODEModel(eqx.Module):
                 f"model {self.name!r}: rhs returned {len(out)} derivatives, expected {self.n_states} "
                 f"(one per state: {list(self.states)})"
             )
-        return jnp.stack([jnp.broadcast_to(jnp.asarray(v, dtype=y.dtype), y.shape[:-1]) for v in out], axis=-1)
+        return jnp.stack(
+            [jnp.broadcast_to(jnp.asarray(v, dtype=y.dtype), y.shape[:-1]) for v in out], axis=-1
+        )
 
     def system_matrix(self, p: Float[Array, " param"]) -> Float[Array, "state state"]:
         """``A`` with ``dy/dt = A y`` for a linear model (Jacobian of the right-hand side)."""
@@ -265,14 +274,19 @@ class ODEModel(eqx.Module):
             y0 = y0.at[self.state_index(state)].set(value)
         return y0
 
-    def observe(self, y: Float[Array, "... state"], p: Float[Array, " param"]) -> Float[Array, "... output"]:
+    def observe(
+        self, y: Float[Array, "... state"], p: Float[Array, " param"]
+    ) -> Float[Array, "... output"]:
         """Outputs in ``output_names`` order for states ``y`` (any leading shape)."""
         ny, np_ = Named(self.states, y), Named(self.parameters, p)
         return jnp.stack(
-            [jnp.broadcast_to(fn(ny, np_), y.shape[:-1]).astype(y.dtype) for _, fn in self.outputs], axis=-1
+            [jnp.broadcast_to(fn(ny, np_), y.shape[:-1]).astype(y.dtype) for _, fn in self.outputs],
+            axis=-1,
         )
 
-    def dosing_factors(self, p: Float[Array, " param"]) -> tuple[Float[Array, " state"], Float[Array, " state"]]:
+    def dosing_factors(
+        self, p: Float[Array, " param"]
+    ) -> tuple[Float[Array, " state"], Float[Array, " state"]]:
         """Bioavailability and lag time of doses into each state."""
         f = jnp.ones(self.n_states, dtype=p.dtype)
         lag = jnp.zeros(self.n_states, dtype=p.dtype)

@@ -8,3 +8,7 @@ from ._events import Dose as Dose  # noqa: E402
 from ._events import DosingEvents as DosingEvents  # noqa: E402
 from ._events import EventError as EventError  # noqa: E402
 from ._events import bucket_size as bucket_size  # noqa: E402
+from ._engine import SimulationError as SimulationError  # noqa: E402
+from ._engine import Solution as Solution  # noqa: E402
+from ._engine import SolveStatus as SolveStatus  # noqa: E402
+from ._engine import simulate as simulate  # noqa: E402

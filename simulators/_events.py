@@ -77,25 +77,36 @@ def _check_dose(d: Dose, where: str) -> None:
     if d.rate < 0:
         raise bad("rate", d.rate, "must be ≥ 0 mg/h (0 = bolus)", "give a positive infusion rate")
     if d.duration < 0:
-        raise bad("duration", d.duration, "must be ≥ 0 h (0 = bolus)", "give a positive infusion duration")
+        raise bad(
+            "duration", d.duration, "must be ≥ 0 h (0 = bolus)", "give a positive infusion duration"
+        )
     if d.rate > 0 and d.duration > 0:
         raise bad(
-            "duration", d.duration, "must be 0 when `rate` is given",
+            "duration",
+            d.duration,
+            "must be 0 when `rate` is given",
             "give either the rate or the duration of the infusion, not both",
         )
     if d.compartment < 0:
-        raise bad("compartment", d.compartment, "must be ≥ 0 (0-based; NONMEM CMT − 1)", "check CMT")
+        raise bad(
+            "compartment", d.compartment, "must be ≥ 0 (0-based; NONMEM CMT − 1)", "check CMT"
+        )
     if d.additional < 0 or int(d.additional) != d.additional:
-        raise bad("additional", d.additional, "must be a whole number ≥ 0", "give ADDL as 0, 1, 2, ...")
+        raise bad(
+            "additional", d.additional, "must be a whole number ≥ 0", "give ADDL as 0, 1, 2, ..."
+        )
     if (d.steady_state or d.additional > 0) and d.interval <= 0:
         raise bad(
-            "interval", d.interval, "must be > 0 h for steady-state or additional doses",
+            "interval",
+            d.interval,
+            "must be > 0 h for steady-state or additional doses",
             "give the dosing interval II",
         )
     infusion_h = d.duration if d.duration > 0 else (d.amount / d.rate if d.rate > 0 else 0.0)
     if d.steady_state and infusion_h > d.interval:
         raise bad(
-            "duration", infusion_h,
+            "duration",
+            infusion_h,
             f"(infusion time, h) must not exceed the dosing interval {d.interval} h at steady state",
             "shorten the infusion or lengthen the interval",
         )
@@ -132,7 +143,9 @@ class DosingEvents(eqx.Module):
         return self.time.shape[1]
 
     @classmethod
-    def from_doses(cls, doses: Sequence[Sequence[Dose]], *, pad_to: int | None = None) -> DosingEvents:
+    def from_doses(
+        cls, doses: Sequence[Sequence[Dose]], *, pad_to: int | None = None
+    ) -> DosingEvents:
         """Build the table from one list of doses per subject (ADDL expanded, sorted by time)."""
         expanded: list[list[Dose]] = []
         for i, subject_doses in enumerate(doses):
@@ -188,16 +201,30 @@ class DosingEvents(eqx.Module):
         """The same regimen (``n_doses`` doses every ``interval`` h) for ``n_subjects`` subjects."""
         if n_doses < 1:
             raise EventError(f"`n_doses` must be ≥ 1, got {n_doses}; give the number of doses")
-        dose = Dose(start, amount, compartment, rate, duration, False, interval if n_doses > 1 else 0.0, n_doses - 1)
+        dose = Dose(
+            start,
+            amount,
+            compartment,
+            rate,
+            duration,
+            False,
+            interval if n_doses > 1 else 0.0,
+            n_doses - 1,
+        )
         one = cls.from_doses([[dose]])
         return one.broadcast(n_subjects)
 
     def broadcast(self, n_subjects: int) -> DosingEvents:
         """Repeat a one-subject table for ``n_subjects`` subjects."""
         if self.n_subjects != 1:
-            raise EventError(f"only a one-subject table can be broadcast, this one has {self.n_subjects}")
+            raise EventError(
+                f"only a one-subject table can be broadcast, this one has {self.n_subjects}"
+            )
         return DosingEvents(
-            **{f: jnp.repeat(getattr(self, f), n_subjects, axis=0) for f in self.__dataclass_fields__}
+            **{
+                f: jnp.repeat(getattr(self, f), n_subjects, axis=0)
+                for f in self.__dataclass_fields__
+            }
         )
 
     def subset(self, index: Array | np.ndarray | slice) -> DosingEvents:
@@ -213,9 +240,14 @@ class DosingEvents(eqx.Module):
             for j in np.flatnonzero(host["mask"][i]):
                 rows.append(
                     Dose(
-                        float(host["time"][i, j]), float(host["amount"][i, j]), int(host["compartment"][i, j]),
-                        float(host["rate"][i, j]), float(host["duration"][i, j]),
-                        bool(host["steady_state"][i, j]), float(host["interval"][i, j]), 0,
+                        float(host["time"][i, j]),
+                        float(host["amount"][i, j]),
+                        int(host["compartment"][i, j]),
+                        float(host["rate"][i, j]),
+                        float(host["duration"][i, j]),
+                        bool(host["steady_state"][i, j]),
+                        float(host["interval"][i, j]),
+                        0,
                     )
                 )
             out.append(rows)
