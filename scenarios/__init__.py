@@ -27,3 +27,11 @@ from ._units import CORE_UNITS as CORE_UNITS
 from ._units import UnitError as UnitError
 from ._units import accepted_units as accepted_units
 from ._units import parse_quantity as parse_quantity
+from ._outputs import OutputError as OutputError
+from ._outputs import ZarrCohortWriter as ZarrCohortWriter
+from ._outputs import metrics_table as metrics_table
+from ._outputs import open_zarr_cohort as open_zarr_cohort
+from ._outputs import to_dataset as to_dataset
+from ._outputs import to_frame as to_frame
+from ._outputs import write_netcdf as write_netcdf
+from ._outputs import write_zarr_chunk as write_zarr_chunk

@@ -101,6 +101,7 @@ def simulate(
     max_steps: int = 4096,
     solver: Literal["tsit5", "dopri8", "kvaerno5"] = "tsit5",
     at_dose: Literal["pre", "post"] = "pre",
+    ode_strategy: Literal["batch", "vmap"] = "batch",
 ) -> Solution:
     """Simulate ``model`` for every subject's parameters, doses and output times.
 
@@ -127,6 +128,11 @@ def simulate(
     at_dose
         Whether an output at the exact time of a dose is taken before (``"pre"``, trough
         convention) or after (``"post"``) the dose.
+    ode_strategy
+        ODE engine only. ``"vmap"``: each subject integrates with its own adaptive steps.
+        ``"batch"``: when the cohort shares its dose and output times, the stacked cohort is
+        integrated as one system (one step size, every subject held to the tolerance by a
+        max norm), falling back to per-subject solves for a segment that fails.
 
     Returns
     -------
@@ -153,6 +159,12 @@ def simulate(
     [1.8097, 1.6375]
     """
     params, events, times = _check_inputs(model, params, events, times)
+    traced = any(
+        isinstance(leaf, jax.core.Tracer)
+        for leaf in jax.tree_util.tree_leaves((params, events, times))
+    )
+    # decided here when the inputs are concrete, so only one walk is compiled
+    shared = None if traced else bool(_concrete_shares_grid(model, params, events, times))
     if method == "auto":
         method = "linear" if model.linear else "ode"
     if method == "linear":
@@ -161,7 +173,7 @@ def simulate(
                 f"`method` 'linear' needs a linear model, but model {model.name!r} has linear=False; "
                 "use method='ode' or 'auto'"
             )
-        states, status = _solve_linear(model, params, events, times, at_dose=at_dose)
+        states, status = _solve_linear(model, params, events, times, at_dose=at_dose, shared=shared)
     elif method == "ode":
         states, status = _solve_ode(
             model,
@@ -173,6 +185,8 @@ def simulate(
             atol=atol,
             max_steps=max_steps,
             solver=solver,
+            strategy=ode_strategy,
+            shared=shared,
         )
     else:
         raise SimulationError(f"`method` must be 'auto', 'linear' or 'ode', got {method!r}")
@@ -354,7 +368,7 @@ class _Walk(eqx.Module):
     cache: object
 
 
-def _walk(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, cache0):
+def _walk(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, cache0, shared):
     """Walk the sorted entries of all subjects, calling the engine's propagator between them.
 
     Returns the states at the output times, ``[subject, time, state]``, and the status.
@@ -363,13 +377,26 @@ def _walk(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, ca
 
     A cohort whose subjects share output times and (effective) dose times takes a fast
     path that walks one entry list with scalar control flow; amounts, compartments and
-    parameters may still differ per subject.
+    parameters may still differ per subject. ``shared=None`` decides at run time (when the
+    inputs are traced, e.g. under ``jax.grad``), at the cost of compiling both paths.
     """
+    args = (propagate, steady_state, x0, params, doses, times, at_dose, cache0)
+    if shared is None:
+        return jax.lax.cond(
+            _shares_grid(doses, times), lambda: _walk_shared(*args), lambda: _walk_general(*args)
+        )
+    return _walk_shared(*args) if shared else _walk_general(*args)
+
+
+def _shares_grid(doses: _Doses, times) -> Array:
     ends = jnp.where(doses.rate > 0, doses.time + doses.duration, jnp.inf)
     same = lambda a: jnp.all(a == a[:1])  # noqa: E731
-    shared = same(times) & same(doses.time) & same(ends) & same(doses.steady_state)
-    args = (propagate, steady_state, x0, params, doses, times, at_dose, cache0)
-    return jax.lax.cond(shared, lambda: _walk_shared(*args), lambda: _walk_general(*args))
+    return same(times) & same(doses.time) & same(ends) & same(doses.steady_state)
+
+
+@eqx.filter_jit
+def _concrete_shares_grid(model, params, events, times) -> Array:
+    return _shares_grid(_effective_doses(model, params, events), times)
 
 
 def _walk_shared(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, cache0):
@@ -556,7 +583,7 @@ class _LinearCache(eqx.Module):
 
 
 @eqx.filter_jit
-def _solve_linear(model: ODEModel, params, events, times, *, at_dose):
+def _solve_linear(model: ODEModel, params, events, times, *, at_dose, shared):
     a = jax.vmap(model.system_matrix)(params)
     n, n_states = params.shape[0], model.n_states
     doses = _effective_doses(model, params, events)
@@ -600,7 +627,7 @@ def _solve_linear(model: ODEModel, params, events, times, *, at_dose):
         phi=jnp.zeros((n, n_states, n_states)),
         psi=jnp.zeros((n, n_states, n_states)),
     )
-    return _walk(propagate, steady_state, x0, params, doses, times, at_dose, cache0)
+    return _walk(propagate, steady_state, x0, params, doses, times, at_dose, cache0, shared)
 
 
 # --------------------------------------------------------------------------- ODE engine
@@ -622,15 +649,36 @@ def _status_of(result) -> Array:
 
 
 @eqx.filter_jit
-def _solve_ode(model: ODEModel, params, events, times, *, at_dose, rtol, atol, max_steps, solver):
+def _solve_ode(
+    model: ODEModel,
+    params,
+    events,
+    times,
+    *,
+    at_dose,
+    rtol,
+    atol,
+    max_steps,
+    solver,
+    strategy,
+    shared,
+):
     if solver not in _SOLVERS:
         raise SimulationError(f"`solver` must be one of {list(_SOLVERS)}, got {solver!r}")
+    if strategy not in ("batch", "vmap"):
+        raise SimulationError(f"`ode_strategy` must be 'batch' or 'vmap', got {strategy!r}")
     n, n_states = params.shape[0], model.n_states
     doses = _effective_doses(model, params, events)
     x0 = jax.vmap(model.initial_state)(params)
     term = diffrax.ODETerm(lambda t, y, args: model.vector_field(t, y, args[0]) + args[1])
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     ode_solver = _SOLVERS[solver]()
+    batch_term = diffrax.ODETerm(
+        lambda t, y, args: (
+            jax.vmap(model.vector_field, in_axes=(None, 0, 0))(t, y, args[0]) + args[1]
+        )
+    )
+    batch_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=optx.max_norm)
 
     def segment(x, r, t0, t1, p, dt0, adjoint=_REVERSE_MODE):
         """Integrate one subject from t0 to t1 with constant infusion input r."""
@@ -657,14 +705,38 @@ def _solve_ode(model: ODEModel, params, events, times, *, at_dose, rtol, atol, m
         return x_new, status, dt_next
 
     def propagate(x, r, t0, t1, p, dt0, shared):
-        def solve(_):
+        def each_subject(_):
             x_new, status, dt_next = jax.vmap(segment)(x, r, t0, t1, p, dt0)
             return x_new, dt_next, status
+
+        def whole_batch(_):
+            # One solve of the stacked cohort; the max norm holds every subject to the
+            # tolerance. If it fails, solve each subject alone so failures stay per subject.
+            ta, tb = t0[0], t1[0]
+            sol = diffrax.diffeqsolve(
+                batch_term,
+                ode_solver,
+                ta,
+                tb,
+                jnp.minimum(jnp.min(dt0), tb - ta),
+                x,
+                args=(p, r),
+                saveat=diffrax.SaveAt(t1=True),
+                stepsize_controller=batch_controller,
+                max_steps=max_steps,
+                throw=False,
+            )
+            steps = jnp.maximum(sol.stats["num_accepted_steps"], 1)
+            done = (sol.ys[-1], jnp.full(n, (tb - ta) / steps), jnp.zeros(n, jnp.int32))
+            return jax.lax.cond(
+                sol.result == diffrax.RESULTS.successful, lambda _: done, each_subject, None
+            )
 
         def stay(_):
             return x, dt0, jnp.zeros(n, jnp.int32)
 
-        return jax.lax.cond(jnp.any(t1 > t0), solve, stay, None)
+        move = whole_batch if (shared and strategy == "batch") else each_subject
+        return jax.lax.cond(jnp.any(t1 > t0), move, stay, None)
 
     def steady_state(p, cmt, bolus_amount, rate, duration, interval, active):
         def one(p_i, c, amt, rate_i, d, tau, on):
@@ -693,4 +765,6 @@ def _solve_ode(model: ODEModel, params, events, times, *, at_dose, rtol, atol, m
 
         return jax.vmap(one)(p, cmt, bolus_amount, rate, duration, interval, active)
 
-    return _walk(propagate, steady_state, x0, params, doses, times, at_dose, jnp.full(n, 0.01))
+    return _walk(
+        propagate, steady_state, x0, params, doses, times, at_dose, jnp.full(n, 0.01), shared
+    )
