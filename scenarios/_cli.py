@@ -1,0 +1,442 @@
+"""The ``twinsim`` command line.
+
+::
+
+    twinsim simulate SPEC.yaml --out result.nc     run a spec: NetCDF (or Zarr) + provenance
+    twinsim nonmem SPEC.yaml --out data.csv        the simulated cohort as a NONMEM data set
+    twinsim schema [--out schema.json]             JSON Schema of a spec file
+    twinsim examples                               the example specs shipped with twinsim
+    twinsim demo [--out-dir demo-output]           a two-compartment oral cohort, end to end
+
+An invalid spec, file or option is reported as one message naming the field, with exit
+code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import shlex
+import warnings
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+__all__ = ["app", "example_path", "example_specs", "main"]
+
+app = typer.Typer(
+    name="twinsim",
+    help="twinsim: digital-twin patient simulation (PK/PD cohorts on JAX).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+#: The example the ``demo`` command runs.
+DEMO_EXAMPLE = "two_compartment_oral_cohort"
+
+
+def _consoles() -> tuple[Console, Console]:
+    """(stdout, stderr) consoles, made per command so they follow redirected streams."""
+    return Console(soft_wrap=True, highlight=False), Console(
+        stderr=True, soft_wrap=True, highlight=False
+    )
+
+
+def _domain_errors() -> tuple[type[BaseException], ...]:
+    from ..simulators import EventError, MetricsError, SimulationError
+    from ._nonmem import NonmemError
+    from ._outputs import OutputError
+    from ._regimen import SpecError
+    from ._units import UnitError
+
+    return (
+        SpecError,
+        UnitError,
+        NonmemError,
+        OutputError,
+        SimulationError,
+        EventError,
+        MetricsError,
+    )
+
+
+@contextlib.contextmanager
+def _clean_errors(err: Console) -> Iterator[None]:
+    """Turn an invalid spec, file or option into one message and exit code 2."""
+    try:
+        yield
+    except _domain_errors() as error:
+        err.print(f"error: {error}", markup=False)
+        raise typer.Exit(2) from None
+    except OSError as error:
+        where = f" {error.filename!r}" if error.filename else ""
+        err.print(f"error: cannot access{where}: {error.strerror or error}", markup=False)
+        raise typer.Exit(2) from None
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as typed, rebuilt from the parsed parameters (for provenance)."""
+    words = ctx.command_path.split()
+    for parameter in ctx.command.params:
+        value = ctx.params.get(parameter.name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if parameter.param_type_name == "argument":
+            words.append(str(value))
+        elif isinstance(value, bool):
+            if value:
+                words.append(parameter.opts[0])
+        elif value is not None:
+            words += [parameter.opts[0], str(value)]
+    return shlex.join(words)
+
+
+@contextlib.contextmanager
+def _reported_warnings(err: Console) -> Iterator[None]:
+    """Print twinsim's workflow warnings (failed subjects, ...) plainly; pass others on."""
+    from ._workflows import WorkflowWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WorkflowWarning)
+        yield
+    for item in caught:
+        if issubclass(item.category, WorkflowWarning):
+            err.print(f"warning: {item.message}", style="yellow", markup=False)
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+
+
+@contextlib.contextmanager
+def _progress_bar(
+    err: Console, total: int, chunk_size: int, quiet: bool
+) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar when the cohort takes more than one chunk (else nothing)."""
+    if quiet or total <= chunk_size:
+        yield None
+        return
+    columns = (
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("subjects"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("simulate", total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
+
+
+def _format_number(value: float) -> str:
+    return "–" if value != value else f"{value:.4g}"
+
+
+def _summary_table(dataset: Any, title: str) -> Table:
+    """Subjects, failures and the Cmax/AUC summary of a run."""
+    import numpy as np
+
+    from ._workflows import exposure_summary
+
+    status = np.asarray(dataset["status"].values)
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("quantity")
+    table.add_column("median", justify="right")
+    table.add_column("5th pct", justify="right")
+    table.add_column("95th pct", justify="right")
+    table.add_column("unit")
+    table.add_row("subjects", str(status.size), "", "", "")
+    table.add_row("failed solves", str(int(np.count_nonzero(status))), "", "", "")
+    output = "conc" if "conc" in dataset else str(np.asarray(dataset["output"].values)[0])
+    summary = exposure_summary(dataset, output)
+    labels = {"cmax": "Cmax", "tmax": "Tmax", "auc_last": "AUC (0–last)", "cmin": "Cmin"}
+    for name, row in summary.iterrows():
+        table.add_row(
+            f"{labels.get(str(name), name)} of {output}",
+            _format_number(row["median"]),
+            _format_number(row["p5"]),
+            _format_number(row["p95"]),
+            str(row["unit"]),
+        )
+    return table
+
+
+# ---------------------------------------------------------------------------- commands
+SpecArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="Spec file (YAML or JSON); see `twinsim schema`.", metavar="SPEC", show_default=False
+    ),
+]
+ChunkOption = Annotated[
+    int,
+    typer.Option("--chunk-size", min=1, help="Subjects simulated per chunk (results do not depend on it)."),
+]  # fmt: skip
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+
+
+class _Format(enum.StrEnum):
+    """Output file formats of ``simulate``."""
+
+    auto = "auto"
+    netcdf = "netcdf"
+    zarr = "zarr"
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    spec_file: SpecArgument,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output file: .nc (NetCDF) or .zarr; default: <spec name>.nc."
+        ),
+    ] = None,
+    chunk_size: ChunkOption = 1024,
+    file_format: Annotated[
+        _Format,
+        typer.Option(
+            "--format",
+            help="auto (NetCDF; Zarr for .zarr paths and large cohorts), netcdf or zarr.",
+        ),
+    ] = _Format.auto,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Start an existing Zarr store afresh, not resume it."),
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Simulate the cohort of a spec file and write it with a provenance record."""
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from ._specs import load_spec
+        from ._workflows import cohort_size, output_target, run_simulation
+
+        spec = load_spec(spec_file)
+        requested = out if out is not None else Path(f"{spec_file.stem}.nc")
+        target, _ = output_target(spec, requested, file_format.value)
+        with (
+            _reported_warnings(err),
+            _progress_bar(err, cohort_size(spec), chunk_size, quiet) as progress,
+        ):
+            dataset = run_simulation(
+                spec,
+                out=requested,
+                chunk_size=chunk_size,
+                progress=progress,
+                file_format=file_format.value,
+                overwrite=overwrite,
+                command=_command_line(ctx),
+                provenance={"spec_file": str(spec_file)},
+            )
+        if not quiet:
+            out_console.print(_summary_table(dataset, f"{spec.model}: {spec_file.name}"))
+        from ._provenance import provenance_path
+
+        out_console.print(f"wrote {target}", markup=False)
+        out_console.print(f"provenance {provenance_path(target)}", markup=False)
+
+
+@app.command()
+def nonmem(
+    ctx: typer.Context,
+    spec_file: SpecArgument,
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.")],
+    output: Annotated[
+        str, typer.Option("--output", help="Model output written as DV (default conc).")
+    ] = "conc",
+    chunk_size: ChunkOption = 1024,
+    quiet: QuietOption = False,
+) -> None:
+    """Simulate a spec and write the cohort as a NONMEM data set (DV = simulated value).
+
+    Doses are written as dose records (EVID 1, CMT 1-based); every output time is an
+    observation record (EVID 0) with the noise-free simulated value as DV. Subjects are
+    ID 1..N; with patients in the spec, PAT numbers them and AGE, SEX (1 female, 0 male),
+    WT, HT, SCR are written where given.
+    """
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from ._nonmem import write_nonmem
+        from ._provenance import provenance_record, write_provenance
+        from ._specs import load_spec
+        from ._workflows import cohort_size, run_simulation, simulated_nonmem
+
+        spec = load_spec(spec_file)
+        with (
+            _reported_warnings(err),
+            _progress_bar(err, cohort_size(spec), chunk_size, quiet) as progress,
+        ):
+            dataset = run_simulation(spec, out=None, chunk_size=chunk_size, progress=progress)
+        data = simulated_nonmem(spec, dataset, output=output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_nonmem(data, out)
+        record = provenance_record(
+            spec,
+            command=_command_line(ctx),
+            outputs={
+                "path": str(out),
+                "format": "nonmem-csv",
+                "dv": output,
+                "n_subjects": data.n_subjects,
+                "n_failed": int((dataset["status"].values != 0).sum()),
+            },
+            extra={"spec_file": str(spec_file)},
+        )
+        provenance = write_provenance(record, out)
+        if not quiet:
+            out_console.print(
+                f"{data.n_subjects} subjects, {len(data.observations)} observation records "
+                f"(DV = {output}), {sum(len(d) for d in data.doses)} dose records",
+                markup=False,
+            )
+        out_console.print(f"wrote {out}", markup=False)
+        out_console.print(f"provenance {provenance}", markup=False)
+
+
+@app.command()
+def schema(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print (or write) the JSON Schema of a spec file, for editors and form builders."""
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from ._specs import spec_json_schema
+
+        text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False)
+        if out is None:
+            typer.echo(text)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text + "\n", encoding="utf-8")
+            out_console.print(f"wrote {out}", markup=False)
+
+
+def example_specs() -> dict[str, Path]:
+    """``{name: path}`` of the example spec files shipped in ``twinsim/scenarios/examples``.
+
+    Examples
+    --------
+    >>> "two_compartment_oral_cohort" in example_specs()
+    True
+    """
+    folder = resources.files("twinsim.scenarios") / "examples"
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def example_path(name: str) -> Path:
+    """Path of the shipped example spec ``name`` (file name without ``.yaml``).
+
+    Raises
+    ------
+    SpecError
+        For an unknown name; the message lists the examples.
+    """
+    from ._regimen import SpecError
+
+    examples = example_specs()
+    if name not in examples:
+        raise SpecError(
+            [f"`example` {name!r} is not a shipped example; examples: {', '.join(examples)}"],
+            title="unknown example",
+        )
+    return examples[name]
+
+
+@app.command()
+def examples() -> None:
+    """List the example spec files shipped with twinsim (run one with `twinsim simulate PATH`)."""
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from ._specs import load_spec
+        from ._workflows import cohort_size
+
+        for name, path in example_specs().items():
+            spec = load_spec(path)
+            out_console.print(
+                f"{name}: {spec.model}, {cohort_size(spec)} subjects\n    {path}", markup=False
+            )
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", help="Folder for the demo's outputs.")
+    ] = Path("demo-output"),
+    quiet: QuietOption = False,
+) -> None:
+    """Run a built-in example end to end: a two-compartment oral cohort of 200 subjects.
+
+    100 mg every 12 h for 7 days, 30 % CV on clearance, central volume and absorption.
+    Writes the NetCDF cohort, a tidy CSV, a metrics CSV, a plotly HTML plot of the median
+    and 5–95 % band and the provenance record.
+    """
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from ._outputs import metrics_table, to_frame
+        from ._provenance import provenance_path
+        from ._specs import load_spec
+        from ._workflows import cohort_size, concentration_band_figure, run_simulation
+
+        spec_file = example_path(DEMO_EXAMPLE)
+        spec = load_spec(spec_file)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cohort = out_dir / "cohort.nc"
+        with (
+            _reported_warnings(err),
+            _progress_bar(err, cohort_size(spec), 1024, quiet) as progress,
+        ):
+            dataset = run_simulation(
+                spec,
+                out=cohort,
+                progress=progress,
+                command=_command_line(ctx),
+                provenance={"spec_file": str(spec_file), "example": DEMO_EXAMPLE},
+            )
+        tidy = out_dir / "cohort.csv"
+        to_frame(dataset).to_csv(tidy, index=False)
+        metrics = out_dir / "metrics.csv"
+        interval = spec.regimen.doses[0].interval
+        metrics_table(dataset, "conc", tau=interval).to_csv(metrics, index=False)
+        plot = out_dir / "concentration.html"
+        concentration_band_figure(dataset, "conc").write_html(plot, include_plotlyjs=True)
+        if not quiet:
+            out_console.print(_summary_table(dataset, f"demo: {spec_file.name}"))
+        out_console.print(f"demo outputs in {out_dir}:", markup=False)
+        for what, path in (
+            ("cohort (NetCDF)", cohort),
+            ("tidy table (CSV)", tidy),
+            ("exposure metrics per subject (CSV)", metrics),
+            ("median and 5–95 % band (HTML)", plot),
+            ("provenance (JSON)", provenance_path(cohort)),
+            ("spec", spec_file),
+        ):
+            out_console.print(f"  {what}: {path}", markup=False)
+
+
+def main() -> None:
+    """Entry point of the ``twinsim`` console script."""
+    app()
