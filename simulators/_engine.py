@@ -36,7 +36,7 @@ from ._events import DosingEvents
 
 __all__ = ["SimulationError", "Solution", "SolveStatus", "simulate"]
 
-_OUTPUT, _DOSE, _INFUSION_END, _SS_RESET = 0, 1, 2, 3
+_OUTPUT, _DOSE, _INFUSION_END, _SS_RESET, _SS_PREVIOUS_END = 0, 1, 2, 3, 4
 
 
 class SolveStatus(enum.IntEnum):
@@ -255,6 +255,7 @@ class _Doses(eqx.Module):
     """Per-subject effective doses (after F and lag), [subject, event]."""
 
     time: Array
+    lag: Array
     amount: Array
     compartment: Array
     bolus: Array
@@ -281,6 +282,7 @@ def _effective_doses(model: ODEModel, params, events: DosingEvents) -> _Doses:
         )
         return _Doses(
             time=jnp.where(ev.mask, ev.time + lag[cmt], jnp.inf),
+            lag=lag[cmt],
             amount=jnp.where(ev.mask, amount, 0.0),
             compartment=cmt,
             bolus=ev.mask & ~is_infusion,
@@ -305,13 +307,16 @@ def _entry_list(doses: _Doses, times, at_dose: str):
         _OUTPUT: (times, out_idx),
         _INFUSION_END: (ends, ev_idx),
         _DOSE: (doses.time, ev_idx),
-        # SS=1 resets before anything else at its time, so a pre-dose output sees the SS trough
-        _SS_RESET: (jnp.where(doses.steady_state, doses.time, jnp.inf), ev_idx),
+        # SS=1 resets at the record's time (before a lag), before anything else at that
+        # time, so a pre-dose output sees the steady-state trough
+        _SS_RESET: (jnp.where(doses.steady_state, doses.time - doses.lag, jnp.inf), ev_idx),
+        # with a lag, the previous cycle's infusion may still run at the reset
+        _SS_PREVIOUS_END: (_previous_cycle_end(doses), ev_idx),
     }
     if at_dose == "pre":
-        order = [_SS_RESET, _OUTPUT, _INFUSION_END, _DOSE]
+        order = [_SS_RESET, _OUTPUT, _SS_PREVIOUS_END, _INFUSION_END, _DOSE]
     else:
-        order = [_SS_RESET, _INFUSION_END, _DOSE, _OUTPUT]
+        order = [_SS_RESET, _SS_PREVIOUS_END, _INFUSION_END, _DOSE, _OUTPUT]
     t = jnp.concatenate([blocks[k][0] for k in order], axis=1)
     kind = jnp.concatenate(
         [jnp.full(blocks[k][0].shape, k, dtype=jnp.int32) for k in order], axis=1
@@ -326,6 +331,46 @@ def _entry_list(doses: _Doses, times, at_dose: str):
     )
     take = lambda a: jnp.take_along_axis(a, perm, axis=1).T  # noqa: E731
     return take(t), take(kind), take(idx)
+
+
+def _previous_cycle_end(doses: _Doses) -> Array:
+    """End of the infusion of the steady-state cycle before an SS=1 record, when it ends after
+    the record's time (only possible with a lag time); ``inf`` otherwise."""
+    end = doses.time - doses.interval + doses.duration
+    running = doses.steady_state & (doses.rate > 0) & (end > doses.time - doses.lag)
+    return jnp.where(running, end, jnp.inf)
+
+
+def _steady_state_at_record(cycle, fixed_point, x_initial, doses: _Doses, k, active):
+    """State at an SS=1 record's time, and whether the previous cycle's infusion still runs.
+
+    ``cycle(x, bolus, rate, duration, h)`` gives the state ``h`` after a dose arrives on
+    ``x``; ``fixed_point(bolus, rate, duration, tau, x_initial)`` the pre-dose steady state.
+    With a lag ``L`` the record's time lies ``tau − L`` after the previous cycle's dose.
+    """
+    n_states = x_initial.shape[1]
+    at = lambda a: jnp.take_along_axis(a, k[:, None], axis=1)[:, 0]  # noqa: E731
+    onehot = jax.nn.one_hot(at(doses.compartment), n_states, dtype=x_initial.dtype)
+    bolus = onehot * (at(doses.amount) * at(doses.bolus))[:, None]
+    rate = onehot * at(doses.rate)[:, None]
+    duration, tau, lag = at(doses.duration), at(doses.interval), at(doses.lag)
+    # sanitise subjects without an SS record here (their result is discarded)
+    tau = jnp.where(active, tau, 1.0)
+    duration = jnp.where(active, duration, 0.0)
+    lag = jnp.where(active, lag, 0.0)
+    x_star, status = fixed_point(bolus, rate, duration, tau, x_initial)
+    since_dose = tau - lag
+    x_record = jax.lax.cond(
+        jnp.any(active & (lag > 0)),
+        lambda: jnp.where(
+            (lag > 0)[:, None], cycle(x_star, bolus, rate, duration, since_dose), x_star
+        ),
+        lambda: x_star,
+    )
+    lag_too_long = active & (lag >= tau)  # the cycle would hold several pending doses
+    status = jnp.where(lag_too_long, int(SolveStatus.STEADY_STATE_FAILED), status)
+    running = (lag > 0) & (duration > since_dose)
+    return x_record, rate * running[:, None], status.astype(jnp.int32)
 
 
 def _merge_sorted(blocks: list[Array]) -> Array:
@@ -381,7 +426,7 @@ def _walk(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, ca
     inputs are traced, e.g. under ``jax.grad``), at the cost of compiling both paths.
     """
     args = (propagate, steady_state, x0, params, doses, times, at_dose, cache0)
-    if shared is None:
+    if shared is None:  # decided at run time, both paths compiled
         return jax.lax.cond(
             _shares_grid(doses, times), lambda: _walk_shared(*args), lambda: _walk_general(*args)
         )
@@ -426,25 +471,28 @@ def _walk_shared(propagate, steady_state, x0, params, doses: _Doses, times, at_d
             return x, r - onehot * stop[:, None], reset_t, status
 
         def reset(x, r, reset_t, status):
-            x_ss, ss_status = steady_state(
-                params,
-                doses.compartment[:, k],
-                doses.amount[:, k] * doses.bolus[:, k],
-                doses.rate[:, k],
-                doses.duration[:, k],
-                doses.interval[:, k],
-                jnp.ones(n, bool),
+            x_ss, r_ss, ss_status = _steady_state_at_record(
+                *steady_state, x0, doses, jnp.full(n, k), jnp.ones(n, bool)
             )
-            return (
-                x_ss,
-                jnp.zeros_like(r),
-                jnp.full_like(reset_t, t_new),
-                jnp.maximum(status, ss_status),
-            )
+            return x_ss, r_ss, jnp.full_like(reset_t, t_new), jnp.maximum(status, ss_status)
 
-        branches = {_OUTPUT: record, _DOSE: dose, _INFUSION_END: infusion_end, _SS_RESET: reset}
+        def previous_end(x, r, reset_t, status):
+            return x, r - onehot * doses.rate[:, k][:, None], reset_t, status
+
+        branches = {
+            _OUTPUT: record,
+            _DOSE: dose,
+            _INFUSION_END: infusion_end,
+            _SS_RESET: reset,
+            _SS_PREVIOUS_END: previous_end,
+        }
         x_next, r, reset_t, status = jax.lax.switch(
-            jnp.where(ok, kind, _OUTPUT), [branches[i] for i in range(4)], x, w.r, w.reset_t, status
+            jnp.where(ok, kind, _OUTPUT),
+            [branches[i] for i in range(len(branches))],
+            x,
+            w.r,
+            w.reset_t,
+            status,
         )
         return _Walk(x_next, r, t_new, reset_t, status, cache), x
 
@@ -487,6 +535,9 @@ def _walk_general(propagate, steady_state, x0, params, doses: _Doses, times, at_
         bolus=jnp.where(is_dose & per_entry(doses.bolus), per_entry(doses.amount), 0.0),
         start=jnp.where(is_dose, per_entry(doses.rate), 0.0),
         stop=jnp.where(valid & (entry_kind == _INFUSION_END), per_entry(doses.rate), 0.0),
+        previous_stop=jnp.where(
+            valid & (entry_kind == _SS_PREVIOUS_END), per_entry(doses.rate), 0.0
+        ),
         started=per_entry(doses.time),
     )
 
@@ -499,18 +550,11 @@ def _walk_general(propagate, steady_state, x0, params, doses: _Doses, times, at_
 
         def reset(args):
             x, r, reset_t, status = args
-            k = e["ev"]
-            x_ss, ss_status = steady_state(
-                params,
-                e["cmt"],
-                doses.amount[rows, k] * doses.bolus[rows, k],
-                doses.rate[rows, k],
-                doses.duration[rows, k],
-                doses.interval[rows, k],
-                is_ss,
+            x_ss, r_ss, ss_status = _steady_state_at_record(
+                *steady_state, x0, doses, e["ev"], is_ss
             )
             x = jnp.where(is_ss[:, None], x_ss, x)
-            r = jnp.where(is_ss[:, None], 0.0, r)
+            r = jnp.where(is_ss[:, None], r_ss, r)
             reset_t = jnp.where(is_ss, t_new, reset_t)
             status = jnp.where(is_ss, jnp.maximum(status, ss_status), status)
             return x, r, reset_t, status
@@ -522,7 +566,7 @@ def _walk_general(propagate, steady_state, x0, params, doses: _Doses, times, at_
         # an SS reset stops the infusions that started before it
         stop = jnp.where(e["started"] >= reset_t, e["stop"], 0.0)
         x = x + onehot * e["bolus"][:, None]
-        r = r + onehot * (e["start"] - stop)[:, None]
+        r = r + onehot * (e["start"] - stop - e["previous_stop"])[:, None]
         return _Walk(x, r, t_new, reset_t, status, cache), seen
 
     w0 = _Walk(
@@ -605,29 +649,32 @@ def _solve_linear(model: ODEModel, params, events, times, *, at_dose, shared):
         )
         return jnp.where(moving[:, None], x_new, x), cache, jnp.zeros(n, jnp.int32)
 
-    def steady_state(_params, cmt, bolus_amount, rate, duration, interval, active):
-        """Pre-dose state of the dose repeated every ``interval`` for ever (exact)."""
+    def cycle(x, bolus, rate, duration, h):
+        """State ``h`` after a dose arrives on ``x`` (exact)."""
 
-        def one(a_i, c, amt, rate_i, d, tau):
-            e_c = jax.nn.one_hot(c, n_states, dtype=a_i.dtype)
-            phi_tau, _ = _propagators(a_i, tau)
-            phi_rest, _ = _propagators(a_i, tau - d)
-            _, psi_d = _propagators(a_i, d)
-            after_one_interval = phi_rest @ (psi_d @ (rate_i * e_c) + amt * e_c)
-            return jnp.linalg.solve(
-                jnp.eye(n_states, dtype=a_i.dtype) - phi_tau, after_one_interval
-            )
+        def one(a_i, x_i, b_i, r_i, d, h_i):
+            on = jnp.minimum(d, h_i)
+            phi_on, psi_on = _propagators(a_i, on)
+            phi_off, _ = _propagators(a_i, h_i - on)
+            return phi_off @ (phi_on @ (x_i + b_i) + psi_on @ r_i)
 
-        x_ss = jax.vmap(one)(a, cmt, bolus_amount, rate, duration, interval)
-        bad = active & ~jnp.all(jnp.isfinite(x_ss), axis=1)
-        return x_ss, jnp.where(bad, int(SolveStatus.STEADY_STATE_FAILED), 0).astype(jnp.int32)
+        return jax.vmap(one)(a, x, bolus, rate, duration, h)
+
+    def fixed_point(bolus, rate, duration, tau, _x_initial):
+        """Pre-dose steady state: ``x = Φ(τ) x + cycle(0, τ)``, solved exactly."""
+        phi_tau = jax.vmap(_propagators)(a, tau)[0]
+        after_one = cycle(jnp.zeros_like(bolus), bolus, rate, duration, tau)
+        eye = jnp.eye(n_states, dtype=a.dtype)
+        x_ss = jnp.linalg.solve(eye - phi_tau, after_one[..., None])[..., 0]
+        bad = ~jnp.all(jnp.isfinite(x_ss), axis=1)
+        return x_ss, jnp.where(bad, int(SolveStatus.STEADY_STATE_FAILED), 0)
 
     cache0 = _LinearCache(
         h=jnp.full(n, jnp.nan),
         phi=jnp.zeros((n, n_states, n_states)),
         psi=jnp.zeros((n, n_states, n_states)),
     )
-    return _walk(propagate, steady_state, x0, params, doses, times, at_dose, cache0, shared)
+    return _walk(propagate, (cycle, fixed_point), x0, params, doses, times, at_dose, cache0, shared)
 
 
 # --------------------------------------------------------------------------- ODE engine
@@ -667,7 +714,7 @@ def _solve_ode(
         raise SimulationError(f"`solver` must be one of {list(_SOLVERS)}, got {solver!r}")
     if strategy not in ("batch", "vmap"):
         raise SimulationError(f"`ode_strategy` must be 'batch' or 'vmap', got {strategy!r}")
-    n, n_states = params.shape[0], model.n_states
+    n = params.shape[0]
     doses = _effective_doses(model, params, events)
     x0 = jax.vmap(model.initial_state)(params)
     term = diffrax.ODETerm(lambda t, y, args: model.vector_field(t, y, args[0]) + args[1])
@@ -738,33 +785,45 @@ def _solve_ode(
         move = whole_batch if (shared and strategy == "batch") else each_subject
         return jax.lax.cond(jnp.any(t1 > t0), move, stay, None)
 
-    def steady_state(p, cmt, bolus_amount, rate, duration, interval, active):
-        def one(p_i, c, amt, rate_i, d, tau, on):
-            e_c = jax.nn.one_hot(c, n_states, dtype=p_i.dtype)
-            tau = jnp.where(on, tau, 1.0)
-            d = jnp.where(on, d, 0.0)
+    def cycle(x, bolus, rate, duration, h, adjoint=_REVERSE_MODE):
+        """State ``h`` after a dose arrives on ``x``: infusion on for ``min(duration, h)``."""
 
+        def one(p_i, x_i, b_i, r_i, d, h_i):
+            on = jnp.minimum(d, h_i)
+            y, _, _ = segment(x_i + b_i, r_i, 0.0, on, p_i, jnp.asarray(0.1), adjoint)
+            y, _, _ = segment(y, jnp.zeros_like(y), on, h_i, p_i, jnp.asarray(0.1), adjoint)
+            return y
+
+        return jax.vmap(one)(params, x, bolus, rate, duration, h)
+
+    def fixed_point(bolus, rate, duration, tau, x_initial):
+        """Pre-dose steady state by Newton's method on the one-interval map."""
+
+        def one(p_i, b_i, r_i, d, tau_i, x0_i):
             def residual(x, _):
                 # Newton needs forward-mode derivatives of the solve
+                on = jnp.minimum(d, tau_i)
                 fwd = diffrax.ForwardMode()
-                y, _, _ = segment(x + amt * e_c, rate_i * e_c, 0.0, d, p_i, jnp.asarray(0.1), fwd)
-                y, _, _ = segment(y, jnp.zeros_like(y), d, tau, p_i, jnp.asarray(0.1), fwd)
+                y, _, _ = segment(x + b_i, r_i, 0.0, on, p_i, jnp.asarray(0.1), fwd)
+                y, _, _ = segment(y, jnp.zeros_like(y), on, tau_i, p_i, jnp.asarray(0.1), fwd)
                 return y - x
 
             sol = optx.root_find(
-                residual,
-                optx.Newton(rtol=1e-10, atol=1e-12),
-                model.initial_state(p_i),
-                max_steps=64,
-                throw=False,
+                residual, optx.Newton(rtol=1e-10, atol=1e-12), x0_i, max_steps=64, throw=False
             )
             ok = sol.result == optx.RESULTS.successful
-            return sol.value, jnp.where(on & ~ok, int(SolveStatus.STEADY_STATE_FAILED), 0).astype(
-                jnp.int32
-            )
+            return sol.value, jnp.where(ok, 0, int(SolveStatus.STEADY_STATE_FAILED))
 
-        return jax.vmap(one)(p, cmt, bolus_amount, rate, duration, interval, active)
+        return jax.vmap(one)(params, bolus, rate, duration, tau, x_initial)
 
     return _walk(
-        propagate, steady_state, x0, params, doses, times, at_dose, jnp.full(n, 0.01), shared
+        propagate,
+        (cycle, fixed_point),
+        x0,
+        params,
+        doses,
+        times,
+        at_dose,
+        jnp.full(n, 0.01),
+        shared,
     )
