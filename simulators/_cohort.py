@@ -286,7 +286,12 @@ def simulate_cohort(
     repeating its last subject, and the padding is dropped), so one compilation serves the
     whole cohort. Only one chunk is alive at a time: memory is bounded by ``chunk_size``,
     not by ``n_subjects``. With per-subject randomness (:func:`lognormal_parameters`,
-    :func:`subject_keys`) the results do not depend on ``chunk_size``.
+    :func:`subject_keys`) the results do not depend on ``chunk_size``: bit for bit with the
+    linear engine and with the ODE engine's ``ode_strategy="vmap"`` (each subject its own
+    steps). The ODE engine's default ``ode_strategy="batch"`` integrates a chunk whose
+    subjects share their dose and output times as one system with one step size, so a
+    subject's result then depends on its chunk-mates at the level of ``rtol``/``atol``;
+    pass ``ode_strategy="vmap"`` when bitwise reproducibility across chunkings matters.
 
     Parameters
     ----------
@@ -318,7 +323,7 @@ def simulate_cohort(
         subjects (e.g. ``lambda n: bar.update(task, advance=n)``).
     **simulate_options
         Passed to :func:`~twinsim.simulators.simulate` (``rtol``, ``atol``, ``max_steps``,
-        ``solver``, ``at_dose``).
+        ``solver``, ``at_dose``, ``ode_strategy``).
 
     Returns
     -------

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from twinsim.priors import ODEModel, one_compartment
+from twinsim.priors import ODEModel, one_compartment, two_compartment
 from twinsim.simulators import Dose, DosingEvents, SimulationError, simulate
 from twinsim.simulators._cohort import (
     CohortReport,
@@ -34,7 +34,7 @@ def _events_fn(ids):
     )
 
 
-def _collect(n_subjects, chunk_size, method="linear", **kwargs):
+def _collect(n_subjects, chunk_size, method="linear", events_fn=_events_fn, **kwargs):
     """Run the cohort and stitch the chunks back together on the host."""
     outputs, status, seen = {}, {}, []
 
@@ -45,7 +45,7 @@ def _collect(n_subjects, chunk_size, method="linear", **kwargs):
         seen.append((start, stop))
 
     report = simulate_cohort(
-        one_compartment(), n_subjects, _params_fn, _events_fn, TIMES,
+        one_compartment(), n_subjects, _params_fn, events_fn, TIMES,
         chunk_size=chunk_size, on_chunk=on_chunk, method=method, **kwargs,
     )  # fmt: skip
     stitched = np.concatenate([outputs[k] for k in sorted(outputs)]) if outputs else None
@@ -170,12 +170,48 @@ def test_chunk_size_invariance_linear_is_bitwise():
         assert seen == [(a, min(a + chunk, 10)) for a in range(0, 10, chunk)]
 
 
-def test_chunk_size_invariance_ode_is_bitwise():
-    """The diffrax engine too: each subject has its own adaptive steps, so chunk 4 (padded
-    last chunk of 2) and chunk 10 agree bit for bit (tolerance 0)."""
-    a, _, _ = _collect(10, 4, method="ode")
-    b, _, _ = _collect(10, 10, method="ode")
-    np.testing.assert_array_equal(a, b)
+def test_chunk_size_invariance_linear_large_chunk_multistate_is_bitwise():
+    """A 3-state model, one chunk of 1,030 subjects vs chunks of 16 (tolerance 0).
+
+    Large batches are where XLA changes how it vectorises reductions over the state axis;
+    the per-subject result must not change with them.
+    """
+    model = two_compartment(absorption="first_order")
+    omega = omega_from_cv([0.3, 0.3, 0.0, 0.0, 0.3, 0.0])
+    typical = [5.0, 50.0, 10.0, 100.0, 1.0, 1.0]  # cl, v1, q, v2, ka, f_oral
+
+    def run(chunk):
+        parts = {}
+        simulate_cohort(
+            model, 1030, lambda ids: lognormal_parameters(SEED, ids, typical, omega),
+            lambda ids: DosingEvents.repeated(100.0, 12.0, 4), TIMES, chunk_size=chunk,
+            on_chunk=lambda start, stop, sol: parts.update({start: np.asarray(sol.outputs)}),
+        )  # fmt: skip
+        return np.concatenate([parts[k] for k in sorted(parts)])
+
+    np.testing.assert_array_equal(run(1030), run(16))
+
+
+def test_chunk_size_invariance_ode_vmap_is_bitwise():
+    """The diffrax engine with ``ode_strategy="vmap"``: each subject has its own adaptive steps,
+    so chunk 4 (padded last chunk of 2) and chunk 10 agree bit for bit (tolerance 0), for
+    per-subject regimens and for a regimen shared by the cohort."""
+    for events_fn in (_events_fn, lambda ids: DosingEvents.repeated(100.0, 12.0, 3)):
+        a, _, _ = _collect(10, 4, method="ode", ode_strategy="vmap", events_fn=events_fn)
+        b, _, _ = _collect(10, 10, method="ode", ode_strategy="vmap", events_fn=events_fn)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_chunk_size_ode_batch_strategy_agrees_within_tolerance():
+    """The default batched-state ODE strategy shares one step size per chunk, so chunkings
+    differ only at solver-tolerance level: rtol 1e-8/atol 1e-10 per step, compared at
+    rtol 1e-6 and atol 1e-9 mg/L (100× margin for error accumulated over a few steps)."""
+    shared = lambda ids: DosingEvents.repeated(100.0, 12.0, 3)  # noqa: E731
+    a, _, _ = _collect(10, 4, method="ode", events_fn=shared)
+    b, _, _ = _collect(10, 10, method="ode", events_fn=shared)
+    exact, _, _ = _collect(10, 10, method="linear", events_fn=shared)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(a, exact, rtol=1e-6, atol=1e-9)
 
 
 def test_skip_chunk_resumes_an_interrupted_run():
