@@ -644,8 +644,12 @@ def _solve_linear(model: ODEModel, params, events, times, *, at_dose, shared):
 
         stale = jnp.any(moving & (h != cache.h))
         cache = jax.lax.cond(stale, recompute, lambda c: c, cache)
-        x_new = jnp.sum(cache.phi * x[:, None, :], axis=-1) + jnp.sum(
-            cache.psi * r[:, None, :], axis=-1
+        x_new = jnp.sum(cache.phi * x[:, None, :], axis=-1)
+        # most steps run no infusion: skip reading the input propagator then
+        x_new = jax.lax.cond(
+            jnp.any(r != 0),
+            lambda: x_new + jnp.sum(cache.psi * r[:, None, :], axis=-1),
+            lambda: x_new,
         )
         return jnp.where(moving[:, None], x_new, x), cache, jnp.zeros(n, jnp.int32)
 
