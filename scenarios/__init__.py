@@ -35,3 +35,16 @@ from ._outputs import to_dataset as to_dataset
 from ._outputs import to_frame as to_frame
 from ._outputs import write_netcdf as write_netcdf
 from ._outputs import write_zarr_chunk as write_zarr_chunk
+from ._provenance import provenance_path as provenance_path
+from ._provenance import provenance_record as provenance_record
+from ._provenance import write_provenance as write_provenance
+from ._workflows import FailedSubjectsWarning as FailedSubjectsWarning
+from ._workflows import LargeCohortWarning as LargeCohortWarning
+from ._workflows import WorkflowWarning as WorkflowWarning
+from ._workflows import cohort_size as cohort_size
+from ._workflows import concentration_band_figure as concentration_band_figure
+from ._workflows import exposure_summary as exposure_summary
+from ._workflows import output_target as output_target
+from ._workflows import read_provenance as read_provenance
+from ._workflows import run_simulation as run_simulation
+from ._workflows import simulated_nonmem as simulated_nonmem
