@@ -4,19 +4,19 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # float64 throughout the numerical core
 
-from ._events import Dose as Dose  # noqa: E402
-from ._events import DosingEvents as DosingEvents  # noqa: E402
-from ._events import EventError as EventError  # noqa: E402
-from ._events import bucket_size as bucket_size  # noqa: E402
-from ._engine import SimulationError as SimulationError  # noqa: E402
-from ._engine import Solution as Solution  # noqa: E402
-from ._engine import SolveStatus as SolveStatus  # noqa: E402
-from ._engine import simulate as simulate  # noqa: E402
 from ._cohort import CohortReport as CohortReport  # noqa: E402
 from ._cohort import lognormal_parameters as lognormal_parameters  # noqa: E402
 from ._cohort import omega_from_cv as omega_from_cv  # noqa: E402
 from ._cohort import simulate_cohort as simulate_cohort  # noqa: E402
 from ._cohort import subject_keys as subject_keys  # noqa: E402
+from ._engine import SimulationError as SimulationError  # noqa: E402
+from ._engine import Solution as Solution  # noqa: E402
+from ._engine import SolveStatus as SolveStatus  # noqa: E402
+from ._engine import simulate as simulate  # noqa: E402
+from ._events import Dose as Dose  # noqa: E402
+from ._events import DosingEvents as DosingEvents  # noqa: E402
+from ._events import EventError as EventError  # noqa: E402
+from ._events import bucket_size as bucket_size  # noqa: E402
 from ._metrics import AUC_METHODS as AUC_METHODS  # noqa: E402
 from ._metrics import ExposureMetrics as ExposureMetrics  # noqa: E402
 from ._metrics import HalfLife as HalfLife  # noqa: E402
