@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from twinsim.priors import (
     ModelDefinitionError,
     ODEModel,

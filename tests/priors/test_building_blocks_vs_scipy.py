@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
+
 from twinsim.priors import (
     michaelis_menten,
     one_compartment,

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from typer.testing import CliRunner
+
 from twinsim.scenarios import (
     SimulationSpec,
     load_spec,
@@ -24,7 +26,6 @@ from twinsim.scenarios import (
 from twinsim.scenarios._cli import app, example_specs
 from twinsim.scenarios._provenance import provenance_path
 from twinsim.simulators import lognormal_parameters, omega_from_cv, simulate
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from twinsim.scenarios import NonmemData, NonmemError, read_nonmem, write_nonmem
 from twinsim.simulators import Dose
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
+
 from twinsim.priors import ODEModel
 from twinsim.scenarios._outputs import (
     OutputError,

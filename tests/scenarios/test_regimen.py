@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from twinsim.priors import one_compartment, two_compartment
 from twinsim.scenarios import DoseSpec, RegimenSpec, SpecError, parse_regimen_text
 from twinsim.simulators import Dose, DosingEvents

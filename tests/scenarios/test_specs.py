@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from twinsim.priors import ODEModel
 from twinsim.scenarios import (
     MODEL_REGISTRY,

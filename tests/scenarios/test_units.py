@@ -5,6 +5,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from twinsim.scenarios import CORE_UNITS, UnitError, accepted_units, parse_quantity
 
 # Exact definitions: 1 lb = 0.45359237 kg and 1 in = 2.54 cm (international yard and pound

@@ -14,6 +14,7 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 import xarray as xr
+
 from twinsim.scenarios import SimulationSpec, metrics_table, open_zarr_cohort
 from twinsim.scenarios._outputs import NOT_COMPUTED, OutputError
 from twinsim.scenarios._provenance import provenance_path
