@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from twinsim.simulators._metrics import (
     MetricsError,
     auc,
