@@ -14,8 +14,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from twinsim.priors import ODEModel
 from twinsim.simulators import Dose, DosingEvents, simulate
 
@@ -275,17 +277,29 @@ def test_chunking_invariance_linear(cohort):
     _chunks_match(np.array(params), regimens, "linear")
 
 
-def test_chunking_invariance_ode():
-    """6 subjects at once = 2 chunks of 3, bit for bit (exact comparison), ODE engine: each
-    subject's adaptive steps must not depend on the other subjects in the batch."""
+@pytest.mark.parametrize("shared_grid", [False, True], ids=["own_dose_times", "shared_dose_times"])
+def test_chunking_invariance_ode(shared_grid):
+    """6 subjects at once = 2 chunks of 3, bit for bit (exact comparison), ODE engine at its
+    defaults: a subject's adaptive steps must not depend on the other subjects in its
+    chunk, whether the subjects have their own dose times or share them (a cohort on one
+    regimen with different parameters and amounts: the common case)."""
     rng = np.random.default_rng(7)
     params = np.column_stack(
         [rng.uniform(1, 20, 6), rng.uniform(10, 100, 6), rng.uniform(1, 20, 6), rng.uniform(20, 200, 6),
          rng.uniform(0.2, 3, 6), rng.uniform(0.5, 1, 6)]
     )  # fmt: skip
-    regimens = [
-        [Dose(float(rng.uniform(0, 24)), float(rng.uniform(10, 500)), int(rng.integers(0, 3)), duration=d)
-         for d in rng.choice([0.0, 1.5], size=int(rng.integers(1, 6)))]
-        for _ in range(6)
-    ]  # fmt: skip
+    if shared_grid:
+        regimens = [
+            [
+                Dose(0.0, float(amount), DEPOT, interval=12.0, additional=3),
+                Dose(30.0, float(amount), CENTRAL, duration=2.0),
+            ]
+            for amount in rng.uniform(10, 500, 6)
+        ]
+    else:
+        regimens = [
+            [Dose(float(rng.uniform(0, 24)), float(rng.uniform(10, 500)), int(rng.integers(0, 3)), duration=d)
+             for d in rng.choice([0.0, 1.5], size=int(rng.integers(1, 6)))]
+            for _ in range(6)
+        ]  # fmt: skip
     _chunks_match(params, regimens, "ode")
