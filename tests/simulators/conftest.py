@@ -22,6 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from closed_form import Administration, concentration
+
 from twinsim.priors import ODEModel
 from twinsim.simulators import Dose, DosingEvents
 

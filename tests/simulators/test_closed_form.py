@@ -18,6 +18,7 @@ from __future__ import annotations
 import closed_form as cf
 import numpy as np
 import pytest
+
 from twinsim.simulators import simulate
 
 RTOL, ATOL = 1e-9, 1e-12

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from closed_form import Administration
+
 from twinsim.simulators import Dose, DosingEvents, simulate
 
 RTOL, ATOL = 1e-6, 1e-9
