@@ -57,9 +57,9 @@ def scenario() -> dict[str, Any]:
 def model_and_inputs():
     """twinsim model, ``params_fn``, shared events and times for the scenario."""
     import jax.numpy as jnp
+
     from twinsim.priors import two_compartment
-    from twinsim.simulators import DosingEvents
-    from twinsim.simulators._cohort import lognormal_parameters, omega_from_cv
+    from twinsim.simulators import DosingEvents, lognormal_parameters, omega_from_cv
 
     model = two_compartment(absorption="first_order")
     assert model.parameters == PARAMETERS, model.parameters

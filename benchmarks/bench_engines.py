@@ -75,8 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def time_jax_engine(engine, n_subjects, chunk_size, n_check, compiled, log):
     """Throughput of one twinsim engine at one N; compile time measured once per chunk shape."""
     import jax
-    from twinsim.simulators import simulate
-    from twinsim.simulators._cohort import simulate_cohort
+
+    from twinsim.simulators import simulate, simulate_cohort
 
     label, options = JAX_ENGINES[engine]
     model, params_fn, events, times = common.model_and_inputs()
@@ -250,11 +250,12 @@ def to_markdown(record: dict) -> str:
     ]
     for row in sorted(record["rows"], key=lambda r: (r["n_subjects"], -r["subjects_per_s"])):
         ratio = f"{row['ratio_vs_roadrunner']:.1f}" if row.get("ratio_vs_roadrunner") else "–"
-        measured = (
-            f"{row['measured_subjects']:,} subjects, extrapolated"
-            if row["extrapolated"]
-            else f"all, chunks of {row.get('chunk_size', row['n_subjects']):,}"
-        )
+        if "chunk_size" in row:
+            measured = f"all, chunks of {row['chunk_size']:,}"
+        else:
+            measured = f"{row['measured_subjects']:,} subjects one at a time" + (
+                ", extrapolated" if row["extrapolated"] else ""
+            )
         compile_s = f"{row['compile_s']:.1f}" if row["compile_s"] else "–"
         lines.append(
             f"| {row['engine']} | {row['n_subjects']:,} | {row['subjects_per_s']:,.0f} | {row['wall_s']:,.1f} | "

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -58,7 +60,6 @@ def _previous_runs(path: Path, settings: dict, fresh: bool) -> list[dict]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import jax
     import psutil
     from rich.console import Console
     from rich.progress import (
@@ -69,9 +70,9 @@ def main(argv=None) -> dict:
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+
     from twinsim.scenarios._outputs import ZarrCohortWriter, open_zarr_cohort
-    from twinsim.simulators import simulate
-    from twinsim.simulators._cohort import simulate_cohort
+    from twinsim.simulators import simulate, simulate_cohort
 
     console = Console(stderr=True, width=140)
     model, params_fn, events, times = common.model_and_inputs()
@@ -83,6 +84,9 @@ def main(argv=None) -> dict:
         "dtype": "float64",
     }
     invocations = _previous_runs(args.results, settings, args.fresh)
+    for earlier in invocations:
+        if earlier.get("status") == "running":  # that process died without a word (SIGKILL)
+            earlier["status"] = "killed"
     args.store.parent.mkdir(parents=True, exist_ok=True)
     writer = ZarrCohortWriter(
         args.store, model=model, n_subjects=args.n_subjects, chunk_size=args.chunk_size, times=np.asarray(times),
@@ -93,60 +97,12 @@ def main(argv=None) -> dict:
         f"store {args.store}: {len(done)} of {writer.n_chunks} chunks already written"
         + ("; resuming" if done else "")
     )
-    process = psutil.Process()
-    rss_samples = [process.memory_info().rss]
-    chunk_seconds = []
-    last = [time.perf_counter()]
-
-    def on_chunk(start, stop, solution):
-        writer.write_chunk(start // args.chunk_size, solution)
-        now = time.perf_counter()
-        chunk_seconds.append(now - last[0])
-        last[0] = now
-        rss_samples.append(process.memory_info().rss)
-
-    columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("subjects"), TimeElapsedColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
-    start = time.perf_counter()
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task(f"{args.method} engine → Zarr", total=args.n_subjects)
-        report = simulate_cohort(
-            model, args.n_subjects, params_fn, lambda ids: events, times, chunk_size=args.chunk_size,
-            on_chunk=on_chunk, skip_chunk=lambda a, b: a // args.chunk_size in done, method=args.method,
-            progress=lambda n: bar.update(task, advance=n),
-        )  # fmt: skip
-    wall = time.perf_counter() - start
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    simulated = sum(
-        min(args.chunk_size, args.n_subjects - c * args.chunk_size)
-        for c in range(writer.n_chunks)
-        if c not in done
-    )
-    steady = chunk_seconds[1:]  # the first chunk includes compilation
     invocation = {
-        "date": common.machine()["date"],
-        "chunks_run": report.chunks_run,
-        "chunks_skipped": report.chunks_skipped,
-        "subjects_simulated": simulated,
-        "failed_subjects": report.n_failed,
-        "wall_s": wall,
-        "subjects_per_s": simulated / wall if wall > 0 and simulated else None,
-        "first_chunk_s": chunk_seconds[0] if chunk_seconds else None,
-        "steady_subjects_per_s": (args.chunk_size * len(steady) / sum(steady)) if steady else None,
-        "peak_rss_mb_getrusage": peak_rss_mb,
-        "peak_rss_mb_psutil_sampled": max(rss_samples) / 2**20,
-        "rss_limit_mb": RSS_LIMIT_MB,
-        "rss_below_limit": peak_rss_mb < RSS_LIMIT_MB,
-        "load_average_at_end": list(__import__("os").getloadavg()),
+        "started": common.machine()["date"],
+        "status": "running",
+        "chunks_complete_at_start": len(done),
     }
     invocations.append(invocation)
-    console.log(
-        f"{report.chunks_run} chunks run, {report.chunks_skipped} skipped in {wall:.1f} s; "
-        f"peak RSS {peak_rss_mb:.0f} MB (limit {RSS_LIMIT_MB} MB)"
-    )
-
     record = {
         "benchmark": "million",
         "machine": common.machine(),
@@ -155,6 +111,77 @@ def main(argv=None) -> dict:
         "invocations": invocations,
         "complete": writer.complete,
     }
+    common.write_json(args.results, record)  # a killed run leaves "running" behind
+
+    process = psutil.Process()
+    rss_samples = [process.memory_info().rss]
+    chunk_seconds, chunk_subjects, failed = [], [], []
+    last = [time.perf_counter()]
+
+    def on_chunk(start, stop, solution):
+        writer.write_chunk(start // args.chunk_size, solution)
+        now = time.perf_counter()
+        chunk_seconds.append(now - last[0])
+        chunk_subjects.append(stop - start)
+        failed.append(int(np.sum(np.asarray(solution.status) != 0)))
+        last[0] = now
+        rss_samples.append(process.memory_info().rss)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("subjects"), TimeElapsedColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
+    start = time.perf_counter()
+    try:
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task(f"{args.method} engine → Zarr", total=args.n_subjects)
+            simulate_cohort(
+                model, args.n_subjects, params_fn, lambda ids: events, times, chunk_size=args.chunk_size,
+                on_chunk=on_chunk, skip_chunk=lambda a, b: a // args.chunk_size in done, method=args.method,
+                progress=lambda n: bar.update(task, advance=n),
+            )  # fmt: skip
+        invocation["status"] = "finished"
+    except KeyboardInterrupt:
+        invocation["status"] = "interrupted"
+    wall = time.perf_counter() - start
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    simulated = sum(chunk_subjects)
+    steady = slice(1, None)  # the first chunk includes compilation
+    invocation.update(
+        {
+            "ended": common.machine()["date"],
+            "chunks_run": len(chunk_seconds),
+            "chunks_skipped": len(done),
+            "subjects_simulated": simulated,
+            "failed_subjects": sum(failed),
+            "wall_s": wall,
+            "subjects_per_s": simulated / wall if simulated else None,
+            "first_chunk_s_incl_compile": chunk_seconds[0] if chunk_seconds else None,
+            "steady_subjects_per_s": (
+                sum(chunk_subjects[steady]) / sum(chunk_seconds[steady])
+                if len(chunk_seconds) > 1
+                else None
+            ),
+            "peak_rss_mb_getrusage": peak_rss_mb,
+            "peak_rss_mb_psutil_sampled": max(rss_samples) / 2**20,
+            "rss_limit_mb": RSS_LIMIT_MB,
+            "rss_below_limit": peak_rss_mb < RSS_LIMIT_MB,
+            "load_average_at_end": list(os.getloadavg()),
+        }
+    )
+    console.log(
+        f"{invocation['status']}: {len(chunk_seconds)} chunks run, {len(done)} skipped in {wall:.1f} s; "
+        f"peak RSS {peak_rss_mb:.0f} MB (limit {RSS_LIMIT_MB} MB)"
+    )
+    record["complete"] = writer.complete
+    if invocation["status"] == "interrupted":
+        common.write_json(args.results, record)
+        console.log(f"wrote {args.results}; run the same command again to resume")
+        raise SystemExit(130)
     if writer.complete:
         dataset = open_zarr_cohort(args.store)
         status = np.asarray(dataset["status"].values)
@@ -166,9 +193,8 @@ def main(argv=None) -> dict:
         direct = np.asarray(
             simulate(model, params_fn(picks), events, times, method=args.method).outputs
         )
-        jax.clear_caches()
         store_bytes = sum(p.stat().st_size for p in args.store.rglob("*") if p.is_file())
-        total_wall = sum(i["wall_s"] for i in invocations)
+        total_wall = sum(i.get("wall_s", 0.0) for i in invocations)  # a killed run left none
         record["result"] = {
             "subjects_ok": int(np.sum(status == 0)),
             "subjects_failed": int(np.sum(status != 0)),
@@ -178,8 +204,9 @@ def main(argv=None) -> dict:
             "spot_check_bitwise_equal_to_direct_simulate": bool(np.array_equal(stored, direct)),
             "spot_check_max_abs_diff": float(np.max(np.abs(stored - direct))),
             "total_wall_s_all_invocations": total_wall,
+            "invocations": len(invocations),
             "subjects_per_s_all_invocations": args.n_subjects / total_wall,
-            "max_peak_rss_mb": max(i["peak_rss_mb_getrusage"] for i in invocations),
+            "max_peak_rss_mb": max(i.get("peak_rss_mb_getrusage", 0.0) for i in invocations),
         }
         console.log(f"complete: {json.dumps(record['result'])}")
     common.write_json(args.results, record)

@@ -241,29 +241,25 @@ class CohortReport(NamedTuple):
     n_failed: int  #: simulated subjects with ``status != 0`` (see ``Solution.failures``)
 
 
-def _pad_rows(a: Array, n_rows: int) -> Array:
-    """Repeat the last row up to ``n_rows``: padding with a real subject keeps solves valid."""
-    missing = n_rows - a.shape[0]
-    if missing == 0:
-        return a
-    return jnp.concatenate([a, jnp.repeat(a[-1:], missing, axis=0)], axis=0)
+def _host_rows(a: Array, n_real: int) -> Array:
+    """The first ``n_real`` rows, cut on the host: an eager slice (or ``jnp.asarray``, which
+    stages the value) would compile for the last chunk's shape; ``device_put`` does not."""
+    return jax.device_put(np.asarray(a)[:n_real])
 
 
-def _chunk_events(events: DosingEvents, n_real: int, chunk_size: int, where: str) -> DosingEvents:
+def _chunk_events(events: DosingEvents, chunk_size: int, where: str) -> DosingEvents:
     if not isinstance(events, DosingEvents):
         raise SimulationError(
             f"`events_fn` must return a DosingEvents table, got {type(events).__name__} {where}"
         )
     if events.n_subjects == 1:
         return events.broadcast(chunk_size)
-    if events.n_subjects != n_real:
+    if events.n_subjects != chunk_size:
         raise SimulationError(
-            f"`events_fn` returned {events.n_subjects} subjects {where}, expected {n_real} "
+            f"`events_fn` returned {events.n_subjects} subjects {where}, expected {chunk_size} "
             "(one row per subject id) or 1 (shared)"
         )
-    return DosingEvents(
-        **{f: _pad_rows(getattr(events, f), chunk_size) for f in events.__dataclass_fields__}
-    )
+    return events
 
 
 def simulate_cohort(
@@ -283,8 +279,8 @@ def simulate_cohort(
     """Simulate subjects ``0 … n_subjects − 1`` in chunks, handing each chunk to ``on_chunk``.
 
     Every chunk is simulated at exactly ``chunk_size`` subjects (the last one is padded by
-    repeating its last subject, and the padding is dropped), so one compilation serves the
-    whole cohort. Only one chunk is alive at a time: memory is bounded by ``chunk_size``,
+    repeating its last subject, and the padding is dropped on the host), so one
+    compilation serves the whole cohort and nothing compiles after the first chunk. Only one chunk is alive at a time: memory is bounded by ``chunk_size``,
     not by ``n_subjects``. With per-subject randomness (:func:`lognormal_parameters`,
     :func:`subject_keys`) the results do not depend on ``chunk_size``: bit for bit with the
     linear engine and with the ODE engine's ``ode_strategy="vmap"`` (each subject its own
@@ -301,10 +297,12 @@ def simulate_cohort(
         Cohort size; subjects are numbered ``0 … n_subjects − 1``.
     params_fn
         ``params_fn(subject_ids) -> [len(subject_ids), P]``: the parameters of those
-        subjects (ids as a numpy int64 array). It must depend only on the ids, e.g.
-        ``lambda ids: lognormal_parameters(seed, ids, typical, omega)``.
+        subjects (ids as a numpy int64 array of length ``chunk_size``; in the last chunk
+        the last id is repeated to fill it, and those rows are dropped). It must depend
+        only on the ids, e.g. ``lambda ids: lognormal_parameters(seed, ids, typical, omega)``.
     events_fn
-        ``events_fn(subject_ids) -> DosingEvents`` with one row per id or one shared row.
+        ``events_fn(subject_ids) -> DosingEvents`` with one row per id (the same ids as
+        ``params_fn``) or one shared row.
         Return the same event width (``pad_to``) for every chunk, or a chunk whose width
         differs compiles again.
     times
@@ -370,6 +368,7 @@ def simulate_cohort(
             f"`times` must have shape (time,) or (subject, time), got {tuple(times.shape)}"
         )
 
+    host_times = np.asarray(times)
     chunks_run = chunks_skipped = n_failed = 0
     for start in range(0, n_subjects, chunk_size):
         stop = min(start + chunk_size, n_subjects)
@@ -380,26 +379,22 @@ def simulate_cohort(
             if progress is not None:
                 progress(n_real)
             continue
-        ids = np.arange(start, stop, dtype=np.int64)
+        # the last chunk repeats its last subject: every chunk, and every call of
+        # params_fn/events_fn, has one shape, so nothing compiles again
+        ids = np.minimum(np.arange(start, start + chunk_size, dtype=np.int64), stop - 1)
         params = jnp.asarray(params_fn(ids), dtype=jnp.float64)
-        if params.ndim != 2 or params.shape[0] != n_real:
+        if params.ndim != 2 or params.shape[0] != chunk_size:
             raise SimulationError(
-                f"`params_fn` returned shape {tuple(params.shape)} {where}, expected ({n_real}, "
+                f"`params_fn` returned shape {tuple(params.shape)} {where}, expected ({chunk_size}, "
                 f"{model.n_parameters}): one row per subject id"
             )
-        events = _chunk_events(events_fn(ids), n_real, chunk_size, where)
-        chunk_times = _pad_rows(times[start:stop], chunk_size) if times.ndim == 2 else times
-        solution = simulate(
-            model,
-            _pad_rows(params, chunk_size),
-            events,
-            chunk_times,
-            method=method,
-            **simulate_options,
-        )
+        events = _chunk_events(events_fn(ids), chunk_size, where)
+        chunk_times = jax.device_put(host_times[ids]) if host_times.ndim == 2 else times
+        solution = simulate(model, params, events, chunk_times, method=method, **simulate_options)
         if n_real < chunk_size:
-            solution = jax.tree_util.tree_map(lambda a, k=n_real: a[:k], solution)
-        n_failed += int(jnp.sum(solution.status != 0))
+            solution = jax.tree_util.tree_map(lambda a, k=n_real: _host_rows(a, k), solution)
+        # counted on the host: an eager reduction would compile for the last chunk's shape
+        n_failed += int(np.count_nonzero(np.asarray(solution.status)))
         on_chunk(start, stop, solution)
         chunks_run += 1
         if progress is not None:

@@ -1,17 +1,19 @@
-"""Per-subject randomness and the chunked cohort driver (twinsim.simulators._cohort)."""
-
-import itertools
+"""Per-subject randomness and the chunked cohort driver (twinsim.simulators, _cohort.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from twinsim.priors import ODEModel, one_compartment, two_compartment
-from twinsim.simulators import Dose, DosingEvents, SimulationError, simulate
-from twinsim.simulators._cohort import (
+from twinsim.simulators import (
     CohortReport,
+    Dose,
+    DosingEvents,
+    SimulationError,
     lognormal_parameters,
     omega_from_cv,
+    simulate,
     simulate_cohort,
     subject_keys,
 )
@@ -253,32 +255,43 @@ def test_skip_chunk_resumes_an_interrupted_run():
     np.testing.assert_array_equal(np.concatenate([written[k] for k in sorted(written)]), full)
 
 
-def test_one_compilation_for_all_chunks():
-    """Padding the ragged last chunk means one trace for the whole cohort.
+def test_nothing_compiles_after_the_first_chunk():
+    """Padding the ragged last chunk means one compilation for the whole cohort.
 
-    A Python counter in the right-hand side counts traces (jit calls it only while
-    tracing). The check is not vacuous: a direct call at a new batch size does retrace.
+    JAX reports every XLA compilation to ``jax.monitoring`` listeners
+    (``/jax/core/compile/backend_compile_duration``), whatever the engine's internals; the
+    second chunk and the ragged third must compile nothing at all. The check is not
+    vacuous: the first chunk compiles, and a direct call at a new batch size compiles again.
     """
-    traces = itertools.count()
-    calls = [0]
+    compiled = []
 
-    def rhs(t, y, p):
-        calls[0] = next(traces) + 1
-        return {"central": -p.cl / p.v * y.central}
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name"))
 
+    # a model of its own, so nothing is in the compilation caches yet
     model = ODEModel(
-        name="counted_iv1", states=("central",), parameters=("cl", "v"), rhs=rhs,
+        name="fresh_iv1", states=("central",), parameters=("cl", "v"),
+        rhs=lambda t, y, p: {"central": -p.cl / p.v * y.central},
         outputs={"conc": lambda y, p: y.central / p.v}, linear=True,
     )  # fmt: skip
-    after_chunk = []
-    simulate_cohort(
-        model, 11, _params_fn, lambda ids: DosingEvents.repeated(100.0, 12.0, 3), TIMES,
-        chunk_size=4, on_chunk=lambda start, stop, sol: after_chunk.append(calls[0]),
-    )  # fmt: skip
-    assert after_chunk[0] > 0
-    assert after_chunk == [after_chunk[0]] * 3, f"rhs traced again between chunks: {after_chunk}"
-    simulate(model, _params_fn(np.arange(3)), DosingEvents.repeated(100.0, 12.0, 3), TIMES)
-    assert calls[0] > after_chunk[-1], "a new batch size should have retraced (counter is blind)"
+    events_fn = lambda ids: DosingEvents.repeated(100.0, 12.0, 3)  # noqa: E731
+    per_chunk = []
+
+    def on_chunk(start, stop, sol):
+        per_chunk.append(list(compiled))
+        compiled.clear()
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        simulate_cohort(model, 11, _params_fn, events_fn, TIMES, chunk_size=4, on_chunk=on_chunk)
+        simulate(model, _params_fn(np.arange(3)), events_fn(None), TIMES)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(per_chunk) == 3
+    assert per_chunk[0], "the first chunk should have compiled (is the listener blind?)"
+    assert per_chunk[1:] == [[], []], f"compiled again after the first chunk: {per_chunk[1:]}"
+    assert compiled, "a direct call at a new batch size should have compiled"
 
 
 def test_per_subject_times_are_sliced_with_their_chunk():
