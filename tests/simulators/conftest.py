@@ -241,9 +241,9 @@ REGIMENS = {
 
 
 def pytest_generate_tests(metafunc):
-    """Tests that take a ``regimen`` argument run once per case of the grid."""
-    if "regimen" in metafunc.fixturenames:
-        metafunc.parametrize("regimen", list(REGIMENS.values()), ids=list(REGIMENS))
+    """Tests that take a ``dosing_case`` argument run once per case of the grid."""
+    if "dosing_case" in metafunc.fixturenames:
+        metafunc.parametrize("dosing_case", list(REGIMENS.values()), ids=list(REGIMENS))
 
 
 @pytest.fixture(scope="session")

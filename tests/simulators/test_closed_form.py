@@ -73,20 +73,20 @@ def test_reference_single_oral_dose_matches_matrix_exponential(grid):
 
 
 @pytest.mark.parametrize("n_cmt", [1, 2, 3])
-def test_linear_engine_matches_closed_form(n_cmt, regimen, linear_models, grid):
+def test_linear_engine_matches_closed_form(n_cmt, dosing_case, linear_models, grid):
     """Linear engine = closed-form superposition for every model × dosing case
     (rtol 1e-9, atol 1e-12 mg/L; reference: closed_form.concentration)."""
     sol = simulate(
         linear_models[n_cmt],
-        regimen.params(n_cmt),
-        regimen.events(),
+        dosing_case.params(n_cmt),
+        dosing_case.events(),
         grid["times"],
         method="linear",
     )
     assert sol.method == "linear"
     np.testing.assert_array_equal(np.asarray(sol.status), 0)
     np.testing.assert_allclose(
-        np.asarray(sol.outputs[..., 0]), regimen.reference(n_cmt), rtol=RTOL, atol=ATOL
+        np.asarray(sol.outputs[..., 0]), dosing_case.reference(n_cmt), rtol=RTOL, atol=ATOL
     )
 
 

@@ -42,11 +42,11 @@ def _assert_close(ode, linear):
 
 
 @pytest.mark.parametrize("n_cmt", [1, 2, 3])
-def test_ode_engine_matches_linear_engine(n_cmt, regimen, linear_models, grid):
+def test_ode_engine_matches_linear_engine(n_cmt, dosing_case, linear_models, grid):
     """ODE = linear engine for every model × dosing case, all states and the concentration
     (rtol 1e-6, atol 1e-9)."""
     linear, ode = _both(
-        linear_models[n_cmt], regimen.params(n_cmt), regimen.events(), grid["times"]
+        linear_models[n_cmt], dosing_case.params(n_cmt), dosing_case.events(), grid["times"]
     )
     _assert_close(ode, linear)
 
