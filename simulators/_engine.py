@@ -20,6 +20,7 @@ are real branches; everything else is per subject and vmapped.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Literal
 
 import diffrax
@@ -32,7 +33,7 @@ from jax.scipy.linalg import expm
 from jaxtyping import Array, Bool, Float, Int
 
 from ..priors._model import ODEModel
-from ._events import DosingEvents
+from ._events import DosingEvents, bucket_size
 
 __all__ = ["SimulationError", "Solution", "SolveStatus", "simulate"]
 
@@ -159,12 +160,17 @@ def simulate(
     [1.8097, 1.6375]
     """
     params, events, times = _check_inputs(model, params, events, times)
+    n = params.shape[0]
+    params, events, times = _pad_subjects(params, events, times)
     traced = any(
         isinstance(leaf, jax.core.Tracer)
         for leaf in jax.tree_util.tree_leaves((params, events, times))
     )
     # decided here when the inputs are concrete, so only one walk is compiled
-    shared = None if traced else bool(_concrete_shares_grid(model, params, events, times))
+    plan = None
+    if not traced and bool(_concrete_shares_grid(model, params, events, times)):
+        plan = _host_plan(model, params, events, times, at_dose)
+    walk = dict(plan=plan, run_time=traced)
     if method == "auto":
         method = "linear" if model.linear else "ode"
     if method == "linear":
@@ -173,33 +179,51 @@ def simulate(
                 f"`method` 'linear' needs a linear model, but model {model.name!r} has linear=False; "
                 "use method='ode' or 'auto'"
             )
-        states, status = _solve_linear(model, params, events, times, at_dose=at_dose, shared=shared)
+        options = dict(at_dose=at_dose, **walk)
     elif method == "ode":
-        states, status = _solve_ode(
-            model,
-            params,
-            events,
-            times,
-            at_dose=at_dose,
-            rtol=rtol,
-            atol=atol,
-            max_steps=max_steps,
-            solver=solver,
-            strategy=ode_strategy,
-            shared=shared,
-        )
+        if solver not in _SOLVERS:
+            raise SimulationError(f"`solver` must be one of {list(_SOLVERS)}, got {solver!r}")
+        if ode_strategy not in ("batch", "vmap"):
+            raise SimulationError(f"`ode_strategy` must be 'batch' or 'vmap', got {ode_strategy!r}")
+        options = dict(
+            at_dose=at_dose, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver,
+            strategy=ode_strategy, **walk,
+        )  # fmt: skip
     else:
         raise SimulationError(f"`method` must be 'auto', 'linear' or 'ode', got {method!r}")
+    states, status = _solve_in_blocks(model, params, events, times, method=method, options=options)
     outputs, status = _observe(model, params, states, status)
     return Solution(
-        times=times,
-        outputs=outputs,
-        states=states,
-        status=status,
+        times=times[:n],
+        outputs=outputs[:n],
+        states=states[:n],
+        status=status[:n],
         method=method,
         output_names=model.output_names,
         state_names=model.states,
     )
+
+
+_SUBJECT_MULTIPLE = 32
+_BLOCK = 256
+
+
+def _pad_subjects(params, events: DosingEvents, times):
+    """Repeat the last subject up to a multiple of 32 subjects (of 256 beyond 256).
+
+    XLA vectorises loops over subjects, splits large ones across threads and finishes a
+    ragged remainder with scalar code, which may round differently (fused multiply-adds).
+    Batches are therefore computed in blocks of one shape (:func:`_solve_in_blocks`), every
+    subject on the vector path, so a subject's result is bitwise the same whatever the batch
+    it is simulated in. Fewer distinct batch sizes also mean fewer compilations.
+    """
+    n = params.shape[0]
+    multiple = _SUBJECT_MULTIPLE if n <= _BLOCK else _BLOCK
+    n_padded = -(-n // multiple) * multiple
+    if n_padded == n:
+        return params, events, times
+    index = jnp.minimum(jnp.arange(n_padded), n - 1)
+    return params[index], events.subset(index), times[index]
 
 
 def _check_inputs(model, params, events, times):
@@ -296,8 +320,9 @@ def _effective_doses(model: ODEModel, params, events: DosingEvents) -> _Doses:
     return jax.vmap(one)(params, events)
 
 
-def _entry_list(doses: _Doses, times, at_dose: str):
-    """Sorted entries per subject: (time, kind, index) each [entry, subject]."""
+def _entry_blocks(doses: _Doses, times, at_dose: str):
+    """Unsorted entries per subject, each block sorted in itself when it can be:
+    (times, kinds, indices) each [subject, entry], and the blocks' times."""
     n, n_out = times.shape
     n_ev = doses.time.shape[1]
     ends = jnp.where(doses.rate > 0, doses.time + doses.duration, jnp.inf)
@@ -322,7 +347,12 @@ def _entry_list(doses: _Doses, times, at_dose: str):
         [jnp.full(blocks[k][0].shape, k, dtype=jnp.int32) for k in order], axis=1
     )
     idx = jnp.concatenate([blocks[k][1] for k in order], axis=1).astype(jnp.int32)
-    block_times = [blocks[k][0] for k in order]
+    return t, kind, idx, [blocks[k][0] for k in order]
+
+
+def _entry_list(doses: _Doses, times, at_dose: str):
+    """Sorted entries per subject: (time, kind, index) each [entry, subject]."""
+    t, kind, idx, block_times = _entry_blocks(doses, times, at_dose)
     perm = jax.lax.cond(
         jnp.all(jnp.stack([jnp.all(b[:, 1:] >= b[:, :-1]) for b in block_times])),
         lambda: _merge_sorted(block_times),
@@ -413,7 +443,183 @@ class _Walk(eqx.Module):
     cache: object
 
 
-def _walk(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, cache0, shared):
+class _Plan(eqx.Module):
+    """The entry list a cohort on one shared grid walks: ``[entry]`` arrays.
+
+    Built on the host when the inputs are concrete (:func:`_host_plan`): only real entries,
+    padded to a bucket size, with the distinct step lengths (``steps``) and each entry's
+    index into them, and flags saying whether the cohort has SS=1 records or infusions at
+    all. Under tracing it is built in the compiled function, without ``steps``.
+    """
+
+    t: Array
+    kind: Array
+    index: Array
+    valid: Array
+    output_position: Array
+    step: Array | None
+    steps: Array | None
+    has_steady_state: bool = eqx.field(static=True)
+    has_infusion: bool = eqx.field(static=True)
+    powers: _Powers | None = None
+
+
+class _Powers(eqx.Module):
+    """A shared grid whose every event gap and output offset is a whole number of one base
+    step ``h``: the linear engine then walks the events only, with propagators
+    ``Φ(kh) = Φ(h)^k``, and computes all outputs at once from the states after events.
+
+    ``event_*`` are ``[event]`` (padded with no-ops); output ``i`` lies ``output_power[i]``
+    steps after the state emitted at ``output_event[i]`` (0: the initial state).
+    """
+
+    base: Array
+    event_t: Array
+    event_kind: Array
+    event_index: Array
+    event_valid: Array
+    event_power: Array
+    output_event: Array
+    output_power: Array
+    n_powers: int = eqx.field(static=True)  # powers the event gaps need
+    n_output_steps: int = eqx.field(static=True)  # steps after an event outputs need
+
+
+_MAX_POWER = 4096
+
+
+def _host_powers(t, kind, idx, n_out) -> _Powers | None:
+    """:class:`_Powers` for the real sorted entries, or ``None`` when no base step fits."""
+    is_event = kind != _OUTPUT
+    event_t = t[is_event]
+    gaps = event_t - np.concatenate([[0.0], event_t[:-1]])
+    events_before = np.cumsum(is_event)[~is_event]  # 0: before any event
+    out_t = t[~is_event]
+    offsets = out_t - np.concatenate([[0.0], event_t])[events_before]
+    values = np.concatenate([gaps, offsets])
+    positive = values[values > 0]
+    base = positive.min() if positive.size else 1.0
+    ratio = values / base
+    power = np.rint(ratio)
+    if np.any(np.abs(ratio - power) > 1e-10 * np.maximum(ratio, 1.0)):
+        return None
+    power = power.astype(np.int32)
+    n_events = event_t.size
+    size = bucket_size(n_events, 8)
+    n_output_steps = bucket_size(int(power[n_events:].max(initial=0)) + 1, 8)
+    # outputs are stepped from every event at once: worth it while that is not much more
+    # work than stepping through the outputs one by one
+    if power.max(initial=0) >= _MAX_POWER or n_output_steps * (size + 1) > 4 * max(n_out, 64):
+        return None
+    pad = size - n_events
+    output_event = np.zeros(n_out, np.int32)
+    output_power = np.zeros(n_out, np.int32)
+    output_event[idx[~is_event]] = events_before
+    output_power[idx[~is_event]] = power[n_events:]
+    return _Powers(
+        base=jnp.asarray(base),
+        event_t=jnp.asarray(np.concatenate([event_t, np.full(pad, t[-1] if t.size else 0.0)])),
+        event_kind=jnp.asarray(
+            np.concatenate([kind[is_event], np.full(pad, _OUTPUT)]), dtype=jnp.int32
+        ),
+        event_index=jnp.asarray(
+            np.concatenate([idx[is_event], np.zeros(pad, np.int32)]), dtype=jnp.int32
+        ),
+        event_valid=jnp.asarray(np.arange(size) < n_events),
+        event_power=jnp.asarray(np.concatenate([power[:n_events], np.zeros(pad, np.int32)])),
+        output_event=jnp.asarray(output_event),
+        output_power=jnp.asarray(output_power),
+        n_powers=bucket_size(int(power[:n_events].max(initial=0)) + 1, 8),
+        n_output_steps=n_output_steps,
+    )
+
+
+def _output_positions(entry_t, entry_kind, entry_idx, n_out, xp=jnp):
+    is_out = xp.isfinite(entry_t) & (entry_kind == _OUTPUT)
+    if xp is np:
+        position = np.zeros(n_out + 1, np.int32)
+        position[np.where(is_out, entry_idx, n_out)] = np.arange(entry_t.shape[0], dtype=np.int32)
+        return position[:n_out]
+    return (
+        jnp.zeros(n_out + 1, jnp.int32)
+        .at[jnp.where(is_out, entry_idx, n_out)]
+        .set(jnp.arange(entry_t.shape[0], dtype=jnp.int32))[:n_out]
+    )
+
+
+def _plan_in_jit(doses: _Doses, times, at_dose) -> _Plan:
+    sub0 = jax.tree_util.tree_map(lambda a: a[:1], doses)
+    t, kind, idx = (a[:, 0] for a in _entry_list(sub0, times[:1], at_dose))
+    return _Plan(
+        t=t,
+        kind=kind,
+        index=idx,
+        valid=jnp.isfinite(t),
+        output_position=_output_positions(t, kind, idx, times.shape[1]),
+        step=None,
+        steps=None,
+        has_steady_state=True,
+        has_infusion=True,
+    )
+
+
+_MAX_DISTINCT_STEPS = 64
+
+
+def _host_plan(model, params, events, times, at_dose) -> _Plan:
+    """The shared entry list built once on the host, for concrete inputs on a shared grid."""
+    doses = _concrete_doses(model, params[:1], events.subset(slice(0, 1)))
+    t, kind, idx, _ = _entry_blocks(doses, times[:1], at_dose)
+    t, kind, idx = (np.asarray(a)[0] for a in (t, kind, idx))
+    order = np.argsort(t, kind="stable")
+    t, kind, idx = t[order], kind[order], idx[order]
+    real = np.isfinite(t)
+    t, kind, idx = t[real], kind[real], idx[real]
+    n_out = times.shape[1]
+    position = _output_positions(t, kind, idx, n_out, xp=np)
+    powers = _host_powers(t, kind, idx, n_out)
+    # pad with entries that stay at the last time and record into no output
+    size = max(32, -(-t.size // 32) * 32)
+    pad = size - t.size
+    last = t[-1] if t.size else 0.0
+    valid = np.concatenate([np.ones(t.size, bool), np.zeros(pad, bool)])
+    t = np.concatenate([t, np.full(pad, last)])
+    kind = np.concatenate([kind, np.full(pad, _OUTPUT, np.int32)])
+    idx = np.concatenate([idx, np.full(pad, n_out, np.int32)])
+    h = np.diff(t, prepend=0.0)
+    distinct = np.unique(np.concatenate([[0.0], h]))
+    step = steps = None
+    if distinct.size <= _MAX_DISTINCT_STEPS:
+        steps = np.concatenate([distinct, np.zeros(bucket_size(distinct.size, 1) - distinct.size)])
+        step = np.searchsorted(distinct, h).astype(np.int32)
+    host_doses = jax.tree_util.tree_map(np.asarray, doses)
+    return _Plan(
+        t=jnp.asarray(t),
+        kind=jnp.asarray(kind, dtype=jnp.int32),
+        index=jnp.asarray(idx, dtype=jnp.int32),
+        valid=jnp.asarray(valid),
+        output_position=jnp.asarray(position),
+        step=None if step is None else jnp.asarray(step),
+        steps=None if steps is None else jnp.asarray(steps),
+        has_steady_state=bool(host_doses.steady_state.any()),
+        has_infusion=bool((np.asarray(_concrete_rates(model, params, events)) > 0).any()),
+        powers=powers,
+    )
+
+
+@eqx.filter_jit
+def _concrete_doses(model, params, events) -> _Doses:
+    return _effective_doses(model, params, events)
+
+
+@eqx.filter_jit
+def _concrete_rates(model, params, events) -> Array:
+    return _effective_doses(model, params, events).rate
+
+
+def _walk(
+    propagate, steady_state, x0, params, doses: _Doses, times, at_dose, cache0, plan, run_time
+):
     """Walk the sorted entries of all subjects, calling the engine's propagator between them.
 
     Returns the states at the output times, ``[subject, time, state]``, and the status.
@@ -422,15 +628,22 @@ def _walk(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, ca
 
     A cohort whose subjects share output times and (effective) dose times takes a fast
     path that walks one entry list with scalar control flow; amounts, compartments and
-    parameters may still differ per subject. ``shared=None`` decides at run time (when the
-    inputs are traced, e.g. under ``jax.grad``), at the cost of compiling both paths.
+    parameters may still differ per subject. With concrete inputs the caller decides and
+    passes the host-built ``plan`` (or none: the general walk); with traced inputs
+    (``run_time``, e.g. under ``jax.grad``) the choice is made at run time, at the cost of
+    compiling both paths.
     """
-    args = (propagate, steady_state, x0, params, doses, times, at_dose, cache0)
-    if shared is None:  # decided at run time, both paths compiled
-        return jax.lax.cond(
-            _shares_grid(doses, times), lambda: _walk_shared(*args), lambda: _walk_general(*args)
+    if plan is not None:  # concrete inputs on a shared grid
+        return _walk_shared(propagate, steady_state, x0, params, doses, plan, cache0)
+    general = lambda: _walk_general(  # noqa: E731
+        propagate, steady_state, x0, params, doses, times, at_dose, cache0
+    )
+    if run_time:  # traced inputs: decided at run time, both paths compiled
+        shared = lambda: _walk_shared(  # noqa: E731
+            propagate, steady_state, x0, params, doses, _plan_in_jit(doses, times, at_dose), cache0
         )
-    return _walk_shared(*args) if shared else _walk_general(*args)
+        return jax.lax.cond(_shares_grid(doses, times), shared, general)
+    return general()
 
 
 def _shares_grid(doses: _Doses, times) -> Array:
@@ -444,57 +657,53 @@ def _concrete_shares_grid(model, params, events, times) -> Array:
     return _shares_grid(_effective_doses(model, params, events), times)
 
 
-def _walk_shared(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, cache0):
-    n, n_out = times.shape
-    n_states = x0.shape[1]
-    sub0 = jax.tree_util.tree_map(lambda a: a[:1], doses)
-    entry_t, entry_kind, entry_idx = (a[:, 0] for a in _entry_list(sub0, times[:1], at_dose))
-    valid = jnp.isfinite(entry_t)
+def _act_shared(x, r, reset_t, status, kind, k, ok, t, doses: _Doses, plan, steady_state, x0):
+    """What entry ``(kind, k)``, the same for every subject, does at time ``t`` to the state
+    and input ``x, r`` laid out ``[state, subject]``."""
+    n_states, n = x.shape
+    k = jnp.where(ok, k, 0)
+    onehot = jax.nn.one_hot(doses.compartment[:, k], n_states, dtype=x.dtype).T
+    # one kind of entry per step: the others' terms are zero (no branches to pay for)
+    is_dose = ok & (kind == _DOSE)
+    x = x + onehot * jnp.where(is_dose & doses.bolus[:, k], doses.amount[:, k], 0.0)[None, :]
+    if plan.has_infusion:
+        rate = doses.rate[:, k]
+        # an SS reset stops the infusions that started before it
+        stop = (ok & (kind == _INFUSION_END)) & (doses.time[:, k] >= reset_t)
+        previous = ok & (kind == _SS_PREVIOUS_END)
+        change = jnp.where(is_dose, rate, 0.0) - jnp.where(stop | previous, rate, 0.0)
+        r = r + onehot * change[None, :]
+    if plan.has_steady_state:
 
-    def step(w: _Walk, e):
-        t_entry, kind, k, ok = e
-        t_new = jnp.where(ok, t_entry, w.t)
-        x, cache, status = propagate(w.x, w.r, w.t, t_new, params, w.cache, True)
-        status = jnp.maximum(w.status, status)
-        onehot = jax.nn.one_hot(doses.compartment[:, k], n_states, dtype=x.dtype)
-
-        def record(x, r, reset_t, status):
-            return x, r, reset_t, status
-
-        def dose(x, r, reset_t, status):
-            x = x + onehot * jnp.where(doses.bolus[:, k], doses.amount[:, k], 0.0)[:, None]
-            return x, r + onehot * doses.rate[:, k][:, None], reset_t, status
-
-        def infusion_end(x, r, reset_t, status):
-            # an SS reset stops the infusions that started before it
-            stop = jnp.where(doses.time[:, k] >= reset_t, doses.rate[:, k], 0.0)
-            return x, r - onehot * stop[:, None], reset_t, status
-
-        def reset(x, r, reset_t, status):
+        def reset(args):
+            _, _, _, status = args
             x_ss, r_ss, ss_status = _steady_state_at_record(
                 *steady_state, x0, doses, jnp.full(n, k), jnp.ones(n, bool)
             )
-            return x_ss, r_ss, jnp.full_like(reset_t, t_new), jnp.maximum(status, ss_status)
+            return x_ss.T, r_ss.T, jnp.full(n, t), jnp.maximum(status, ss_status)
 
-        def previous_end(x, r, reset_t, status):
-            return x, r - onehot * doses.rate[:, k][:, None], reset_t, status
-
-        branches = {
-            _OUTPUT: record,
-            _DOSE: dose,
-            _INFUSION_END: infusion_end,
-            _SS_RESET: reset,
-            _SS_PREVIOUS_END: previous_end,
-        }
-        x_next, r, reset_t, status = jax.lax.switch(
-            jnp.where(ok, kind, _OUTPUT),
-            [branches[i] for i in range(len(branches))],
-            x,
-            w.r,
-            w.reset_t,
-            status,
+        x, r, reset_t, status = jax.lax.cond(
+            ok & (kind == _SS_RESET), reset, lambda a: a, (x, r, reset_t, status)
         )
-        return _Walk(x_next, r, t_new, reset_t, status, cache), x
+    return x, r, reset_t, status
+
+
+def _walk_shared(propagate, steady_state, x0, params, doses: _Doses, plan: _Plan, cache0):
+    n = x0.shape[0]
+    if plan.step is None:
+        plan = eqx.tree_at(
+            lambda p: p.step, plan, jnp.zeros_like(plan.kind), is_leaf=lambda x: x is None
+        )
+
+    def step(w: _Walk, e):
+        t_entry, kind, k, ok, u = e
+        t_new = jnp.where(ok, t_entry, w.t)
+        x, cache, status = propagate(w.x, w.r, w.t, t_new, params, w.cache, True, u)
+        status = jnp.maximum(w.status, status)
+        x_next, r, reset_t, status = _act_shared(
+            x.T, w.r.T, w.reset_t, status, kind, k, ok, t_new[0], doses, plan, steady_state, x0
+        )
+        return _Walk(x_next.T, r.T, t_new, reset_t, status, cache), x
 
     w0 = _Walk(
         x=x0,
@@ -504,16 +713,9 @@ def _walk_shared(propagate, steady_state, x0, params, doses: _Doses, times, at_d
         status=jnp.zeros(n, jnp.int32),
         cache=cache0,
     )
-    w, seen = jax.lax.scan(
-        step, w0, (entry_t, entry_kind, entry_idx, valid)
-    )  # [entry, subject, state]
-    is_out = valid & (entry_kind == _OUTPUT)
-    position = (
-        jnp.zeros(n_out + 1, jnp.int32)
-        .at[jnp.where(is_out, entry_idx, n_out)]
-        .set(jnp.arange(entry_t.shape[0], dtype=jnp.int32))[:n_out]
-    )
-    return jnp.swapaxes(seen[position], 0, 1), w.status
+    entries = (plan.t, plan.kind, plan.index, plan.valid, plan.step)
+    w, seen = jax.lax.scan(step, w0, entries)  # seen: [entry, subject, state]
+    return jnp.swapaxes(seen[plan.output_position], 0, 1), w.status
 
 
 def _walk_general(propagate, steady_state, x0, params, doses: _Doses, times, at_dose, cache0):
@@ -543,7 +745,7 @@ def _walk_general(propagate, steady_state, x0, params, doses: _Doses, times, at_
 
     def step(w: _Walk, e):
         t_new = jnp.where(e["valid"], e["t"], w.t)
-        x, cache, status = propagate(w.x, w.r, w.t, t_new, params, w.cache, False)
+        x, cache, status = propagate(w.x, w.r, w.t, t_new, params, w.cache, False, None)
         seen = x  # the state an output at this entry records
         status = jnp.maximum(w.status, status)
         r, reset_t, is_ss = w.r, w.reset_t, e["is_ss"]
@@ -620,6 +822,30 @@ def _propagators(a: Float[Array, "state state"], h: Float[Array, ""]):
     return e[:n, :n], e[:n, n:]
 
 
+def _cached_propagate(a, x, r, t0, t1, _params, cache, shared, u):
+    """Exact step with propagators cached per subject, recomputed (for the whole batch, one
+    branch of a ``lax.cond``) only when some subject's step length changes."""
+    n = x.shape[0]
+    h = t1 - t0
+    moving = h > 0
+
+    def recompute(c: _LinearCache):
+        h_use = jnp.where(moving, h, jnp.where(jnp.isfinite(c.h), c.h, 1.0))
+        phi, psi = jax.vmap(_propagators)(a, h_use)
+        return _LinearCache(h_use, phi, psi)
+
+    stale = jnp.any(moving & (h != cache.h))
+    cache = jax.lax.cond(stale, recompute, lambda c: c, cache)
+    x_new = jnp.sum(cache.phi * x[:, None, :], axis=-1)
+    # most steps run no infusion: skip reading the input propagator then
+    x_new = jax.lax.cond(
+        jnp.any(r != 0),
+        lambda: x_new + jnp.sum(cache.psi * r[:, None, :], axis=-1),
+        lambda: x_new,
+    )
+    return jnp.where(moving[:, None], x_new, x), cache, jnp.zeros(n, jnp.int32)
+
+
 class _LinearCache(eqx.Module):
     h: Array
     phi: Array
@@ -627,31 +853,37 @@ class _LinearCache(eqx.Module):
 
 
 @eqx.filter_jit
-def _solve_linear(model: ODEModel, params, events, times, *, at_dose, shared):
+def _solve_in_blocks(model: ODEModel, params, events, times, *, method, options):
+    """Run the engine on blocks of at most 256 subjects, one after the other."""
+    solve = _solve_linear if method == "linear" else _solve_ode
+    n = params.shape[0]
+    if n <= _BLOCK:
+        return solve(model, params, events, times, **options)
+    blocks = lambda a: a.reshape((n // _BLOCK, _BLOCK, *a.shape[1:]))  # noqa: E731
+    batched = jax.tree_util.tree_map(blocks, (params, events, times))
+    states, status = jax.lax.map(lambda b: solve(model, *b, **options), batched)
+    return states.reshape((n, *states.shape[2:])), status.reshape(n)
+
+
+def _solve_linear(model: ODEModel, params, events, times, *, at_dose, plan, run_time):
     a = jax.vmap(model.system_matrix)(params)
     n, n_states = params.shape[0], model.n_states
     doses = _effective_doses(model, params, events)
     x0 = jax.vmap(model.initial_state)(params)
 
-    def propagate(x, r, t0, t1, _params, cache: _LinearCache, shared):
-        h = t1 - t0
-        moving = h > 0
-
-        def recompute(c: _LinearCache):
-            h_use = jnp.where(moving, h, jnp.where(jnp.isfinite(c.h), c.h, 1.0))
-            phi, psi = jax.vmap(_propagators)(a, h_use)
-            return _LinearCache(h_use, phi, psi)
-
-        stale = jnp.any(moving & (h != cache.h))
-        cache = jax.lax.cond(stale, recompute, lambda c: c, cache)
-        x_new = jnp.sum(cache.phi * x[:, None, :], axis=-1)
-        # most steps run no infusion: skip reading the input propagator then
-        x_new = jax.lax.cond(
-            jnp.any(r != 0),
-            lambda: x_new + jnp.sum(cache.psi * r[:, None, :], axis=-1),
-            lambda: x_new,
+    if plan is not None and plan.steps is not None:
+        # every distinct step of the shared grid, once: [step, subject, state, state]
+        phi_table, psi_table = jax.vmap(lambda h: jax.vmap(_propagators, in_axes=(0, None))(a, h))(
+            plan.steps
         )
-        return jnp.where(moving[:, None], x_new, x), cache, jnp.zeros(n, jnp.int32)
+
+        def propagate(x, r, t0, t1, _params, cache, shared, u):
+            x_new = jnp.sum(phi_table[u] * x[:, None, :], axis=-1)
+            if plan.has_infusion:
+                x_new = x_new + jnp.sum(psi_table[u] * r[:, None, :], axis=-1)
+            return x_new, cache, jnp.zeros(n, jnp.int32)
+    else:
+        propagate = functools.partial(_cached_propagate, a)
 
     def cycle(x, bolus, rate, duration, h):
         """State ``h`` after a dose arrives on ``x`` (exact)."""
@@ -678,7 +910,81 @@ def _solve_linear(model: ODEModel, params, events, times, *, at_dose, shared):
         phi=jnp.zeros((n, n_states, n_states)),
         psi=jnp.zeros((n, n_states, n_states)),
     )
-    return _walk(propagate, (cycle, fixed_point), x0, params, doses, times, at_dose, cache0, shared)
+    if plan is not None and plan.powers is not None:
+        return _linear_by_powers(a, x0, doses, plan, (cycle, fixed_point))
+    return _walk(
+        propagate, (cycle, fixed_point), x0, params, doses, times, at_dose, cache0, plan, run_time
+    )
+
+
+def _matvec(m: Array, v: Array) -> Array:
+    """``m @ v`` for ``m [..., i, j, subject]`` and ``v [..., j, subject]``, written out term by
+    term: small matrices over a long subject axis vectorise far better than a reduction."""
+    n = v.shape[-2]
+    rows = [sum(m[..., i, j, :] * v[..., j, :] for j in range(n)) for i in range(n)]
+    return jnp.stack(rows, axis=-2)
+
+
+def _linear_by_powers(a, x0, doses: _Doses, plan: _Plan, steady_state):
+    """Linear engine on a grid of whole base steps: walk the events, then every output at once.
+
+    ``Φ(kh) = Φ(h)^k`` and ``Ψ(kh) = Σ_{i<k} Φ(h)^i Ψ(h)`` come from one matrix exponential
+    per subject and ``k`` small matrix products, exact up to rounding. Output ``i`` lies
+    ``k_i`` base steps after event ``e_i``; stepping the states after all events together,
+    ``z_k = Φ(h) z_{k-1} + Ψ(h) r_e``, yields every output without a loop over outputs.
+    """
+    powers = plan.powers
+    n, n_states = x0.shape
+    if plan.has_infusion:
+        phi_h, psi_h = jax.vmap(_propagators, in_axes=(0, None))(a, powers.base)
+    else:  # no input propagator needed: a smaller exponential
+        phi_h, psi_h = jax.vmap(lambda a_i: expm(a_i * powers.base))(a), jnp.zeros_like(a)
+
+    def next_power(carry, _):
+        phi_k, psi_k = carry
+        return (phi_k @ phi_h, psi_k + phi_k @ psi_h), carry
+
+    eye = jnp.broadcast_to(jnp.eye(n_states, dtype=a.dtype), a.shape)
+    _, (phi, psi) = jax.lax.scan(next_power, (eye, jnp.zeros_like(a)), length=powers.n_powers)
+    # subject as the last, contiguous axis: XLA vectorises the small matrix products over it
+    phi, psi = jnp.moveaxis(phi, 1, -1), jnp.moveaxis(psi, 1, -1)  # [power, state, state, subject]
+    phi_h, psi_h = jnp.moveaxis(phi_h, 0, -1), jnp.moveaxis(psi_h, 0, -1)
+
+    def step(carry, e):
+        x, r, reset_t, status = carry  # x, r: [state, subject]
+        t, kind, k, ok, g = e
+        x_new = _matvec(phi[g], x)
+        if plan.has_infusion:
+            x_new = x_new + _matvec(psi[g], r)
+        x, r, reset_t, status = _act_shared(
+            x_new, r, reset_t, status, kind, k, ok, t, doses, plan, steady_state, x0
+        )
+        return (x, r, reset_t, status), (x, r)
+
+    start = (x0.T, jnp.zeros_like(x0.T), jnp.full(n, -jnp.inf, x0.dtype), jnp.zeros(n, jnp.int32))
+    entries = (
+        powers.event_t,
+        powers.event_kind,
+        powers.event_index,
+        powers.event_valid,
+        powers.event_power,
+    )
+    (_, _, _, status), (x_after, r_after) = jax.lax.scan(step, start, entries)
+    x_after = jnp.concatenate([x0.T[None], x_after])  # [event + 1, state, subject]
+    r_after = jnp.concatenate([jnp.zeros_like(x0.T)[None], r_after])
+    input_step = _matvec(psi_h, r_after) if plan.has_infusion else None
+
+    def output_step(z, _):
+        # one base step from every event's state at once
+        z_next = _matvec(phi_h, z)
+        return (z_next if input_step is None else z_next + input_step), z
+
+    _, stepped = jax.lax.scan(output_step, x_after, length=powers.n_output_steps)
+    # [time, state, subject] -> [subject, time, state]
+    picked = stepped[powers.output_power, powers.output_event]  # [time, state, subject]
+    # the barrier keeps XLA from folding the transpose into the loop's layout (4x slower)
+    states = jnp.moveaxis(jax.lax.optimization_barrier(picked), -1, 0)
+    return states, status
 
 
 # --------------------------------------------------------------------------- ODE engine
@@ -699,7 +1005,6 @@ def _status_of(result) -> Array:
     ).astype(jnp.int32)
 
 
-@eqx.filter_jit
 def _solve_ode(
     model: ODEModel,
     params,
@@ -712,12 +1017,9 @@ def _solve_ode(
     max_steps,
     solver,
     strategy,
-    shared,
+    plan,
+    run_time,
 ):
-    if solver not in _SOLVERS:
-        raise SimulationError(f"`solver` must be one of {list(_SOLVERS)}, got {solver!r}")
-    if strategy not in ("batch", "vmap"):
-        raise SimulationError(f"`ode_strategy` must be 'batch' or 'vmap', got {strategy!r}")
     n = params.shape[0]
     doses = _effective_doses(model, params, events)
     x0 = jax.vmap(model.initial_state)(params)
@@ -755,7 +1057,7 @@ def _solve_ode(
         dt_next = jnp.where(moving, (t1_safe - t0) / steps, dt0)
         return x_new, status, dt_next
 
-    def propagate(x, r, t0, t1, p, dt0, shared):
+    def propagate(x, r, t0, t1, p, dt0, shared, _u):
         def each_subject(_):
             x_new, status, dt_next = jax.vmap(segment)(x, r, t0, t1, p, dt0)
             return x_new, dt_next, status
@@ -829,5 +1131,6 @@ def _solve_ode(
         times,
         at_dose,
         jnp.full(n, 0.01),
-        shared,
+        plan,
+        run_time,
     )
