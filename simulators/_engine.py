@@ -102,7 +102,7 @@ def simulate(
     max_steps: int = 4096,
     solver: Literal["tsit5", "dopri8", "kvaerno5"] = "tsit5",
     at_dose: Literal["pre", "post"] = "pre",
-    ode_strategy: Literal["batch", "vmap"] = "batch",
+    ode_strategy: Literal["batch", "vmap"] = "vmap",
 ) -> Solution:
     """Simulate ``model`` for every subject's parameters, doses and output times.
 
@@ -159,6 +159,11 @@ def simulate(
     >>> [round(float(c), 4) for c in sol.outputs[0, :, 0]]
     [1.8097, 1.6375]
     """
+    if at_dose not in ("pre", "post"):
+        raise SimulationError(
+            f"`at_dose` must be 'pre' or 'post', got {at_dose!r}; 'pre' records the pre-dose "
+            "value at a dose time (trough convention)"
+        )
     params, events, times = _check_inputs(model, params, events, times)
     n = params.shape[0]
     params, events, times = _pad_subjects(params, events, times)
@@ -257,10 +262,20 @@ def _check_inputs(model, params, events, times):
         events = events.broadcast(n)
     if not isinstance(times, jax.core.Tracer):
         host = np.asarray(times)
-        if not np.all(np.isfinite(host)) or np.any(host < 0):
-            raise SimulationError("`times` must be finite and ≥ 0 h; the system starts at t = 0")
-        if np.any(np.diff(host, axis=1) < 0):
-            raise SimulationError("`times` must be sorted in increasing order for every subject")
+        bad = ~np.isfinite(host) | (host < 0)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise SimulationError(
+                f"`times` must be finite and ≥ 0 h (the system starts at t = 0), got "
+                f"{host[i, j]!r} for subject {i} at position {j}; drop or shift that time"
+            )
+        down = np.diff(host, axis=1) < 0
+        if down.any():
+            i, j = np.argwhere(down)[0]
+            raise SimulationError(
+                f"`times` must be sorted in increasing order, but for subject {i} "
+                f"{host[i, j + 1]!r} h follows {host[i, j]!r} h; sort the output times"
+            )
     if not isinstance(events.compartment, jax.core.Tracer):
         cmt = np.asarray(events.compartment)[np.asarray(events.mask)]
         if cmt.size and (cmt.min() < 0 or cmt.max() >= model.n_states):
@@ -371,6 +386,19 @@ def _previous_cycle_end(doses: _Doses) -> Array:
     return jnp.where(running, end, jnp.inf)
 
 
+def _contracts(interval_map: Array) -> Array:
+    """Whether repeating a one-interval map (its Jacobian) converges: a steady state exists.
+
+    ``M^(2^20)`` still far from zero means a mode that does not decay over a million
+    intervals, e.g. a model without elimination; ``I − M`` is then (nearly) singular and a
+    "solution" would be meaningless numbers.
+    """
+    m = jax.lax.stop_gradient(interval_map)
+    m = m / jnp.maximum(1.0, jnp.max(jnp.abs(m)))  # keep squarings finite; flags growth too
+    power = jax.lax.fori_loop(0, 20, lambda _, q: q @ q, m)
+    return jnp.max(jnp.abs(power)) < 1e-3
+
+
 def _steady_state_at_record(cycle, fixed_point, x_initial, doses: _Doses, k, active):
     """State at an SS=1 record's time, and whether the previous cycle's infusion still runs.
 
@@ -389,6 +417,15 @@ def _steady_state_at_record(cycle, fixed_point, x_initial, doses: _Doses, k, act
     duration = jnp.where(active, duration, 0.0)
     lag = jnp.where(active, lag, 0.0)
     x_star, status = fixed_point(bolus, rate, duration, tau, x_initial)
+    # a steady state holds at most what a million intervals of dosing bring; more means a
+    # mode that never decays (no elimination) and the "solution" is meaningless
+    scale = jnp.sum(jnp.abs(bolus) + jnp.abs(rate) * tau[:, None] + jnp.abs(x_initial), axis=1)
+    runaway = jnp.max(jnp.abs(x_star), axis=1) > 1e6 * (scale + 1.0)
+    status = jnp.where(
+        runaway | ~jnp.all(jnp.isfinite(x_star), axis=1),
+        int(SolveStatus.STEADY_STATE_FAILED),
+        status,
+    )
     since_dose = tau - lag
     x_record = jax.lax.cond(
         jnp.any(active & (lag > 0)),
@@ -902,7 +939,7 @@ def _solve_linear(model: ODEModel, params, events, times, *, at_dose, plan, run_
         after_one = cycle(jnp.zeros_like(bolus), bolus, rate, duration, tau)
         eye = jnp.eye(n_states, dtype=a.dtype)
         x_ss = jnp.linalg.solve(eye - phi_tau, after_one[..., None])[..., 0]
-        bad = ~jnp.all(jnp.isfinite(x_ss), axis=1)
+        bad = ~jnp.all(jnp.isfinite(x_ss), axis=1) | ~jax.vmap(_contracts)(phi_tau)
         return x_ss, jnp.where(bad, int(SolveStatus.STEADY_STATE_FAILED), 0)
 
     cache0 = _LinearCache(
@@ -1054,7 +1091,10 @@ def _solve_ode(
         steps = jnp.maximum(sol.stats["num_accepted_steps"], 1)
         x_new = jnp.where(moving, sol.ys[-1], x)
         status = jnp.where(moving, _status_of(sol.result), 0)
-        dt_next = jnp.where(moving, (t1_safe - t0) / steps, dt0)
+        # a sliver of a segment (an entry an ulp before the next) says nothing about the step
+        # size; carried on, a step below the spacing of floats near t would never advance
+        meaningful = moving & (t1_safe - t0 > 1e-9 * jnp.maximum(1.0, jnp.abs(t1_safe)))
+        dt_next = jax.lax.stop_gradient(jnp.where(meaningful, (t1_safe - t0) / steps, dt0))
         return x_new, status, dt_next
 
     def propagate(x, r, t0, t1, p, dt0, shared, _u):
@@ -1109,7 +1149,7 @@ def _solve_ode(
             def residual(x, _):
                 # Newton needs forward-mode derivatives of the solve
                 on = jnp.minimum(d, tau_i)
-                fwd = diffrax.ForwardMode()
+                fwd = diffrax.DirectAdjoint()  # forward and reverse mode both work
                 y, _, _ = segment(x + b_i, r_i, 0.0, on, p_i, jnp.asarray(0.1), fwd)
                 y, _, _ = segment(y, jnp.zeros_like(y), on, tau_i, p_i, jnp.asarray(0.1), fwd)
                 return y - x
