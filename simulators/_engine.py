@@ -479,6 +479,18 @@ class _Walk(eqx.Module):
     status: Array
     cache: object
 
+    @classmethod
+    def start(cls, x0, cache0) -> _Walk:
+        n = x0.shape[0]
+        return cls(
+            x=x0,
+            r=jnp.zeros_like(x0),
+            t=jnp.zeros(n, x0.dtype),
+            reset_t=jnp.full(n, -jnp.inf, x0.dtype),
+            status=jnp.zeros(n, jnp.int32),
+            cache=cache0,
+        )
+
 
 class _Plan(eqx.Module):
     """The entry list a cohort on one shared grid walks: ``[entry]`` arrays.
@@ -726,7 +738,6 @@ def _act_shared(x, r, reset_t, status, kind, k, ok, t, doses: _Doses, plan, stea
 
 
 def _walk_shared(propagate, steady_state, x0, params, doses: _Doses, plan: _Plan, cache0):
-    n = x0.shape[0]
     if plan.step is None:
         plan = eqx.tree_at(
             lambda p: p.step, plan, jnp.zeros_like(plan.kind), is_leaf=lambda x: x is None
@@ -742,14 +753,7 @@ def _walk_shared(propagate, steady_state, x0, params, doses: _Doses, plan: _Plan
         )
         return _Walk(x_next.T, r.T, t_new, reset_t, status, cache), x
 
-    w0 = _Walk(
-        x=x0,
-        r=jnp.zeros_like(x0),
-        t=jnp.zeros(n, x0.dtype),
-        reset_t=jnp.full(n, -jnp.inf, x0.dtype),
-        status=jnp.zeros(n, jnp.int32),
-        cache=cache0,
-    )
+    w0 = _Walk.start(x0, cache0)
     entries = (plan.t, plan.kind, plan.index, plan.valid, plan.step)
     w, seen = jax.lax.scan(step, w0, entries)  # seen: [entry, subject, state]
     return jnp.swapaxes(seen[plan.output_position], 0, 1), w.status
@@ -808,14 +812,7 @@ def _walk_general(propagate, steady_state, x0, params, doses: _Doses, times, at_
         r = r + onehot * (e["start"] - stop - e["previous_stop"])[:, None]
         return _Walk(x, r, t_new, reset_t, status, cache), seen
 
-    w0 = _Walk(
-        x=x0,
-        r=jnp.zeros_like(x0),
-        t=jnp.zeros(n, x0.dtype),
-        reset_t=jnp.full(n, -jnp.inf, x0.dtype),
-        status=jnp.zeros(n, jnp.int32),
-        cache=cache0,
-    )
+    w0 = _Walk.start(x0, cache0)
     w, seen = jax.lax.scan(step, w0, entries)  # seen: [entry, subject, state]
     # position of each output in the sorted entry list
     is_out = valid & (entry_kind == _OUTPUT)
