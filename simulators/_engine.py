@@ -651,7 +651,10 @@ def _host_plan(model, params, events, times, at_dose) -> _Plan:
         step=None if step is None else jnp.asarray(step),
         steps=None if steps is None else jnp.asarray(steps),
         has_steady_state=bool(host_doses.steady_state.any()),
-        has_infusion=bool((np.asarray(_concrete_rates(model, params, events)) > 0).any()),
+        # any subject's infusion (read from the table: no second pass over the cohort)
+        has_infusion=bool(
+            (np.asarray((events.rate > 0) | (events.duration > 0)) & np.asarray(events.mask)).any()
+        ),
         powers=powers,
     )
 
@@ -659,11 +662,6 @@ def _host_plan(model, params, events, times, at_dose) -> _Plan:
 @eqx.filter_jit
 def _concrete_doses(model, params, events) -> _Doses:
     return _effective_doses(model, params, events)
-
-
-@eqx.filter_jit
-def _concrete_rates(model, params, events) -> Array:
-    return _effective_doses(model, params, events).rate
 
 
 def _walk(
