@@ -4,6 +4,25 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # float64 throughout the numerical core
 
+from ._covariates import ANCESTRIES as ANCESTRIES  # noqa: E402
+from ._covariates import COMEDICATIONS as COMEDICATIONS  # noqa: E402
+from ._covariates import COVARIATE_COLUMNS as COVARIATE_COLUMNS  # noqa: E402
+from ._covariates import GENES as GENES  # noqa: E402
+from ._covariates import Allele as Allele  # noqa: E402
+from ._covariates import Comedication as Comedication  # noqa: E402
+from ._covariates import CovariateColumn as CovariateColumn  # noqa: E402
+from ._covariates import CovariateError as CovariateError  # noqa: E402
+from ._covariates import Gene as Gene  # noqa: E402
+from ._covariates import allele_frequencies as allele_frequencies  # noqa: E402
+from ._covariates import cockcroft_gault as cockcroft_gault  # noqa: E402
+from ._covariates import comedication as comedication  # noqa: E402
+from ._covariates import covariate_table as covariate_table  # noqa: E402
+from ._covariates import diplotype_frequencies as diplotype_frequencies  # noqa: E402
+from ._covariates import parse_diplotype as parse_diplotype  # noqa: E402
+from ._covariates import phenotype as phenotype  # noqa: E402
+from ._covariates import phenotype_frequencies as phenotype_frequencies  # noqa: E402
+from ._covariates import smoking_induction as smoking_induction  # noqa: E402
+from ._covariates import smoking_status as smoking_status  # noqa: E402
 from ._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
 from ._model import Named as Named  # noqa: E402
 from ._model import ODEModel as ODEModel  # noqa: E402
