@@ -937,7 +937,7 @@ def _columns() -> Mapping[str, CovariateColumn]:
         CovariateColumn("smoking", "1", flag, "1 smokes at t = 0 or carries induction from recent quitting", 0.0),
         CovariateColumn("smoking_quit_time", "h", number,
                         "time of quitting relative to t = 0 (inf: not quitting, -inf: long ago)", inf, (-inf, inf)),
-        CovariateColumn("cigarettes_per_day", "1/d", number, "cigarettes per day", 0.0, (0, 200)),
+        CovariateColumn("cigarettes_per_day", "1/d", number, "cigarettes per day while smoking", 0.0, (0, 200)),
         CovariateColumn("alcohol_units_per_week", "unit/wk", number, "alcohol, UK units (8 g) per week", 0.0,
                         (0, 500)),
         CovariateColumn("vitamin_k_ug_per_day", "µg/d", number, "dietary vitamin K", math.nan, (0, 5000)),

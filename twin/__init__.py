@@ -1,1 +1,10 @@
 """The digital twin: individual posterior, latent generative model, virtual populations."""
+
+from ._virtual import Demographics as Demographics
+from ._virtual import Lifestyle as Lifestyle
+from ._virtual import PopulationReport as PopulationReport
+from ._virtual import VirtualPopulation as VirtualPopulation
+from ._virtual import VirtualPopulationConfig as VirtualPopulationConfig
+from ._virtual import apply_criteria as apply_criteria
+from ._virtual import draw_candidates as draw_candidates
+from ._virtual import generate_population as generate_population
