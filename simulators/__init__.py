@@ -30,3 +30,5 @@ from ._metrics import exposure_metrics as exposure_metrics  # noqa: E402
 from ._metrics import half_life as half_life  # noqa: E402
 from ._metrics import tmax as tmax  # noqa: E402
 from ._metrics import trough as trough  # noqa: E402
+from ._superposition import predict_linear as predict_linear  # noqa: E402
+from ._superposition import predict_outputs as predict_outputs  # noqa: E402
