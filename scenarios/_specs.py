@@ -17,18 +17,21 @@ and converted to the core's units and arrays. Example file::
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import functools
 import json
 import math
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BeforeValidator,
     Field,
@@ -39,6 +42,15 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ..priors import (
+    ANCESTRIES,
+    GENES,
+    CovariateError,
+    comedication,
+    covariate_table,
+    parse_diplotype,
+    smoking_status,
+)
 from ._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
 from ._units import CORE_UNITS, UnitError, parse_quantity
 
@@ -162,8 +174,119 @@ def _text_id(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) else value
 
 
+def _between(lo: float, hi: float, unit: str, fix: str) -> AfterValidator:
+    """Range check whose message names the range, the value and how to fix it."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not lo <= value <= hi:
+            raise ValueError(
+                f"must be between {lo:g} and {hi:g} {unit}, got {value:g} {unit}; {fix}"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _number_with_unit(*units: str) -> BeforeValidator:
+    """A number, or text ``"<number> <unit>"`` with one of ``units`` (the first is the core unit)."""
+
+    def read(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = re.fullmatch(r"\s*([-+]?\d+(?:\.\d*)?|\.\d+)\s*(.*?)\s*", value)
+        if match and (not match.group(2) or match.group(2) in units):
+            return float(match.group(1))
+        raise ValueError(
+            f"must be a number in {units[0]} (or text with one of {', '.join(units)}), got {value!r}"
+        )
+
+    return BeforeValidator(read, json_schema_input_type=float | str)
+
+
+def _creatinine_clearance(value: Any) -> Any:
+    # a bare number is mL/min (the clinical unit), text may carry any clearance unit
+    if isinstance(value, str) and re.search(r"[A-Za-z/]", value):
+        try:
+            return parse_quantity(value, "clearance") / 0.06  # L/h → mL/min
+        except UnitError as error:
+            raise ValueError(str(error)) from None
+    return value
+
+
+def _relative_time(value: Any) -> Any:
+    """``"-3 d"``, ``"3 d ago"`` (before t = 0), ``"in 5 d"``, ``"5 d"`` (after), numbers in h."""
+    if not isinstance(value, str):
+        return value
+    text, sign = value.strip(), 1.0
+    if text.endswith(" ago"):
+        text, sign = text.removesuffix(" ago"), -1.0
+    elif text.startswith("in "):
+        text = text.removeprefix("in ")
+    try:
+        return sign * parse_quantity(text, "time")
+    except UnitError as error:
+        raise ValueError(f"{error}; write e.g. '-3 d', '3 d ago' or 'in 5 d'") from None
+
+
+class SmokingSpec(SpecModel):
+    """Smoking history: ``never``, ``current`` or ``former``, and when the patient quits.
+
+    Parameters
+    ----------
+    status
+        ``"never"``, ``"current"`` or ``"former"``.
+    quit
+        Time of quitting relative to the start of the simulation (t = 0): ``"-3 d"`` or
+        ``"3 d ago"`` for a former smoker, ``"in 5 d"`` or ``"5 d"`` for a current smoker
+        who quits during the simulation; a bare number is hours.
+    quit_date
+        Date of quitting, instead of ``quit`` (needs the patient's ``start_date``).
+    cigarettes_per_day
+        While smoking, 0–200.
+    """
+
+    status: Literal["never", "current", "former"]
+    quit: Annotated[
+        float | None, BeforeValidator(_relative_time, json_schema_input_type=float | str)
+    ] = None
+    quit_date: dt.date | None = None
+    cigarettes_per_day: Annotated[
+        float | None, _between(0, 200, "per day", "give cigarettes smoked per day")
+    ] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SmokingSpec:
+        if self.quit is not None and self.quit_date is not None:
+            raise ValueError(
+                f"give `quit` (time relative to the start) or `quit_date`, not both; got quit={self.quit:g} h "
+                f"and quit_date={self.quit_date}"
+            )
+        try:
+            smoking_status(self.status, self.quit)
+        except CovariateError as error:
+            message = str(error).removeprefix("`smoking_quit_time` ")
+            _raise("smoking", [(("quit",), message, self.quit)])
+        if self.status == "never" and (self.quit_date is not None or self.cigarettes_per_day):
+            raise ValueError(
+                "a never-smoker has no `quit_date` or `cigarettes_per_day`; set status 'former' or "
+                "'current', or drop them"
+            )
+        return self
+
+
+def _smoking(value: Any) -> Any:
+    if isinstance(value, bool):
+        return {"status": "current" if value else "never"}
+    if isinstance(value, str):
+        return {"status": value.strip().lower()}
+    return value
+
+
 class PatientSpec(SpecModel):
-    """Basic demographics of one patient, in core units after validation.
+    """One patient: demographics, kidney function, genotype, comedications and lifestyle.
+
+    Values are in core units after validation; :meth:`covariates` gives the standard
+    covariate table row (:data:`twinsim.priors.COVARIATE_COLUMNS`).
 
     Parameters
     ----------
@@ -179,12 +302,43 @@ class PatientSpec(SpecModel):
         cm (``"5 ft 10 in"``, ``"1.78 m"`` accepted), 20–250.
     serum_creatinine
         mg/dL (``"80 µmol/L"`` accepted, ÷ 88.4), 0.1–20; alias ``scr``.
+    crcl
+        Measured creatinine clearance, mL/min (text with a clearance unit accepted),
+        0–400; alias ``creatinine_clearance``. Without it, the covariate row computes it
+        by Cockcroft–Gault from age, weight, serum creatinine and sex.
+    dialysis
+        On haemodialysis.
+    ancestry
+        One of :data:`twinsim.priors.ANCESTRIES` (``"european"``, ``"east_asian"``, ...).
+    genotype
+        ``{gene: diplotype}`` (``{CYP2C9: "*1/*3", VKORC1: GA}``), genes of
+        :data:`twinsim.priors.GENES`; stored in canonical form.
+    comedications
+        Interacting comedications, names of :data:`twinsim.priors.COMEDICATIONS`
+        (aliases such as ``rifampin`` accepted; stored canonical).
+    smoking
+        ``never``/``current``/``former``, or a :class:`SmokingSpec` mapping.
+    alcohol_units_per_week
+        UK units (8 g ethanol) per week, 0–500; alias ``alcohol``.
+    vitamin_k_ug_per_day
+        Dietary vitamin K, µg/day, 0–5000; alias ``vitamin_k``.
+    adherence
+        Fraction of doses taken, 0–1 (``"90%"`` accepted).
+    start_date
+        Calendar date of the simulation's t = 0 (needed to place a smoking ``quit_date``).
 
     Examples
     --------
     >>> patient = PatientSpec(id=7, weight="154 lb", height="5 ft 10 in", scr="88.4 µmol/L")
     >>> patient.id, round(patient.weight, 2), round(patient.height, 1), patient.serum_creatinine
     ('7', 69.85, 177.8, 1.0)
+    >>> patient = PatientSpec(age=40, sex="M", weight=72, scr=1.0, genotype={"cyp2c9": "*3/*1"},
+    ...                       comedications=["rifampin"], smoking={"status": "former", "quit": "2 d ago"})
+    >>> row = patient.covariates()
+    >>> float(row["crcl"][0]), str(row["cyp2c9"][0]), float(row["comed_rifampicin"][0])
+    (100.0, '*1/*3', 1.0)
+    >>> float(row["smoking"][0]), float(row["smoking_quit_time"][0])
+    (1.0, -48.0)
     """
 
     id: Annotated[str, BeforeValidator(_text_id, json_schema_input_type=str | int)] = "patient-1"
@@ -195,6 +349,30 @@ class PatientSpec(SpecModel):
     serum_creatinine: Annotated[float | None, quantity("creatinine")] = Field(
         None, validation_alias=AliasChoices("serum_creatinine", "scr")
     )
+    crcl: Annotated[
+        float | None,
+        BeforeValidator(_creatinine_clearance, json_schema_input_type=float | str),
+        _between(0, 400, "mL/min", "a bare number is mL/min, e.g. 85 or '5.1 L/h'"),
+    ] = Field(None, validation_alias=AliasChoices("crcl", "creatinine_clearance"))
+    dialysis: bool = False
+    ancestry: str | None = None
+    genotype: dict[str, str] = Field(default_factory=dict)
+    comedications: tuple[str, ...] = ()
+    smoking: Annotated[
+        SmokingSpec | None, BeforeValidator(_smoking, json_schema_input_type=str | SmokingSpec)
+    ] = None
+    alcohol_units_per_week: Annotated[
+        float | None,
+        _number_with_unit("units/wk", "units/week", "unit/wk"),
+        _between(0, 500, "units/wk", "give UK units (8 g ethanol) per week"),
+    ] = Field(None, validation_alias=AliasChoices("alcohol_units_per_week", "alcohol"))
+    vitamin_k_ug_per_day: Annotated[
+        float | None,
+        _number_with_unit("µg/d", "ug/d", "mcg/d", "µg/day", "ug/day", "mcg/day"),
+        _between(0, 5000, "µg/day", "give dietary vitamin K in µg per day"),
+    ] = Field(None, validation_alias=AliasChoices("vitamin_k_ug_per_day", "vitamin_k"))
+    adherence: Annotated[float | None, quantity("fraction")] = None
+    start_date: dt.date | None = None
 
     @field_validator("age")
     @classmethod
@@ -233,6 +411,153 @@ class PatientSpec(SpecModel):
             hint = f" (if this is µmol/L, write '{value:g} µmol/L')" if 20 < value <= 1800 else ""
             raise ValueError(f"must be between 0.1 and 20 mg/dL, got {value:g} mg/dL{hint}")
         return value
+
+    @field_validator("ancestry")
+    @classmethod
+    def _ancestry(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = value.strip().lower().replace(" ", "_").replace("-", "_")
+        if key not in ANCESTRIES:
+            close = difflib.get_close_matches(key, ANCESTRIES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{value!r} is not a known ancestry group{hint}; known groups: {', '.join(ANCESTRIES)}"
+            )
+        return key
+
+    @field_validator("genotype", mode="before")
+    @classmethod
+    def _genotype(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values  # pydantic reports the type
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        canonical: dict[str, str] = {}
+        for gene, text in values.items():
+            symbol = str(gene).strip().upper()
+            if symbol not in GENES:
+                close = difflib.get_close_matches(symbol, list(GENES), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(
+                    ((gene,), f"is not a known gene{hint}; known genes: {', '.join(GENES)}", text)
+                )
+                continue
+            try:
+                canonical[symbol] = parse_diplotype(
+                    symbol, text if isinstance(text, str) else str(text)
+                )
+            except CovariateError as error:
+                message = str(error).removeprefix(f"`{GENES[symbol].column}` ")
+                problems.append(((gene,), message, text))
+        _raise("genotype", problems)
+        return canonical
+
+    @field_validator("comedications", mode="before")
+    @classmethod
+    def _comedications(cls, values: Any) -> Any:
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list | tuple):
+            return values
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        names: list[str] = []
+        for i, name in enumerate(values):
+            try:
+                canonical = comedication(name).name
+            except CovariateError as error:
+                problems.append(((i,), str(error).removeprefix("comedication "), name))
+                continue
+            if canonical not in names:
+                names.append(canonical)
+        _raise("comedications", problems)
+        return tuple(names)
+
+    @field_validator("adherence")
+    @classmethod
+    def _adherence(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value <= 1:
+            hint = f" (did you mean '{value:g}%'?)" if 1 < value <= 100 else ""
+            raise ValueError(
+                f"must be a fraction between 0 and 1, got {value:g}{hint}; e.g. 0.9 or '90%'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _quit_date(self) -> PatientSpec:
+        if self.smoking is not None and self.smoking.quit_date is not None:
+            try:
+                self._smoking_columns()
+            except CovariateError as error:
+                _raise(
+                    "patient", [(("smoking", "quit_date"), str(error), str(self.smoking.quit_date))]
+                )
+        return self
+
+    def _smoking_columns(self) -> tuple[float, float]:
+        """``(smoking, smoking_quit_time)`` columns; raises :class:`CovariateError`."""
+        if self.smoking is None:
+            return 0.0, math.inf
+        quit = self.smoking.quit
+        if self.smoking.quit_date is not None:
+            if self.start_date is None:
+                raise CovariateError(
+                    f"({self.smoking.quit_date}) needs `start_date`, the calendar date of the "
+                    "simulation's t = 0; add it, or give `smoking.quit` relative to the start "
+                    "(e.g. '3 d ago')"
+                )
+            quit = (self.smoking.quit_date - self.start_date).days * 24.0
+        try:
+            return smoking_status(self.smoking.status, quit)
+        except CovariateError as error:
+            raise CovariateError(
+                f"{self.smoking.quit_date} is {quit:g} h after start_date {self.start_date}, but "
+                "the quit time " + str(error).removeprefix("`smoking_quit_time` ")
+            ) from None
+
+    # ------------------------------------------------------------------ covariates
+    def covariate_record(self) -> dict[str, Any]:
+        """This patient as a record for :func:`twinsim.priors.covariate_table`."""
+        smoking, quit_time = self._smoking_columns()
+        return {
+            "age": self.age,
+            "sex": self.sex,
+            "weight": self.weight,
+            "height": self.height,
+            "serum_creatinine": self.serum_creatinine,
+            "crcl": self.crcl,
+            "dialysis": float(self.dialysis),
+            "ancestry": self.ancestry,
+            "genotype": dict(self.genotype),
+            "comedications": list(self.comedications),
+            "smoking": smoking,
+            "smoking_quit_time": quit_time,
+            "cigarettes_per_day": None if self.smoking is None else self.smoking.cigarettes_per_day,
+            "alcohol_units_per_week": self.alcohol_units_per_week,
+            "vitamin_k_ug_per_day": self.vitamin_k_ug_per_day,
+            "adherence": self.adherence,
+        }
+
+    def covariates(self, **crcl_options: float) -> dict[str, np.ndarray]:
+        """This patient's row of the standard covariate table (arrays of length 1).
+
+        ``crcl_options`` are keywords of :func:`twinsim.priors.cockcroft_gault` (``cap``,
+        ``min_creatinine_over_60``), used when ``crcl`` is not given.
+        """
+        return PatientSpec.covariate_table([self], **crcl_options)
+
+    @staticmethod
+    def covariate_table(
+        patients: Sequence[PatientSpec], **crcl_options: float
+    ) -> dict[str, np.ndarray]:
+        """The standard covariate table of several patients, one entry per patient.
+
+        Examples
+        --------
+        >>> table = PatientSpec.covariate_table([PatientSpec(sex="F"), PatientSpec(sex="M")])
+        >>> table["female"].tolist()
+        [1.0, 0.0]
+        """
+        return covariate_table([p.covariate_record() for p in patients], crcl_options=crcl_options)
 
 
 # ---------------------------------------------------------------------------- variability
