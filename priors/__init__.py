@@ -23,6 +23,11 @@ from ._covariates import phenotype as phenotype  # noqa: E402
 from ._covariates import phenotype_frequencies as phenotype_frequencies  # noqa: E402
 from ._covariates import smoking_induction as smoking_induction  # noqa: E402
 from ._covariates import smoking_status as smoking_status  # noqa: E402
+from ._library import DRUG_LIBRARY as DRUG_LIBRARY  # noqa: E402
+from ._library import DRUG_METADATA as DRUG_METADATA  # noqa: E402
+from ._library import DrugLibraryError as DrugLibraryError  # noqa: E402
+from ._library import drug_metadata as drug_metadata  # noqa: E402
+from ._library import drug_model as drug_model  # noqa: E402
 from ._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
 from ._model import Named as Named  # noqa: E402
 from ._model import ODEModel as ODEModel  # noqa: E402
@@ -45,3 +50,10 @@ from ._population import PopulationModelError as PopulationModelError  # noqa: E
 from ._population import PopulationSample as PopulationSample  # noqa: E402
 from ._population import PopulationSimulation as PopulationSimulation  # noqa: E402
 from ._population import ResidualError as ResidualError  # noqa: E402
+from ._theophylline import theophylline_model as theophylline_model  # noqa: E402
+from ._theophylline import theophylline_structural as theophylline_structural  # noqa: E402
+from ._vancomycin import VANCOMYCIN_CRCL_OPTIONS as VANCOMYCIN_CRCL_OPTIONS  # noqa: E402
+from ._vancomycin import vancomycin_model as vancomycin_model  # noqa: E402
+from ._vancomycin import vancomycin_structural as vancomycin_structural  # noqa: E402
+from ._warfarin import warfarin_model as warfarin_model  # noqa: E402
+from ._warfarin import warfarin_structural as warfarin_structural  # noqa: E402
