@@ -723,7 +723,8 @@ def apply_criteria(
     criteria
         Expressions over its columns (``"age >= 18 and crcl >= 30"``,
         ``'cyp2c9 in ("*1/*1", "*1/*2")'``, ``"weight / (height / 100) ** 2 < 35"``) and/or
-        callables ``table → bool array``. Missing values (NaN) fail comparisons.
+        callables ``table → bool array``. Missing values (NaN) fail comparisons
+        (and so pass ``not (...)``: write criteria as positive comparisons).
 
     Examples
     --------
@@ -876,12 +877,15 @@ def generate_population(
     kept: list[Table] = []
     passed = np.zeros(len(criteria))
     accepted = examined = 0
+    batch = min(batch_size, max(2 * n, 256))  # small requests need no huge batches
     while accepted < n and examined < limit:
-        ids = np.arange(examined, min(examined + batch_size, limit))
+        # always a full batch (one compiled shape); candidates past the limit are cut below
+        ids = np.arange(examined, examined + batch)
         table = draw_candidates(config, seed, ids)
         masks = [_criterion_mask(c, table, len(ids)) for c in criteria]
         keep = np.logical_and.reduce(masks) if masks else np.ones(len(ids), dtype=bool)
-        cut = len(ids)
+        keep[limit - examined :] = False
+        cut = min(len(ids), limit - examined)
         if accepted + keep.sum() >= n:
             # stop at the n-th accepted candidate, so counts do not depend on batch_size
             cut = int(np.flatnonzero(keep)[n - accepted - 1]) + 1
