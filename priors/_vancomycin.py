@@ -157,7 +157,7 @@ def vancomycin_model() -> PopulationModel:
     >>> p = pm.typical_parameters({"weight": [70.0, 70.0], "crcl": [120.0, 60.0],
     ...                            "dialysis": [0.0, 1.0]})
     >>> [round(float(c), 3) for c in p[:, 0]]  # CL, L/h: 4.5 and 4.5 · 0.5^0.8 · 0.7
-    [4.5, 1.81]
+    [4.5, 1.809]
     """
     theta = {name: value for name, (value, _, _) in VANCOMYCIN_THETA.items()}
 
