@@ -244,6 +244,10 @@ class VirtualPopulationConfig:
     genotype_frequencies
         ``{ancestry: {gene: {allele: frequency}}}`` overriding or adding to the built-in
         frequencies.
+    alleles
+        ``{gene: alleles}`` to draw only these alleles (frequencies renormalised, i.e.
+        conditional on carrying none of the others), for a drug model whose covariate
+        levels know only some, e.g. ``{"CYP2C9": ("*1", "*2", "*3")}`` for Hamberg 2007.
     comedications
         ``{name: prevalence}``; names from :data:`twinsim.priors.COMEDICATIONS`.
     dialysis
@@ -268,6 +272,7 @@ class VirtualPopulationConfig:
     genotype_frequencies: Mapping[str, Mapping[str, Mapping[str, float]]] = field(
         default_factory=dict
     )
+    alleles: Mapping[str, Sequence[str]] = field(default_factory=dict)
     comedications: Mapping[str, float] = field(default_factory=dict)
     dialysis: float = 0.0
     lifestyle: Lifestyle = field(default_factory=Lifestyle)
@@ -327,6 +332,10 @@ class VirtualPopulationConfig:
     def allele_table(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         """``gene → (allele names, frequencies[ancestry, allele])`` for the ancestry mix."""
         table = {}
+        restrict = {
+            _gene_name(g): {GENES[_gene_name(g)].allele(a).name for a in names}
+            for g, names in self.alleles.items()
+        }
         for gene_name in self.genes:
             gene = GENES[gene_name]
             per_ancestry = []
@@ -344,6 +353,15 @@ class VirtualPopulationConfig:
                             f"{error}: add `genotype_frequencies[{ancestry!r}][{gene_name!r}]` "
                             "or leave the gene out of `genes`"
                         ) from None
+                if gene_name in restrict:
+                    freqs = {a: f for a, f in freqs.items() if a in restrict[gene_name]}
+                    total = sum(freqs.values())
+                    if not total > 0:
+                        raise CovariateError(
+                            f"`alleles[{gene_name!r}]` {list(restrict[gene_name])} have frequency "
+                            f"0 in {ancestry!r}; allow more alleles"
+                        )
+                    freqs = {a: f / total for a, f in freqs.items()}
                 per_ancestry.append(freqs)
             names = tuple(
                 sorted(

@@ -17,6 +17,7 @@ from twinsim.priors import (
     COVARIATE_COLUMNS,
     GENES,
     CovariateError,
+    allele_frequencies,
     diplotype_frequencies,
     phenotype_frequencies,
 )
@@ -359,3 +360,23 @@ def test_zero_subjects():
     population = generate_population(VirtualPopulationConfig(), 0, seed=0)
     assert len(population) == 0 and population.report.candidates == 0
     assert list(population.covariates) == ["id", *COVARIATE_COLUMNS]
+
+
+def test_restricting_alleles_renormalises():
+    """Hamberg 2007 knows CYP2C9 *1, *2, *3 only: draw from the conditional distribution."""
+    config = VirtualPopulationConfig(
+        ancestry={"african": 1.0}, alleles={"cyp2c9": ("*1", "2", "*3")}, genes=("CYP2C9",)
+    )
+    table = generate_population(config, 5000, seed=8).covariates
+    values, counts = np.unique(table["cyp2c9"], return_counts=True)
+    observed = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    full = allele_frequencies("CYP2C9", "african")
+    kept = {a: full[a] for a in ("*1", "*2", "*3")}
+    total = sum(kept.values())
+    expected = diplotype_frequencies("CYP2C9", {a: f / total for a, f in kept.items()})
+    assert set(observed) <= set(expected)
+    assert _chi_square(observed, expected) > ALPHA
+    with pytest.raises(CovariateError, match=r"`alleles\['CYP2C9'\]` \['\*13'\] have frequency 0"):
+        VirtualPopulationConfig(ancestry={"african": 1.0}, alleles={"CYP2C9": ("*13",)})
+    with pytest.raises(CovariateError, match=r"allele '\*99' is not a known CYP2C9 allele"):
+        VirtualPopulationConfig(alleles={"CYP2C9": ("*1", "*99")})
