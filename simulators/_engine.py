@@ -71,7 +71,7 @@ class Solution(eqx.Module):
 
     times: Float[Array, "subject time"]
     outputs: Float[Array, "subject time output"]
-    states: Float[Array, "subject time state"]
+    states: Float[Array, "subject time state"] | None
     status: Int[Array, " subject"]
     method: str = eqx.field(static=True)
     output_names: tuple[str, ...] = eqx.field(static=True)
@@ -103,6 +103,7 @@ def simulate(
     solver: Literal["tsit5", "dopri8", "kvaerno5"] = "tsit5",
     at_dose: Literal["pre", "post"] = "pre",
     ode_strategy: Literal["batch", "vmap"] = "vmap",
+    keep_states: bool = True,
 ) -> Solution:
     """Simulate ``model`` for every subject's parameters, doses and output times.
 
@@ -134,6 +135,10 @@ def simulate(
         ``"batch"``: when the cohort shares its dose and output times, the stacked cohort is
         integrated as one system (one step size, every subject held to the tolerance by a
         max norm), falling back to per-subject solves for a segment that fails.
+    keep_states
+        Return the states at the output times as well (``Solution.states``). Large cohorts
+        that need only the outputs save memory and time with ``False`` (``states`` is then
+        ``None``).
 
     Returns
     -------
@@ -164,16 +169,14 @@ def simulate(
             f"`at_dose` must be 'pre' or 'post', got {at_dose!r}; 'pre' records the pre-dose "
             "value at a dose time (trough convention)"
         )
-    params, events, times = _check_inputs(model, params, events, times)
-    n = params.shape[0]
-    params, events, times = _pad_subjects(params, events, times)
+    params, events, times, n = _check_inputs(model, params, events, times)
     traced = any(
         isinstance(leaf, jax.core.Tracer)
         for leaf in jax.tree_util.tree_leaves((params, events, times))
     )
     # decided here when the inputs are concrete, so only one walk is compiled
     plan = None
-    if not traced and bool(_concrete_shares_grid(model, params, events, times)):
+    if not traced and bool(_concrete_shares_grid(model, params, events, times, n)):
         plan = _host_plan(model, params, events, times, at_dose)
     walk = dict(plan=plan, run_time=traced)
     if method == "auto":
@@ -196,12 +199,13 @@ def simulate(
         )  # fmt: skip
     else:
         raise SimulationError(f"`method` must be 'auto', 'linear' or 'ode', got {method!r}")
-    states, status = _solve_in_blocks(model, params, events, times, method=method, options=options)
-    outputs, status = _observe(model, params, states, status)
+    outputs, states, status = _solve_in_blocks(
+        model, params, events, times, n=n, method=method, options=options, keep_states=keep_states
+    )
     return Solution(
-        times=times[:n],
+        times=jnp.broadcast_to(times, (n, times.shape[1])),
         outputs=outputs[:n],
-        states=states[:n],
+        states=None if states is None else states[:n],
         status=status[:n],
         method=method,
         output_names=model.output_names,
@@ -213,8 +217,8 @@ _SUBJECT_MULTIPLE = 32
 _BLOCK = 256
 
 
-def _pad_subjects(params, events: DosingEvents, times):
-    """Repeat the last subject up to a multiple of 32 subjects (of 256 beyond 256).
+def _padded_size(n: int) -> int:
+    """``n`` rounded up to a multiple of 32 subjects (of 256 beyond 256).
 
     XLA vectorises loops over subjects, splits large ones across threads and finishes a
     ragged remainder with scalar code, which may round differently (fused multiply-adds).
@@ -222,13 +226,21 @@ def _pad_subjects(params, events: DosingEvents, times):
     subject on the vector path, so a subject's result is bitwise the same whatever the batch
     it is simulated in. Fewer distinct batch sizes also mean fewer compilations.
     """
-    n = params.shape[0]
     multiple = _SUBJECT_MULTIPLE if n <= _BLOCK else _BLOCK
-    n_padded = -(-n // multiple) * multiple
-    if n_padded == n:
-        return params, events, times
+    return -(-n // multiple) * multiple
+
+
+def _pad_subjects(tree, n: Array, n_padded: int):
+    """Every ``[subject, ...]`` leaf of ``tree`` as ``n_padded`` rows: a one-row leaf is shared
+    by all, others repeat their last real subject (``n`` of them) into the padding."""
     index = jnp.minimum(jnp.arange(n_padded), n - 1)
-    return params[index], events.subset(index), times[index]
+
+    def rows(a):
+        if a.shape[0] == 1:
+            return jnp.broadcast_to(a, (n_padded, *a.shape[1:]))
+        return a[index]
+
+    return jax.tree_util.tree_map(rows, tree)
 
 
 def _check_inputs(model, params, events, times):
@@ -256,10 +268,6 @@ def _check_inputs(model, params, events, times):
         raise SimulationError(
             f"`times` must have shape (time,) or ({n}, time), got {tuple(times.shape)}"
         )
-    params = jnp.broadcast_to(params, (n, params.shape[1]))
-    times = jnp.broadcast_to(times, (n, times.shape[1]))
-    if events.n_subjects == 1 and n > 1:
-        events = events.broadcast(n)
     if not isinstance(times, jax.core.Tracer):
         host = np.asarray(times)
         bad = ~np.isfinite(host) | (host < 0)
@@ -284,7 +292,7 @@ def _check_inputs(model, params, events, times):
                 f"outside model {model.name!r}, which has states {list(model.states)}; "
                 f"use 0..{model.n_states - 1} (NONMEM CMT 1..{model.n_states})"
             )
-    return params, events, times
+    return params, events, times, n
 
 
 # --------------------------------------------------------------------------- shared entry walk
@@ -699,8 +707,15 @@ def _shares_grid(doses: _Doses, times) -> Array:
     return same(times) & same(doses.time) & same(ends) & same(doses.steady_state)
 
 
+def _concrete_shares_grid(model, params, events, times, n: int) -> Array:
+    if params.shape[0] == events.n_subjects == times.shape[0] == 1:
+        return jnp.asarray(True)
+    return _shares_grid_padded(model, params, events, times, jnp.asarray(n), _padded_size(n))
+
+
 @eqx.filter_jit
-def _concrete_shares_grid(model, params, events, times) -> Array:
+def _shares_grid_padded(model, params, events, times, n, n_padded) -> Array:
+    params, events, times = _pad_subjects((params, events, times), n, n_padded)
     return _shares_grid(_effective_doses(model, params, events), times)
 
 
@@ -824,7 +839,6 @@ def _walk_general(propagate, steady_state, x0, params, doses: _Doses, times, at_
     return seen[position, rows[:, None]], w.status
 
 
-@eqx.filter_jit
 def _observe(model: ODEModel, params, states, status):
     outputs = jax.vmap(model.observe)(states, params)
     finite = jnp.all(jnp.isfinite(outputs), axis=(1, 2)) & jnp.all(
@@ -884,17 +898,31 @@ class _LinearCache(eqx.Module):
     psi: Array
 
 
+def _solve_in_blocks(model: ODEModel, params, events, times, *, n, method, options, keep_states):
+    """Outputs (and states) of ``n`` subjects, padded and run in blocks of at most 256."""
+    return _solve_padded(
+        model, params, events, times, jnp.asarray(n), _padded_size(n),
+        method=method, options=options, keep_states=keep_states,
+    )  # fmt: skip
+
+
 @eqx.filter_jit
-def _solve_in_blocks(model: ODEModel, params, events, times, *, method, options):
-    """Run the engine on blocks of at most 256 subjects, one after the other."""
+def _solve_padded(model, params, events, times, n, n_padded, *, method, options, keep_states):
+    params, events, times = _pad_subjects((params, events, times), n, n_padded)
     solve = _solve_linear if method == "linear" else _solve_ode
-    n = params.shape[0]
-    if n <= _BLOCK:
-        return solve(model, params, events, times, **options)
-    blocks = lambda a: a.reshape((n // _BLOCK, _BLOCK, *a.shape[1:]))  # noqa: E731
+
+    def block(args):
+        p, ev, tm = args
+        states, status = solve(model, p, ev, tm, **options)
+        outputs, status = _observe(model, p, states, status)
+        return outputs, (states if keep_states else None), status
+
+    if n_padded <= _BLOCK:
+        return block((params, events, times))
+    blocks = lambda a: a.reshape((n_padded // _BLOCK, _BLOCK, *a.shape[1:]))  # noqa: E731
     batched = jax.tree_util.tree_map(blocks, (params, events, times))
-    states, status = jax.lax.map(lambda b: solve(model, *b, **options), batched)
-    return states.reshape((n, *states.shape[2:])), status.reshape(n)
+    result = jax.lax.map(block, batched)
+    return jax.tree_util.tree_map(lambda a: a.reshape((n_padded, *a.shape[2:])), result)
 
 
 def _solve_linear(model: ODEModel, params, events, times, *, at_dose, plan, run_time):
