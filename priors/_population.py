@@ -487,7 +487,7 @@ class ObservationData(NamedTuple):
         if missing.any():
             i, j = np.argwhere(missing)[0]
             raise PopulationModelError(
-                f"`observed[{i}][{j}]` is {y[i, j]!r}; every uncensored observation needs a "
+                f"`observed[{i}][{j}]` is {float(y[i, j])!r}; every uncensored observation needs a "
                 "finite value (drop it or flag it as censored)"
             )
         cov = {k: np.asarray(v) for k, v in (covariates or {}).items()}
@@ -1113,13 +1113,15 @@ class PopulationModel:
         *,
         priors: InferencePriors | None = None,
         omega_structure: str = "auto",
+        parameterization: str = "centered",
         method: str = "auto",
     ) -> Callable[[], None]:
         """A NumPyro model for population inference (θ, Ω, σ and η random).
 
         Sample sites: ``theta_<name>`` per estimated theta, ``omega_sd`` ``[R]`` (log-scale
         SDs), ``omega_corr`` (Cholesky factor of the correlation, LKJ) for a full Ω,
-        ``eta_z`` ``[subject, R]`` (standard normal; η = L z, non-centred), ``sigma_<output>_
+        ``eta`` ``[subject, R]`` (centred; or ``eta_z``, standard normal with η = L z, when
+        non-centred), ``sigma_<output>_
         <additive|proportional>``, and with BOV ``occasion_sd``, ``kappa_z``. Deterministic
         sites ``eta`` and ``omega`` hold η and Ω. The likelihood enters as a factor
         ``"log_likelihood"``.
@@ -1133,12 +1135,21 @@ class PopulationModel:
         omega_structure
             ``"full"`` (LKJ correlation), ``"diagonal"``, or ``"auto"`` (full if the model's
             Ω has a nonzero off-diagonal element).
+        parameterization
+            ``"centered"`` (site ``eta ~ N(0, Ω)``; suits subjects with several
+            observations each) or ``"noncentered"`` (site ``eta_z``, η = L z; suits sparse
+            data).
         method
             Prediction engine (``"auto"``: exact superposition for linear models).
         """
         import numpyro
         import numpyro.distributions as dist
 
+        if parameterization not in ("centered", "noncentered"):
+            raise PopulationModelError(
+                f"`parameterization` must be 'centered' or 'noncentered', got {parameterization!r}"
+            )
+        centered = parameterization == "centered"
         priors = priors or InferencePriors()
         if omega_structure == "auto":
             off = self.omega - np.diag(np.diag(self.omega))
@@ -1189,7 +1200,7 @@ class PopulationModel:
                         dist.HalfNormal(priors.omega_scale * jnp.ones(rb)).to_event(1),
                     )
                 )
-            eta, kappa = _sample_effects(n, k, factor, occ_factor)
+            eta, kappa = _sample_effects(n, k, factor, occ_factor, centered=centered)
             sigmas: dict[str, dict[str, Array]] = {}
             for out, s, value in sigma_specs:
                 sigmas.setdefault(out, {})[s] = numpyro.sample(
@@ -1249,14 +1260,22 @@ class PopulationModel:
         return model
 
 
-def _sample_effects(n: int, k: int, factor: Array, occ_factor: Array):
-    """Non-centred η = L z per subject (and κ per subject and occasion) as NumPyro sites."""
+def _sample_effects(n: int, k: int, factor: Array, occ_factor: Array, *, centered: bool = False):
+    """η per subject (and κ per subject and occasion) as NumPyro sites.
+
+    Non-centred: ``eta_z ~ N(0, I)``, η = L z (good when the data say little about each
+    subject). Centred: ``eta ~ N(0, L Lᵀ)`` (good when every subject is well observed, as
+    in a rich PK study: the non-centred posterior then couples ω and z tightly).
+    """
     import numpyro
     import numpyro.distributions as dist
 
     r, rb = factor.shape[0], occ_factor.shape[0]
     eta = jnp.zeros((n, 0))
-    if r:
+    if r and centered:
+        with numpyro.plate("subject", n, dim=-1):
+            eta = numpyro.sample("eta", dist.MultivariateNormal(jnp.zeros(r), scale_tril=factor))
+    elif r:
         with numpyro.plate("subject", n, dim=-1):
             z = numpyro.sample("eta_z", dist.Normal(0.0, jnp.ones(r)).to_event(1))
         eta = numpyro.deterministic("eta", z @ factor.T)

@@ -7,6 +7,7 @@
     twinsim schema [--out schema.json]             JSON Schema of a spec file
     twinsim examples                               the example specs shipped with twinsim
     twinsim demo [--out-dir demo-output]           a two-compartment oral cohort, end to end
+    twinsim fit DATA.csv --model M --out DIR       population fit (NUTS/SVI/Laplace) + VPC
 
 An invalid spec, file or option is reported as one message naming the field, with exit
 code 2, never as a traceback.
@@ -435,6 +436,112 @@ def demo(
             ("spec", spec_file),
         ):
             out_console.print(f"  {what}: {path}", markup=False)
+
+
+class FitMethod(enum.StrEnum):
+    nuts = "nuts"
+    svi = "svi"
+    laplace = "laplace"
+
+
+@app.command()
+def fit(
+    ctx: typer.Context,
+    data_file: Annotated[Path, typer.Argument(help="NONMEM-layout CSV data set.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fit report.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="one_compartment_oral, one_compartment_iv, two_compartment_oral, or a drug "
+            "library model (e.g. theophylline).",
+        ),
+    ] = "one_compartment_oral",
+    method: Annotated[FitMethod, typer.Option("--method", help="Inference method.")] = (
+        FitMethod.nuts
+    ),
+    error: Annotated[
+        str,
+        typer.Option(
+            "--error",
+            help="Residual error of generic models: additive, proportional, combined, exponential.",
+        ),
+    ] = "additive",
+    chains: Annotated[int, typer.Option("--chains", help="NUTS chains.")] = 4,
+    warmup: Annotated[int, typer.Option("--warmup", help="NUTS warm-up draws per chain.")] = 1000,
+    samples: Annotated[int, typer.Option("--samples", help="NUTS draws per chain.")] = 1000,
+    svi_steps: Annotated[int, typer.Option("--svi-steps", help="SVI optimisation steps.")] = 4000,
+    lloq: Annotated[
+        float | None,
+        typer.Option("--lloq", help="Limit of quantification (DV unit); below it: censored (M3)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Root seed.")] = 0,
+    vpc_replicates: Annotated[
+        int, typer.Option("--vpc-replicates", help="Simulated studies in the VPC.")
+    ] = 200,
+    png: Annotated[bool, typer.Option("--png/--no-png", help="Also write vpc.png.")] = True,
+    quiet: QuietOption = False,
+) -> None:
+    """Fit a population model to a NONMEM data set and write estimates, diagnostics and a VPC.
+
+    Writes estimates.csv, report.json, report.md and vpc.html (vpc.png when a static image
+    engine is installed) to --out.
+    """
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from ..priors import PopulationModelError
+        from ..twin import fit_population
+        from ._fit import fit_data, fit_model, write_fit_report
+        from ._nonmem import read_nonmem
+
+        try:
+            population = fit_model(model, error=error)
+            with _reported_warnings(err):
+                data = fit_data(read_nonmem(data_file), population, lloq=lloq)
+                result = fit_population(
+                    population,
+                    data,
+                    method=method.value,
+                    seed=seed,
+                    num_chains=chains,
+                    num_warmup=warmup,
+                    num_samples=samples,
+                    svi_steps=svi_steps,
+                )
+            paths = write_fit_report(
+                result,
+                out,
+                vpc_replicates=vpc_replicates,
+                seed=seed,
+                png=png,
+                extra={"command": _command_line(ctx), "data_file": str(data_file)},
+            )
+        except PopulationModelError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(2) from None
+        if not quiet:
+            table = Table(title=f"{population.name}: {method.value}")
+            for column in ("parameter", "unit", "median", "90 % interval", "CV %", "R-hat"):
+                table.add_column(column)
+            for row in result.summary:
+                table.add_row(
+                    row["name"],
+                    row["unit"],
+                    _format_number(row["median"]),
+                    f"{_format_number(row['q05'])} – {_format_number(row['q95'])}",
+                    "" if row["cv_percent"] != row["cv_percent"] else f"{row['cv_percent']:.1f}",
+                    "" if row["r_hat"] != row["r_hat"] else f"{row['r_hat']:.3f}",
+                )
+            out_console.print(table)
+            d = result.diagnostics
+            out_console.print(
+                f"{d['seconds']:.1f} s; divergences {d['divergences']}; shrinkage "
+                + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result.shrinkage.items()),
+                markup=False,
+            )
+        for path in paths.values():
+            if path is not None:
+                out_console.print(f"wrote {path}", markup=False)
 
 
 def main() -> None:

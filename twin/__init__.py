@@ -1,5 +1,8 @@
 """The digital twin: individual posterior, latent generative model, virtual populations."""
 
+from ._fitting import FitError as FitError
+from ._fitting import PopulationFit as PopulationFit
+from ._fitting import fit_population as fit_population
 from ._virtual import Demographics as Demographics
 from ._virtual import Lifestyle as Lifestyle
 from ._virtual import PopulationReport as PopulationReport

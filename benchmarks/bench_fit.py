@@ -1,0 +1,84 @@
+"""Population fit of the theophylline data (12 subjects): NUTS, SVI and Laplace times.
+
+Model: one compartment with first-order absorption (``twinsim fit --model
+one_compartment_oral``), log-normal BSV on CL, V and ka, additive error. NUTS: 4 chains ×
+1,000 warm-up + 1,000 draws (vectorised chains, dense mass matrix). Each method runs
+twice with JAX's persistent compilation cache on: the first run compiles, the second
+loads the compiled programs from the cache, so its time is the fit "after compilation"
+(tracing and the sampling itself). Load averages are recorded: on a shared machine the
+timings are indicative.
+
+Run: ``nice .venv/bin/python benchmarks/bench_fit.py`` (writes ``results/fit.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common as common
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "theophylline_nonmem.csv"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=1000, help="warm-up and kept draws per chain")
+    parser.add_argument("--methods", default="nuts,svi,laplace")
+    parser.add_argument("--out", type=Path, default=common.RESULTS / "fit.json")
+    args = parser.parse_args()
+
+    import jax
+
+    cache = tempfile.mkdtemp(prefix="twinsim-jax-cache-")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+    from twinsim.scenarios import read_nonmem
+    from twinsim.scenarios._fit import fit_data, fit_model
+    from twinsim.twin import fit_population
+
+    model = fit_model("one_compartment_oral")
+    data = fit_data(read_nonmem(DATA), model)
+    record = {"machine": common.machine(), "data": str(DATA.name), "runs": {}}
+    for method in args.methods.split(","):
+        options = {}
+        if method == "nuts":
+            options = dict(num_chains=args.chains, num_warmup=args.draws, num_samples=args.draws)
+        runs = []
+        for attempt in ("first (compiles)", "second (compiled programs cached)"):
+            load = os.getloadavg()
+            start = time.perf_counter()
+            fit = fit_population(model, data, method=method, seed=1, **options)
+            seconds = time.perf_counter() - start
+            runs.append(
+                {
+                    "run": attempt,
+                    "seconds": round(seconds, 2),
+                    "load_average_before": [round(x, 2) for x in load],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                }
+            )
+            print(f"{method} {attempt}: {seconds:.1f} s (load {load[0]:.1f})", flush=True)
+        estimates = {row["name"]: round(row["median"], 4) for row in fit.summary}
+        record["runs"][method] = {
+            "options": options,
+            "runs": runs,
+            "estimates_median": estimates,
+            "diagnostics": {
+                k: v for k, v in fit.diagnostics.items() if isinstance(v, (int, float, str, bool))
+            },
+        }
+    common.write_json(args.out, record)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

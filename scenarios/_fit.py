@@ -1,0 +1,472 @@
+"""Population fits from NONMEM data sets: data mapping, models by name, report and VPC.
+
+``twinsim fit DATA.csv --model one_compartment_oral --method nuts --out DIR`` reads the
+data set with :func:`~twinsim.scenarios.read_nonmem`, maps it onto the model
+(:func:`fit_data`), fits it (:func:`~twinsim.twin.fit_population`) and writes
+(:func:`write_fit_report`):
+
+- ``estimates.csv``: one row per population parameter (mean, median, SD, 90 % interval,
+  CV % for BSV, R-hat and ESS for NUTS);
+- ``report.json``: estimates, η-shrinkage, diagnostics, data and model facts, command;
+- ``report.md``: the same as a readable table;
+- ``vpc.html``: a visual predictive check (plotly): observed 5th/50th/95th percentiles
+  per time bin against the 90 % intervals of the same percentiles in data sets simulated
+  from the fitted model; ``vpc.png`` too when a static image engine (kaleido with a
+  Chrome/Chromium) is installed, otherwise the report says why it is missing.
+
+An example data set ships with twinsim: ``examples/theophylline_nonmem.csv`` next to this
+module (Boeckmann, Sheiner & Beal, *NONMEM Users Guide*, 1994: 12 subjects, one oral dose
+of theophylline, the observations of R's ``datasets::Theoph``; ``AMT`` in mg, ``DV``
+mg/L, ``WT`` kg); :func:`example_data_path` returns its path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..priors import ObservationData, PopulationModel
+from ._nonmem import NonmemData, NonmemError
+
+__all__ = [
+    "FIT_MODELS",
+    "NONMEM_COVARIATE_NAMES",
+    "example_data_path",
+    "fit_data",
+    "fit_model",
+    "vpc_figure",
+    "write_fit_report",
+]
+
+#: NONMEM column names mapped to twinsim's standard covariate names.
+NONMEM_COVARIATE_NAMES = {
+    "WT": "weight",
+    "AGE": "age",
+    "HT": "height",
+    "SEX": "female",
+    "SCR": "serum_creatinine",
+    "CRCL": "crcl",
+    "DIAL": "dialysis",
+}
+
+#: Models ``twinsim fit --model`` accepts besides the drug library's names.
+FIT_MODELS = ("one_compartment_oral", "one_compartment_iv", "two_compartment_oral")
+
+
+class FitDataError(NonmemError):
+    """A data set cannot be mapped onto the model to fit."""
+
+
+def _generic_model(name: str, error: str) -> PopulationModel:
+    from ..priors import ResidualError, one_compartment, two_compartment
+
+    residual = {
+        "additive": ResidualError(additive=1.0),
+        "proportional": ResidualError(proportional=0.2),
+        "combined": ResidualError(additive=0.5, proportional=0.1),
+        "exponential": ResidualError(proportional=0.2, exponential=True),
+    }
+    if error not in residual:
+        raise FitDataError(f"`--error` must be one of {list(residual)}, got {error!r}")
+    # neutral starting values (the centres of wide priors), not anyone's estimates
+    if name == "one_compartment_oral":
+        structural = one_compartment(absorption=True)
+        theta = {"cl": 1.0, "v": 20.0, "ka": 1.0, "f_oral": 1.0}
+        effects = ("cl", "v", "ka")
+    elif name == "one_compartment_iv":
+        structural = one_compartment()
+        theta = {"cl": 1.0, "v": 20.0}
+        effects = ("cl", "v")
+    else:
+        structural = two_compartment(absorption=True)
+        theta = {"cl": 1.0, "v1": 20.0, "q": 1.0, "v2": 20.0, "ka": 1.0, "f_oral": 1.0}
+        effects = ("cl", "v1", "ka")
+    return PopulationModel(
+        name=name,
+        structural=structural,
+        theta=theta,
+        theta_units=dict(structural.parameter_units),
+        random_effects=effects,
+        omega=np.full(len(effects), 0.1),
+        residual={"conc": residual[error]},
+        fixed=("f_oral",) if "f_oral" in theta else (),
+        citation=structural.citation,
+        notes="generic model for `twinsim fit`; f_oral fixed at 1 (apparent CL/F and V/F)",
+    )
+
+
+def example_data_path() -> Path:
+    """Path of the theophylline NONMEM data set shipped with twinsim (see the module docs).
+
+    Examples
+    --------
+    >>> example_data_path().name
+    'theophylline_nonmem.csv'
+    """
+    from importlib import resources
+
+    return Path(str(resources.files("twinsim.scenarios") / "examples" / "theophylline_nonmem.csv"))
+
+
+def fit_model(name: str, *, error: str = "additive") -> PopulationModel:
+    """The population model ``twinsim fit --model NAME`` fits.
+
+    ``one_compartment_oral`` (``cl, v, ka`` with BSV on each, ``f_oral`` fixed at 1),
+    ``one_compartment_iv``, ``two_compartment_oral``, with the residual ``error`` model
+    (``additive``, ``proportional``, ``combined``, ``exponential``); or a drug library
+    model (e.g. ``theophylline``, fitted in its linear form).
+
+    Examples
+    --------
+    >>> fit_model("one_compartment_oral").random_effects
+    ('cl', 'v', 'ka')
+    """
+    if name in FIT_MODELS:
+        return _generic_model(name, error)
+    from .. import priors
+
+    library = getattr(priors, "DRUG_LIBRARY", {})
+    linear_name = f"{name}_linear"
+    if name == "theophylline" and hasattr(priors, "theophylline_model"):
+        return priors.theophylline_model(cessation=False)
+    if name in library:
+        return library[name]
+    if linear_name in library:
+        return library[linear_name]
+    raise FitDataError(f"`--model` {name!r} is not known; give one of {[*FIT_MODELS, *library]}")
+
+
+def fit_data(
+    data: NonmemData,
+    model: PopulationModel,
+    *,
+    covariate_columns: Mapping[str, str] | None = None,
+    output_by_cmt: Mapping[int, str] | None = None,
+    lloq: float | None = None,
+) -> ObservationData:
+    """Map a NONMEM data set onto ``model``'s observations, doses and covariates.
+
+    Observation records are those with ``EVID`` 0 and ``MDV`` 0 (``MDV`` 1 records are
+    dropped). With ``lloq``, observations below it are censored (M3 likelihood).
+    Covariate columns are renamed with :data:`NONMEM_COVARIATE_NAMES` (and
+    ``covariate_columns``) and lower-cased otherwise; a covariate the model declares but
+    the data set lacks is set to its reference value with a warning.
+
+    Parameters
+    ----------
+    data
+        From :func:`~twinsim.scenarios.read_nonmem`.
+    model
+        The population model.
+    covariate_columns
+        Extra ``{COLUMN: covariate name}``.
+    output_by_cmt
+        ``{CMT: output name}`` for models with several outputs (default: every
+        observation is the model's first output with a residual error).
+    lloq
+        One limit of quantification for every observation (output unit).
+
+    Returns
+    -------
+    ObservationData
+
+    Raises
+    ------
+    FitDataError
+        For a subject without observations, an unknown output, or a missing covariate
+        without a reference value.
+    """
+    names = dict(NONMEM_COVARIATE_NAMES)
+    names.update(covariate_columns or {})
+    observed_outputs = [o for o in model.structural.output_names if o in model.residual]
+    if not observed_outputs:
+        raise FitDataError(f"model {model.name!r} has no output with a residual error")
+    obs = data.observations
+    obs = obs[(obs["EVID"] == 0) & (obs["MDV"] == 0)]
+    columns = {c.upper(): c for c in data.covariates.columns}
+    times, values, outputs, censored, limits = [], [], [], [], []
+    for subject in data.ids:
+        rows = obs[obs["ID"] == subject].sort_values("TIME", kind="stable")
+        if rows.empty:
+            raise FitDataError(
+                f"subject ID {subject} has no observation records (EVID 0, MDV 0); "
+                "remove the subject or add its observations"
+            )
+        times.append(rows["TIME"].to_numpy(float))
+        values.append(rows["DV"].to_numpy(float))
+        if output_by_cmt:
+            out_idx = []
+            for cmt in rows["CMT"].to_numpy(int):
+                if cmt not in output_by_cmt:
+                    raise FitDataError(
+                        f"observation CMT {cmt} of subject {subject} has no output in "
+                        f"`output_by_cmt` {dict(output_by_cmt)}"
+                    )
+                out_idx.append(model.structural.output_names.index(output_by_cmt[cmt]))
+        else:
+            out_idx = [model.structural.output_names.index(observed_outputs[0])] * len(rows)
+        outputs.append(out_idx)
+        limit = np.full(len(rows), np.nan if lloq is None else float(lloq))
+        cens = np.zeros(len(rows), bool)
+        if lloq is not None:
+            cens = np.nan_to_num(rows["DV"].to_numpy(float), nan=-np.inf) < limit
+        censored.append(cens)
+        limits.append(limit)
+    covariates: dict[str, Any] = {}
+    for column in data.covariates.columns:
+        name = names.get(column.upper(), column.lower())
+        covariates[name] = data.covariates[column].to_numpy()
+    for cov in model.covariates:
+        if cov.name in covariates:
+            continue
+        if cov.reference is None:
+            raise FitDataError(
+                f"model {model.name!r} needs covariate `{cov.name}`, which the data set lacks "
+                f"(columns {list(columns)}); add it or map a column with covariate_columns"
+            )
+        warnings.warn(
+            f"covariate `{cov.name}` is not in the data set; every subject gets the model's "
+            f"reference value {cov.reference!r}",
+            stacklevel=2,
+        )
+        covariates[cov.name] = np.full(
+            data.n_subjects, cov.reference, dtype=object if cov.categorical else float
+        )
+    any_limit = any(np.any(np.isfinite(lim)) for lim in limits)
+    return ObservationData.build(
+        data.events(),
+        times,
+        values,
+        covariates=covariates,
+        output=outputs,
+        censored=censored if any_limit else None,
+        lloq=limits if any_limit else None,
+        ids=data.ids,
+    )
+
+
+# --------------------------------------------------------------------------- VPC
+
+
+def _bins(times: np.ndarray, n_bins: int) -> np.ndarray:
+    edges = np.unique(np.quantile(times, np.linspace(0, 1, n_bins + 1)))
+    edges[-1] = np.nextafter(edges[-1], np.inf)
+    return edges
+
+
+def _binned_percentiles(times, values, edges, percentiles) -> np.ndarray:
+    index = np.clip(np.searchsorted(edges, times, side="right") - 1, 0, len(edges) - 2)
+    out = np.full((len(edges) - 1, len(percentiles)), np.nan)
+    for b in range(len(edges) - 1):
+        chosen = values[index == b]
+        chosen = chosen[np.isfinite(chosen)]
+        if chosen.size:
+            out[b] = np.percentile(chosen, percentiles)
+    return out
+
+
+def vpc_figure(
+    fit: Any,
+    *,
+    n_replicates: int = 200,
+    seed: int = 0,
+    n_bins: int = 8,
+    percentiles: Sequence[float] = (5.0, 50.0, 95.0),
+    output: str | None = None,
+):
+    """Visual predictive check of a :class:`~twinsim.twin.PopulationFit` (plotly figure).
+
+    ``n_replicates`` copies of the study (same doses, times and covariates) are simulated
+    from the fitted model (population parameters at their posterior medians) with
+    between-subject variability and residual error. Per time bin (quantiles of the
+    observed times) the figure shows the observed percentiles (lines) and the 90 %
+    interval of each simulated percentile (bands), with the observations as points.
+
+    Returns
+    -------
+    (plotly.graph_objects.Figure, dict)
+        The figure and the numbers behind it (bin edges, observed and simulated
+        percentiles), e.g. to check coverage.
+    """
+    import plotly.graph_objects as go
+
+    data = fit.data
+    model = fit.fitted_model()
+    names = model.structural.output_names
+    output = output or next(o for o in names if o in model.residual)
+    j = names.index(output)
+    mask = np.asarray(data.mask) & (np.asarray(data.output) == j) & ~np.asarray(data.censored)
+    times = np.asarray(data.times)
+    observed = np.asarray(data.observed)
+    n = data.n_subjects
+    ids = np.arange(n_replicates * n)
+    covariates = {k: np.tile(np.asarray(v), n_replicates) for k, v in data.covariates.items()}
+    events = data.events.subset(np.tile(np.arange(n), n_replicates))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the data's own covariates: range warnings said once
+        sim = model.simulate(seed, covariates, events, np.tile(times, (n_replicates, 1)), ids=ids)
+    simulated = np.asarray(sim.observed[..., j]).reshape(n_replicates, n, -1)
+    edges = _bins(times[mask], n_bins)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    obs_pct = _binned_percentiles(times[mask], observed[mask], edges, percentiles)
+    sim_pct = np.stack(
+        [
+            _binned_percentiles(times[mask], simulated[r][mask], edges, percentiles)
+            for r in range(n_replicates)
+        ]
+    )
+    band = np.nanpercentile(sim_pct, [5.0, 50.0, 95.0], axis=0)  # [3, bin, percentile]
+    unit = dict(model.structural.output_units).get(output, "")
+    fig = go.Figure()
+    colours = ("rgba(31,119,180,0.25)", "rgba(214,39,40,0.25)", "rgba(31,119,180,0.25)")
+    for k, pct in enumerate(percentiles):
+        fig.add_trace(
+            go.Scatter(
+                x=np.concatenate([centres, centres[::-1]]),
+                y=np.concatenate([band[2, :, k], band[0, :, k][::-1]]),
+                fill="toself",
+                fillcolor=colours[k % len(colours)],
+                line={"width": 0},
+                name=f"simulated P{pct:g}, 90 % interval",
+                hoverinfo="skip",
+            )
+        )
+    for k, pct in enumerate(percentiles):
+        fig.add_trace(
+            go.Scatter(
+                x=centres,
+                y=obs_pct[:, k],
+                mode="lines+markers",
+                line={"color": "black", "dash": "solid" if pct == 50 else "dash"},
+                name=f"observed P{pct:g}",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=times[mask],
+            y=observed[mask],
+            mode="markers",
+            marker={"size": 4, "color": "rgba(0,0,0,0.35)"},
+            name="observations",
+        )
+    )
+    fig.update_layout(
+        title=f"VPC: {model.name}, {fit.method}, {n_replicates} simulated studies",
+        xaxis_title="time (h)",
+        yaxis_title=f"{output} ({unit})" if unit else output,
+        template="plotly_white",
+    )
+    numbers = {
+        "edges": edges.tolist(),
+        "percentiles": list(percentiles),
+        "observed": obs_pct.tolist(),
+        "simulated_low": band[0].tolist(),
+        "simulated_median": band[1].tolist(),
+        "simulated_high": band[2].tolist(),
+    }
+    return fig, numbers
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def _markdown(fit: Any) -> str:
+    lines = [
+        f"# Population fit: {fit.model.name} ({fit.method})",
+        "",
+        f"{fit.data.n_subjects} subjects, {fit.data.n_observations} observations.",
+        "",
+        "| parameter | unit | estimate (median) | 90 % interval | CV % | R-hat | ESS bulk |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in fit.summary:
+        cv = "" if not math.isfinite(row["cv_percent"]) else f"{row['cv_percent']:.1f}"
+        rhat = "" if not math.isfinite(row["r_hat"]) else f"{row['r_hat']:.3f}"
+        ess = "" if not math.isfinite(row["ess_bulk"]) else f"{row['ess_bulk']:.0f}"
+        lines.append(
+            f"| {row['name']} | {row['unit']} | {row['median']:.4g} | "
+            f"{row['q05']:.4g} – {row['q95']:.4g} | {cv} | {rhat} | {ess} |"
+        )
+    lines += [
+        "",
+        "η-shrinkage: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in fit.shrinkage.items()),
+    ]
+    lines += ["", "Diagnostics: " + ", ".join(f"{k} {v}" for k, v in fit.diagnostics.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_fit_report(
+    fit: Any,
+    out_dir: str | Path,
+    *,
+    vpc_replicates: int = 200,
+    seed: int = 0,
+    png: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path | None]:
+    """Write ``estimates.csv``, ``report.json``, ``report.md``, ``vpc.html`` (and ``vpc.png``).
+
+    Returns ``{what: path}``; ``"vpc_png"`` is ``None`` when no static image engine is
+    available (``report.json`` then says why under ``vpc_png_error``).
+    """
+    import pandas as pd
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path | None] = {}
+    estimates = out / "estimates.csv"
+    pd.DataFrame(fit.summary).to_csv(estimates, index=False)
+    paths["estimates"] = estimates
+    figure, numbers = vpc_figure(fit, n_replicates=vpc_replicates, seed=seed)
+    html = out / "vpc.html"
+    figure.write_html(html, include_plotlyjs=True)
+    paths["vpc_html"] = html
+    png_error = None
+    paths["vpc_png"] = None
+    if png:
+        try:
+            figure.write_image(out / "vpc.png")
+            paths["vpc_png"] = out / "vpc.png"
+        except Exception as exc:  # kaleido or Chrome missing: the fit itself is fine
+            png_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    report = {
+        "model": {
+            "name": fit.model.name,
+            "citation": fit.model.citation,
+            "theta_start": fit.model.theta,
+            "random_effects": list(fit.model.random_effects),
+            "residual": {k: v.kind for k, v in fit.model.residual.items()},
+        },
+        "data": {"n_subjects": fit.data.n_subjects, "n_observations": fit.data.n_observations},
+        "estimates": fit.summary,
+        "shrinkage": fit.shrinkage,
+        "diagnostics": fit.diagnostics,
+        "vpc": numbers,
+        "vpc_png_error": png_error,
+        **dict(extra or {}),
+    }
+    path = out / "report.json"
+    path.write_text(json.dumps(_clean(report), indent=2, default=str) + "\n", encoding="utf-8")
+    paths["report"] = path
+    md = out / "report.md"
+    md.write_text(_markdown(fit), encoding="utf-8")
+    paths["markdown"] = md
+    return paths
