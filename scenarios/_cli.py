@@ -542,6 +542,12 @@ def fit(
         for path in paths.values():
             if path is not None:
                 out_console.print(f"wrote {path}", markup=False)
+        if png and paths.get("vpc_png") is None:
+            err.print(
+                "note: vpc.png not written (needs kaleido>=1 and Chrome/Chromium); "
+                "see vpc_png_error in report.json",
+                markup=False,
+            )
 
 
 def main() -> None:

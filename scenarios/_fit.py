@@ -446,7 +446,11 @@ def write_fit_report(
             figure.write_image(out / "vpc.png")
             paths["vpc_png"] = out / "vpc.png"
         except Exception as exc:  # kaleido or Chrome missing: the fit itself is fine
-            png_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            detail = " ".join(str(exc).split())
+            png_error = (
+                f"vpc.png not written ({type(exc).__name__}: {detail}); static images need "
+                "kaleido>=1 and a Chrome/Chromium browser (e.g. Debian's `chromium`)"
+            )
     report = {
         "model": {
             "name": fit.model.name,

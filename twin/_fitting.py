@@ -77,7 +77,8 @@ class PopulationFit:
         ``ess_bulk``, ``ess_tail`` (NaN for SVI and Laplace).
     shrinkage
         η-shrinkage per random effect, ``1 − SD(η̂)/ω`` with η̂ the subjects' posterior
-        means and ω the posterior median SD.
+        means (Laplace: the empirical Bayes estimates), SD over subjects with divisor n,
+        and ω the posterior median SD.
     diagnostics
         ``divergences``, ``max_r_hat``, ``min_ess_bulk``, ``num_chains``, ``num_draws``,
         ``seconds`` (wall time of the run, compilation included), and for SVI the final
@@ -646,6 +647,6 @@ def _shrinkage(model, draws) -> dict[str, float]:
     out = {}
     for j, effect in enumerate(model.random_effects):
         omega_sd = float(np.median(draws[f"omega_sd_{effect}"]))
-        spread = float(np.std(eta_hat[:, j], ddof=1)) if eta_hat.shape[0] > 1 else 0.0
+        spread = float(np.std(eta_hat[:, j]))  # SD over subjects (ddof 0), as NONMEM's
         out[effect] = 1.0 - spread / omega_sd if omega_sd > 0 else float("nan")
     return out
