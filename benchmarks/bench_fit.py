@@ -2,11 +2,12 @@
 
 Model: one compartment with first-order absorption (``twinsim fit --model
 one_compartment_oral``), log-normal BSV on CL, V and ka, additive error. NUTS: 4 chains ×
-1,000 warm-up + 1,000 draws (vectorised chains, dense mass matrix). Each method runs
+1,000 draws after 1,000 (and after 500) warm-up iterations (vectorised chains, dense mass
+matrix). Each method runs
 twice with JAX's persistent compilation cache on: the first run compiles, the second
 loads the compiled programs from the cache, so its time is the fit "after compilation"
-(tracing and the sampling itself). Load averages are recorded: on a shared machine the
-timings are indicative.
+(tracing and the sampling itself). Load averages and the process's CPU time are recorded:
+on a shared machine the wall times are indicative, the CPU time says what the run needed.
 
 Run: ``nice .venv/bin/python benchmarks/bench_fit.py`` (writes ``results/fit.json``).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -29,7 +31,10 @@ DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "theophylline_no
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--draws", type=int, default=1000, help="warm-up and kept draws per chain")
+    parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain")
+    parser.add_argument(
+        "--warmups", default="1000,500", help="NUTS warm-up lengths to time (comma-separated)"
+    )
     parser.add_argument("--methods", default="nuts,svi,laplace")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "fit.json")
     args = parser.parse_args()
@@ -48,27 +53,42 @@ def main() -> None:
     model = fit_model("one_compartment_oral")
     data = fit_data(read_nonmem(DATA), model)
     record = {"machine": common.machine(), "data": str(DATA.name), "runs": {}}
+    configurations = []
     for method in args.methods.split(","):
-        options = {}
         if method == "nuts":
-            options = dict(num_chains=args.chains, num_warmup=args.draws, num_samples=args.draws)
+            for warmup in args.warmups.split(","):
+                options = dict(
+                    num_chains=args.chains, num_warmup=int(warmup), num_samples=args.draws
+                )
+                configurations.append((f"nuts_warmup{warmup}", method, options))
+        else:
+            configurations.append((method, method, {}))
+    for label, method, options in configurations:
         runs = []
         for attempt in ("first (compiles)", "second (compiled programs cached)"):
             load = os.getloadavg()
+            cpu = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             fit = fit_population(model, data, method=method, seed=1, **options)
             seconds = time.perf_counter() - start
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
             runs.append(
                 {
                     "run": attempt,
                     "seconds": round(seconds, 2),
+                    "cpu_seconds": round(cpu_seconds, 2),
                     "load_average_before": [round(x, 2) for x in load],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()],
                 }
             )
-            print(f"{method} {attempt}: {seconds:.1f} s (load {load[0]:.1f})", flush=True)
+            print(
+                f"{label} {attempt}: {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU "
+                f"(load {load[0]:.1f})",
+                flush=True,
+            )
         estimates = {row["name"]: round(row["median"], 4) for row in fit.summary}
-        record["runs"][method] = {
+        record["runs"][label] = {
             "options": options,
             "runs": runs,
             "estimates_median": estimates,

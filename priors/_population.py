@@ -883,7 +883,8 @@ class PopulationModel:
             ids = np.arange(n)
         ids = np.asarray(ids, dtype=np.int64)
         n = ids.shape[0]
-        self._n_subjects(covariates, n) if covariates else None
+        if covariates:
+            self._n_subjects(covariates, n)  # one value per id, or a clear error
         typical = self._typical(self.theta_vector(), self.encode_covariates(covariates), n)
         r = len(self.random_effects)
         if r:
@@ -1022,8 +1023,6 @@ class PopulationModel:
             times = jnp.broadcast_to(times, (n, times.shape[0]))
         occasion = self._occasion_of(times, occasions)
         n_occ = 1 if occasions is None else len(occasions)
-        if self.occasion_effects and occasions is None:
-            n_occ = 1
         sample = self.sample_parameters(seed, covariates, ids_arr, n_occasions=n_occ)
         prediction = self.predict(sample.parameters, events, times, occasion, method=method)
         observed = prediction

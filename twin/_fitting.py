@@ -106,7 +106,8 @@ class PopulationFit:
         )
 
     def fitted_model(self) -> PopulationModel:
-        """The model with θ, Ω (BSV and BOV) and σ at their posterior medians."""
+        """The model with θ, Ω (BSV and BOV) and σ at their posterior medians (a full Ω at
+        its posterior mean)."""
         pm = self.model
         theta = dict(pm.theta)
         for name in theta:
@@ -114,7 +115,12 @@ class PopulationFit:
                 theta[name] = float(np.median(self.draws[f"theta_{name}"]))
         changes: dict[str, Any] = {"theta": theta}
         if pm.random_effects:
-            changes["omega"] = np.median(self.draws["omega"].reshape(-1, *pm.omega.shape), axis=0)
+            if any(k.startswith("omega_corr_") for k in self.draws):
+                # a mean of covariance matrices stays positive semi-definite; a median may not
+                changes["omega"] = self.draws["omega"].reshape(-1, *pm.omega.shape).mean(axis=0)
+            else:
+                sd = [np.median(self.draws[f"omega_sd_{e}"]) for e in pm.random_effects]
+                changes["omega"] = np.diag(np.square(sd))
         if pm.occasion_effects:
             sd = np.array([np.median(self.draws[f"occasion_sd_{e}"]) for e in pm.occasion_effects])
             changes["occasion_omega"] = np.diag(sd**2)
