@@ -93,7 +93,9 @@ def main() -> None:
             "runs": runs,
             "estimates_median": estimates,
             "diagnostics": {
-                k: v for k, v in fit.diagnostics.items() if isinstance(v, (int, float, str, bool))
+                k: (None if isinstance(v, float) and v != v else v)  # NaN is not JSON
+                for k, v in fit.diagnostics.items()
+                if isinstance(v, (int, float, str, bool))
             },
         }
     common.write_json(args.out, record)

@@ -70,6 +70,7 @@ def test_laplace_matches_published_estimates(theophylline):
     assert fit.draws["parameters"].shape[2:] == (12, 4)
 
 
+@pytest.mark.slow
 def test_nuts_matches_published_estimates(theophylline):
     """Reduced NUTS (2 chains × 250 draws after 250 warm-up) for CI; posterior medians.
     The full size (4 × 1,000) is in ``benchmarks/bench_fit.py``."""
@@ -87,6 +88,7 @@ def test_nuts_matches_published_estimates(theophylline):
     assert set(fit.shrinkage) == {"cl", "v", "ka"}
 
 
+@pytest.mark.slow
 def test_svi_matches_published_estimates(theophylline):
     model, data = theophylline
     fit = fit_population(model, data, method="svi", seed=0, svi_steps=2000)
