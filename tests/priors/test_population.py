@@ -378,3 +378,14 @@ def test_observation_data_validation():
         ObservationData.build(events, [[1.0], [1.0]], [[1.0], [np.nan]])
     data = ObservationData.build(events, [[1.0, 2.0], [1.0]], [[0.01, 1.0], [2.0]], lloq=0.1)
     assert np.asarray(data.censored).tolist() == [[True, False], [False, False]]
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from twinsim.priors import _population
+    from twinsim.simulators import _superposition
+
+    for module in (_population, _superposition):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 3 and result.failed == 0, module.__name__

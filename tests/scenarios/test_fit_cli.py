@@ -61,3 +61,12 @@ def test_unknown_model_is_one_message_and_exit_code_2(tmp_path):
     assert result.exit_code == 2
     assert "`--model` 'three_cmt_magic' is not known" in result.output
     assert "Traceback" not in result.output
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from twinsim.scenarios import _fit
+
+    result = doctest.testmod(_fit, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 2 and result.failed == 0

@@ -102,3 +102,12 @@ def test_invalid_options_are_reported(theophylline):
         fit_population(model, data, method="mcmc")
     with pytest.raises(FitError, match=r"`num_chains` must be a whole number ≥ 1, got 0"):
         fit_population(model, data, num_chains=0)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from twinsim.twin import _fitting
+
+    result = doctest.testmod(_fitting, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 3 and result.failed == 0
