@@ -389,3 +389,49 @@ def test_docstring_examples_run():
     for module in (_population, _superposition):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 3 and result.failed == 0, module.__name__
+
+
+def test_population_model_with_occasions_uses_each_occasions_parameters():
+    """BOV in inference: the likelihood of an observation uses η + κ of its occasion."""
+    from numpyro.infer.util import log_density
+
+    pm = PopulationModel(
+        name="bov",
+        structural=one_compartment(),
+        theta={"cl": 5.0, "v": 50.0},
+        random_effects=("cl",),
+        omega=[0.04],
+        occasion_effects=("cl",),
+        occasion_omega=[0.0225],
+        residual={"conc": ResidualError(proportional=0.1)},
+    )
+    events = DosingEvents.from_doses([[Dose(0.0, 100.0, 0), Dose(168.0, 100.0, 0)]] * 2)
+    times = [[2.0, 6.0, 170.0, 174.0]] * 2
+    data = ObservationData.build(
+        events, times, [[1.7, 1.2, 1.9, 1.3], [1.5, 1.1, 1.6, 1.2]], occasion=[[0, 0, 1, 1]] * 2
+    )
+    eta = jnp.array([[0.1], [-0.2]])
+    kappa_z = jnp.array([[0.5], [-1.0], [0.0], [2.0]])  # (subject, occasion) flattened
+    point = {
+        "theta_cl": 5.0, "theta_v": 50.0, "omega_sd": jnp.array([0.2]), "eta": eta,
+        "occasion_sd": jnp.array([0.15]), "kappa_z": kappa_z,
+        "sigma_conc_proportional": 0.1,
+    }  # fmt: skip
+    model = pm.population_model(data)
+    got, trace = log_density(model, (), {}, point)
+    kappa = np.asarray(kappa_z).reshape(2, 2, 1) * 0.15
+    np.testing.assert_allclose(np.asarray(trace["kappa"]["value"]), kappa, rtol=1e-12)
+    cl = 5.0 * np.exp(np.asarray(eta)[:, :1] + kappa[..., 0])  # [subject, occasion]
+    expected_ll = 0.0
+    for i in range(2):
+        for j, t in enumerate(times[i]):
+            occ = int(t >= 168.0)
+            k = cl[i, occ] / 50.0
+            f = 100.0 / 50.0 * np.exp(-k * t) + (
+                100.0 / 50.0 * np.exp(-k * (t - 168.0)) if t > 168 else 0.0
+            )
+            y = float(np.asarray(data.observed)[i, j])
+            expected_ll += stats.norm.logpdf(y, f, 0.1 * f)
+    ll = pm.log_likelihood(data, pm._apply(jnp.asarray([[5.0, 50.0]] * 2), eta, jnp.asarray(kappa)))
+    np.testing.assert_allclose(float(ll.sum()), expected_ll, rtol=1e-10)
+    assert np.isfinite(float(got))
