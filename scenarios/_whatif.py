@@ -1,0 +1,1317 @@
+"""What-if specs: one patient, the doses given and the levels measured, candidate regimens.
+
+A what-if file asks the clinician's question — *this patient, these levels: what happens
+with each of these regimens, and which regimen is most likely to hit the target?* —
+and :func:`run_whatif` answers it with a patient twin (:class:`~twinsim.twin.PatientTwin`):
+the drug's population model individualised on the measured levels, forecasts of each
+regimen with 90 % bands, exposure metrics, the probability of target attainment (PTA)
+and a recommended regimen. :func:`write_whatif_report` writes the answer as one HTML
+page (plot, table, recommendation, the spec and the provenance). Example file::
+
+    title: Vancomycin, reduced renal function
+    drug: vancomycin
+    patient: {id: V-01, age: 72 y, sex: male, weight: 80 kg, serum_creatinine: 1.9 mg/dL}
+    history: 1250 mg over 90 min q12h x 4 doses      # doses given (t = 0: the first dose)
+    observations:
+      - {time: 37.5 h, value: 31.2 mg/L}              # peak after the 4th dose
+      - {time: 47.5 h, value: "21.4 mg/L"}            # trough
+    candidates: [1250 mg over 90 min q12h, 1000 mg over 1 h q12h, 1500 mg over 2 h q24h]
+    horizon: 3 d                                      # forecast after the candidates start
+    fit: map                                          # or laplace, nuts, {method: nuts, ...}
+
+Times count in hours from ``t = 0``, the time of the first dose of ``history`` (the
+patient's smoking ``quit`` time counts from the same origin). Fields:
+
+``drug``
+    A drug of :data:`twinsim.priors.DRUG_LIBRARY` (``vancomycin``, ``warfarin``,
+    ``theophylline``).
+``patient``
+    A :class:`~twinsim.scenarios.PatientSpec`; it must give every covariate the drug's
+    model uses (e.g. the CYP2C9 and VKORC1 genotypes for warfarin).
+``history`` (alias ``doses``)
+    The doses actually given: regimen text, or a list of dose records with their actual
+    times (``{time: 12.5 h, amount: 1 g, duration: 1 h}``), or a mix (see
+    :class:`~twinsim.scenarios.RegimenSpec`). Open-ended text (``q12h`` without a count)
+    repeats until ``start``.
+``observations``
+    ``{time, value, output, lloq, below_lloq}``: ``value`` a number in the output's unit
+    or text with a unit (``"12 µg/mL"``); below the limit of quantification write
+    ``value: "<LLOQ"`` with ``lloq``, ``value: "<2 mg/L"``, or ``below_lloq: true`` with
+    ``lloq``. ``output`` (alias ``kind``) is the model output: ``conc`` (default) or
+    ``inr`` (warfarin).
+``candidates``
+    1–6 regimens to compare, as text (``"1250 mg over 90 min q12h"``) or
+    ``{name, regimen}``. Their times count from ``start``; open-ended text repeats to
+    the end of the horizon.
+``start``
+    When the candidate regimens begin, h (default: the next dose due after ``history``:
+    the last dose's time plus its interval).
+``horizon``
+    How long to forecast after ``start`` (default 72 h).
+``target``
+    Override of the drug's therapeutic target: ``{metric, low, high}`` with ``metric`` one
+    of ``auc24`` (mg·h/L), ``trough``, ``concentration`` (mg/L; text with other units
+    accepted), ``time_in_range`` (the fraction of the horizon within ``[low, high]`` of
+    ``output``) or ``inr``.
+``fit``
+    ``map`` (default), ``laplace``, ``nuts``, or ``{method, prior_weight, seed,
+    num_warmup, num_samples, num_chains}``.
+``recommend``
+    ``false``, or ``{strengths_mg, intervals_h, loading, top}`` for the search of
+    practical regimens.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
+
+from ._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
+from ._specs import PatientSpec, _raise
+from ._units import UnitError, parse_quantity
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..priors import PopulationModel
+    from ..simulators import Dose
+
+__all__ = [
+    "CandidateSpec",
+    "FitOptions",
+    "ObservationSpec",
+    "RecommendOptions",
+    "TargetSpec",
+    "WhatIfSpec",
+    "load_whatif",
+    "whatif_examples",
+    "whatif_json_schema",
+]
+
+#: At most this many candidate regimens in one what-if (the plot stays readable).
+MAX_CANDIDATES = 6
+
+#: Default forecast horizon after the candidate regimens start, h.
+DEFAULT_HORIZON_H = 72.0
+
+
+# ---------------------------------------------------------------------------- drugs
+def _drug_names() -> tuple[str, ...]:
+    from ..priors import DRUG_LIBRARY
+
+    return tuple(DRUG_LIBRARY)
+
+
+def _population_model(drug: str) -> PopulationModel:
+    from ..priors import drug_model
+
+    return drug_model(drug)
+
+
+def _output_units(drug: str) -> dict[str, str]:
+    return dict(_population_model(drug).structural.output_units)
+
+
+# ---------------------------------------------------------------------------- observations
+_BELOW = re.compile(r"\s*(?:<|below|blq\b)\s*(.*?)\s*", re.IGNORECASE)
+_OUTPUT_WORDS = {
+    "conc": "conc",
+    "concentration": "conc",
+    "level": "conc",
+    "drug level": "conc",
+    "inr": "inr",
+}
+
+
+class ObservationSpec(SpecModel):
+    """One measured level: time, value (or below the limit of quantification), output.
+
+    Parameters
+    ----------
+    time
+        When the sample was taken, h from the first dose (``"37.5 h"``, ``"1.5 d"``).
+    value
+        The measured value in the output's unit (mg/L for concentrations; INR has none),
+        or text with a concentration unit (``"12 µg/mL"``). ``"<LLOQ"`` (with ``lloq``),
+        ``"<2 mg/L"`` or ``"BLQ"`` mark a value below the limit of quantification.
+    output
+        Model output: ``conc`` (default; ``concentration``/``level`` accepted) or ``inr``;
+        alias ``kind``.
+    lloq
+        Lower limit of quantification (same unit as ``value``).
+    below_lloq
+        The value was below ``lloq`` (set by the ``"<..."`` forms).
+
+    Examples
+    --------
+    >>> ObservationSpec(time="36 h", value="<2.5 mg/L")
+    ObservationSpec(time=36.0, value=None, output='conc', lloq=2.5, below_lloq=True)
+    >>> ObservationSpec(time=12, value="15 ug/mL").value
+    15.0
+    """
+
+    time: Hours
+    value: Annotated[float | None, quantity("concentration")] = None
+    output: str = Field("conc", validation_alias=AliasChoices("output", "kind"))
+    lloq: Annotated[float | None, quantity("concentration")] = None
+    below_lloq: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _below_limit_text(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("value"), str):
+            return data
+        match = _BELOW.fullmatch(data["value"])
+        if match is None:
+            return data
+        data = {k: v for k, v in data.items() if k != "value"}
+        data["below_lloq"] = True
+        limit = match.group(1)
+        if limit and limit.upper() not in ("LLOQ", "LOQ", "BLQ", "LOD"):
+            if data.get("lloq") is not None:
+                raise ValueError(
+                    f"`value` {limit!r} after '<' and `lloq` {data['lloq']!r} both give the limit; "
+                    "write value: '<LLOQ' with lloq, or value: '<2 mg/L' alone"
+                )
+            data["lloq"] = limit
+        return data
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(
+                f"must be ≥ 0 h, got {value:g} h; times count from the first dose (t = 0)"
+            )
+        return value
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _output_word(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _OUTPUT_WORDS.get(value.strip().lower(), value.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _value_or_limit(self) -> ObservationSpec:
+        if self.below_lloq:
+            if self.lloq is None:
+                raise ValueError(
+                    "is below the limit of quantification but gives no limit; add `lloq` "
+                    "(e.g. lloq: 2 mg/L) or write value: '<2 mg/L'"
+                )
+            if self.value is not None and self.value >= self.lloq:
+                raise ValueError(
+                    f"is flagged below_lloq with value {self.value:g} ≥ lloq {self.lloq:g}; "
+                    "drop the value or the flag"
+                )
+            if not self.lloq > 0:
+                raise ValueError(f"`lloq` must be > 0, got {self.lloq:g}")
+            return self
+        if self.value is None:
+            raise ValueError(
+                "has no `value`; give the measured value (e.g. value: 12.5 mg/L) or, below the "
+                "limit of quantification, value: '<LLOQ' with lloq"
+            )
+        if self.value < 0:
+            raise ValueError(f"`value` must be ≥ 0, got {self.value:g}; give the measured value")
+        if self.lloq is not None and self.value < self.lloq:
+            # a number below the limit is not a measurement (the fit would treat it as
+            # one); the lab's "<LLOQ" is what the censored (M3) likelihood needs
+            raise ValueError(
+                f"has value {self.value:g} below its lloq {self.lloq:g}; a value below the limit "
+                "of quantification is not measured: write value: '<LLOQ' (with lloq)"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------- target
+_AUC_UNITS = {"mg*h/L": 1.0, "mg·h/L": 1.0, "mg h/L": 1.0, "mg.h/L": 1.0, "mg*h/l": 1.0}
+TARGET_METRICS = ("auc24", "trough", "concentration", "time_in_range", "inr")
+
+
+def _target_value(value: Any, metric: str | None, field: str) -> float:
+    if not isinstance(value, str):
+        return value
+    if metric == "auc24":
+        match = re.fullmatch(r"\s*([-+]?\d+(?:\.\d*)?)\s*(.*?)\s*", value)
+        if match and (not match.group(2) or match.group(2) in _AUC_UNITS):
+            return float(match.group(1))
+        raise ValueError(
+            f"`{field}` must be an AUC24 in mg·h/L (a number, or text such as '400 mg*h/L'), "
+            f"got {value!r}"
+        )
+    if metric in ("inr", "time_in_range") and not re.search(r"[a-zA-Zµ/]", value):
+        return float(value)
+    try:
+        return parse_quantity(value, "concentration", field=field)
+    except UnitError as error:
+        raise ValueError(str(error)) from None
+
+
+class TargetSpec(SpecModel):
+    """A therapeutic target: a metric of one output and its window ``[low, high]``.
+
+    Parameters
+    ----------
+    metric
+        ``auc24`` (mg·h/L over the last 24 h of the horizon), ``trough`` (mg/L, before
+        the last dose of the horizon), ``concentration`` (mg/L, at the end of the
+        horizon), ``time_in_range`` (the fraction of the horizon with ``output`` inside
+        the window) or ``inr`` (INR at the end of the horizon).
+    low, high
+        The window, in the metric's unit (text with a unit accepted).
+    output
+        The model output (default ``inr`` for ``metric: inr``, else ``conc``).
+    source
+        Where the target comes from (shown in the report).
+
+    Examples
+    --------
+    >>> TargetSpec(metric="concentration", low="10 ug/mL", high=20).low
+    10.0
+    """
+
+    metric: Literal["auc24", "trough", "concentration", "time_in_range", "inr"]
+    low: float
+    high: float
+    output: str | None = None
+    source: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _units(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        problems = []
+        metric = data.get("metric")
+        for key in ("low", "high"):
+            if key in data:
+                try:
+                    data[key] = _target_value(data[key], metric, key)
+                except ValueError as error:
+                    problems.append(((key,), str(error).removeprefix(f"`{key}` "), data[key]))
+        _raise("target", problems)
+        return data
+
+    @model_validator(mode="after")
+    def _window(self) -> TargetSpec:
+        if not 0 <= self.low < self.high:
+            raise ValueError(
+                f"needs 0 ≤ low < high, got low={self.low:g}, high={self.high:g}; "
+                "give the lower bound of the window first"
+            )
+        return self
+
+    @property
+    def output_name(self) -> str:
+        """The output the target is about."""
+        return self.output or ("inr" if self.metric == "inr" else "conc")
+
+
+# ---------------------------------------------------------------------------- options
+def _method_shorthand(value: Any) -> Any:
+    return {"method": value} if isinstance(value, str) else value
+
+
+class FitOptions(SpecModel):
+    """How the twin is fitted: ``map`` (fast), ``laplace`` (fast, with uncertainty), ``nuts``.
+
+    Parameters
+    ----------
+    method
+        ``map``, ``laplace`` or ``nuts``.
+    prior_weight
+        Weight of the population prior against the patient's data (1: Bayes; < 1 trusts
+        the data more), > 0.
+    seed
+        Root seed of the fit and of the forecast draws.
+    num_warmup, num_samples, num_chains
+        NUTS settings.
+    n_draws
+        Parameter draws behind each forecast band.
+    """
+
+    method: Literal["map", "laplace", "nuts"] = "map"
+    prior_weight: float = Field(1.0, gt=0)
+    seed: int = Field(0, ge=0)
+    num_warmup: int = Field(500, ge=1)
+    num_samples: int = Field(500, ge=1)
+    num_chains: int = Field(2, ge=1)
+    n_draws: int = Field(500, ge=10)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+def _recommend_shorthand(value: Any) -> Any:
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
+class RecommendOptions(SpecModel):
+    """The search of practical regimens (see :meth:`~twinsim.twin.TwinPosterior.recommend`).
+
+    Parameters
+    ----------
+    enabled
+        Search at all (``recommend: false`` turns it off).
+    strengths_mg
+        Dose sizes available (vials, tablets), mg; default: the twin's per-drug choice.
+    intervals_h
+        Dosing intervals to try, h.
+    loading
+        Also try a loading dose.
+    top
+        How many regimens to report.
+    """
+
+    enabled: bool = True
+    strengths_mg: tuple[Annotated[float, quantity("amount")], ...] | None = None
+    intervals_h: tuple[Hours, ...] | None = None
+    loading: bool = False
+    top: int = Field(3, ge=1, le=10)
+
+    @field_validator("strengths_mg", "intervals_h")
+    @classmethod
+    def _positive(cls, values: tuple[float, ...] | None, info: Any) -> tuple[float, ...] | None:
+        if values is None:
+            return None
+        unit = "mg" if info.field_name == "strengths_mg" else "h"
+        bad = [v for v in values if not v > 0]
+        if not values or bad:
+            raise ValueError(
+                f"must be a non-empty list of values > 0 {unit}, got {list(values)}; "
+                f"e.g. {[250, 500, 750, 1000] if unit == 'mg' else [8, 12, 24]}"
+            )
+        return tuple(sorted(set(values)))
+
+
+def _candidate_shorthand(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"name": value.strip(), "regimen": value}
+    return value
+
+
+class CandidateSpec(SpecModel):
+    """A candidate regimen: a name and a :class:`~twinsim.scenarios.RegimenSpec`.
+
+    Text alone (``"1250 mg over 90 min q12h"``) is its own name.
+    """
+
+    name: str | None = None
+    regimen: RegimenSpec
+
+    @property
+    def label(self) -> str:
+        """The name, or a description of the regimen."""
+        return self.name or _describe_regimen(self.regimen)
+
+
+def _describe_regimen(regimen: RegimenSpec) -> str:
+    parts = []
+    for dose in regimen.doses:
+        amount = (
+            f"{dose.amount:g} mg" if dose.amount is not None else f"{dose.amount_per_kg:g} mg/kg"
+        )
+        if dose.duration:
+            amount += f" over {dose.duration:g} h"
+        if dose.interval:
+            amount += f" q{dose.interval:g}h"
+        if dose.time:
+            amount += f" at {dose.time:g} h"
+        parts.append(amount)
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------- what-if
+class WhatIfSpec(SpecModel):
+    """A what-if question about one patient (see the module docs for the file form).
+
+    Examples
+    --------
+    >>> spec = WhatIfSpec(
+    ...     drug="vancomycin",
+    ...     patient={"age": 72, "sex": "male", "weight": 80, "scr": 1.9},
+    ...     history="1250 mg over 90 min q12h x 4 doses",
+    ...     observations=[{"time": 47.5, "value": "21.4 mg/L"}],
+    ...     candidates=["1000 mg over 1 h q12h", "1500 mg over 2 h q24h"],
+    ... )
+    >>> spec.candidate_start, spec.horizon, [c.label for c in spec.candidates]
+    (48.0, 72.0, ['1000 mg over 1 h q12h', '1500 mg over 2 h q24h'])
+    >>> [round(d.time, 1) for d in spec.candidate_doses()["1500 mg over 2 h q24h"]]
+    [48.0, 72.0, 96.0]
+    """
+
+    title: str | None = None
+    drug: str
+    patient: PatientSpec
+    history: RegimenSpec | None = Field(
+        None, validation_alias=AliasChoices("history", "doses", "dosing_history")
+    )
+    observations: tuple[ObservationSpec, ...] = ()
+    candidates: tuple[
+        Annotated[
+            CandidateSpec,
+            BeforeValidator(_candidate_shorthand, json_schema_input_type=str | CandidateSpec),
+        ],
+        ...,
+    ]
+    start: Hours | None = None
+    horizon: Hours = DEFAULT_HORIZON_H
+    target: TargetSpec | None = None
+    fit: Annotated[
+        FitOptions, BeforeValidator(_method_shorthand, json_schema_input_type=str | FitOptions)
+    ] = FitOptions()
+    recommend: Annotated[
+        RecommendOptions,
+        BeforeValidator(_recommend_shorthand, json_schema_input_type=bool | RecommendOptions),
+    ] = RecommendOptions()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_history(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = [k for k in ("history", "doses", "dosing_history") if k in data]
+            if len(given) > 1:
+                raise ValueError(
+                    f"give the dosing history once, as `history`; got {', '.join(given)}"
+                )
+        return data
+
+    @field_validator("drug", mode="before")
+    @classmethod
+    def _known_drug(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        key = value.strip().lower()
+        known = _drug_names()
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{value!r} is not a drug of the library{hint}; known drugs: {', '.join(known)}"
+            )
+        return key
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidate_count(cls, values: tuple[CandidateSpec, ...]) -> tuple[CandidateSpec, ...]:
+        if not 1 <= len(values) <= MAX_CANDIDATES:
+            raise ValueError(
+                f"must list 1 to {MAX_CANDIDATES} regimens, got {len(values)}; e.g. "
+                "candidates: ['1000 mg over 1 h q12h', '1250 mg over 90 min q12h']"
+            )
+        labels = [c.label for c in values]
+        repeated = sorted({x for x in labels if labels.count(x) > 1})
+        if repeated:
+            raise ValueError(
+                f"has the name {repeated[0]!r} twice; give each candidate its own `name`"
+            )
+        return values
+
+    @field_validator("horizon")
+    @classmethod
+    def _horizon(cls, value: float) -> float:
+        if not 0 < value <= 24 * 90:
+            raise ValueError(f"must be between 0 and 90 d, got {value:g} h; e.g. horizon: 3 d")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WhatIfSpec:
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        model = _population_model(self.drug)
+        units = dict(model.structural.output_units)
+        observed = [o for o in model.structural.output_names if o in model.residual]
+        problems += self._covariate_problems(model)
+        for i, obs in enumerate(self.observations):
+            if obs.output not in observed:
+                problems.append(
+                    (
+                        ("observations", i, "output"),
+                        f"is {obs.output!r}, not a measured output of the {self.drug} model; "
+                        f"its outputs: {', '.join(observed)}",
+                        obs.output,
+                    )
+                )
+        weight = self.patient.weight
+        needs_weight = (self.history is not None and self.history.uses_weight) or any(
+            c.regimen.uses_weight for c in self.candidates
+        )
+        if needs_weight and weight is None:
+            problems.append(
+                (
+                    ("patient", "weight"),
+                    "is required because a regimen doses per kg; give it, e.g. weight: 70 kg",
+                    None,
+                )
+            )
+        if self.history is not None and self.history.open_ended and self.start is None:
+            problems.append(
+                (
+                    ("history",),
+                    "repeats to the end (no count) but `start` is not given, so the number of "
+                    "doses given is unknown; add a count (e.g. 'x 4 doses') or give `start`",
+                    _describe_regimen(self.history),
+                )
+            )
+        if self.target is not None and self.target.output_name not in units:
+            problems.append(
+                (
+                    ("target", "output"),
+                    f"is {self.target.output_name!r}, not an output of the {self.drug} model; "
+                    f"its outputs: {', '.join(units)}",
+                    self.target.output_name,
+                )
+            )
+        _raise("what-if", problems)
+        self._check_times()
+        return self
+
+    def _covariate_problems(
+        self, model: PopulationModel
+    ) -> list[tuple[tuple[str | int, ...], str, Any]]:
+        """A covariate the drug's model uses but the patient does not give."""
+        row = self.covariates()
+        problems = []
+        for cov in model.covariates:
+            value = row.get(cov.name)
+            value = None if value is None else value[0]
+            missing = value is None or (isinstance(value, str) and not value)
+            missing = missing or (isinstance(value, float) and math.isnan(value))
+            if missing:
+                field, example = _PATIENT_FIELDS.get(cov.name, (cov.name, f"{cov.name}: ..."))
+                problems.append(
+                    (
+                        ("patient", *field.split(".")),
+                        f"is needed by the {self.drug} model (covariate `{cov.name}`, "
+                        f"{cov.unit or 'category'}) but not given; add it, e.g. {example}",
+                        None,
+                    )
+                )
+        return problems
+
+    def _check_times(self) -> None:
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        given = self.history_doses()
+        start = self.candidate_start
+        if given and start < given[-1].time:
+            problems.append(
+                (
+                    ("start",),
+                    f"is {start:g} h, before the last dose of the history ({given[-1].time:g} h); "
+                    "candidate regimens start after the doses already given",
+                    start,
+                )
+            )
+        for i, obs in enumerate(self.observations):
+            if obs.time > start:
+                problems.append(
+                    (
+                        ("observations", i, "time"),
+                        f"is {obs.time:g} h, after the candidate regimens start ({start:g} h); "
+                        "observations are measured before the forecast; move `start` later",
+                        obs.time,
+                    )
+                )
+        _raise("what-if", problems)
+
+    # ------------------------------------------------------------------ conversions
+    def population_model(self) -> PopulationModel:
+        """The drug's :class:`~twinsim.priors.PopulationModel` from the library."""
+        return _population_model(self.drug)
+
+    # the two names :func:`~twinsim.scenarios.provenance_record` reads of a spec
+    model_definition = population_model
+
+    @property
+    def seed(self) -> int:
+        """Root seed of the fit and the forecast draws (``fit.seed``)."""
+        return self.fit.seed
+
+    def resolved_target(self) -> TargetInfo:
+        """The target of this what-if: ``target`` when given, else the drug's own."""
+        from ..priors import drug_metadata
+
+        units = _output_units(self.drug)
+        if self.target is not None:
+            t = self.target
+            unit = {"auc24": "mg*h/L", "time_in_range": units.get(t.output_name, "")}.get(
+                t.metric, units.get(t.output_name, "")
+            )
+            return TargetInfo(
+                t.metric, t.output_name, t.low, t.high, unit, t.source or "set in the what-if spec"
+            )
+        default = drug_metadata(self.drug)["therapeutic_target"]
+        return TargetInfo(
+            str(default["metric"]),
+            str(default["output"]),
+            float(default["low"]),
+            float(default["high"]),
+            str(default["unit"]),
+            str(default["source"]),
+        )
+
+    def covariates(self) -> dict[str, np.ndarray]:
+        """The patient's covariate row (arrays of length 1), with the drug's CrCL rules."""
+        from .. import priors
+
+        options = {"vancomycin": getattr(priors, "VANCOMYCIN_CRCL_OPTIONS", {})}
+        return self.patient.covariates(**options.get(self.drug, {}))
+
+    @property
+    def candidate_start(self) -> float:
+        """When the candidate regimens begin, h.
+
+        ``start`` when given; otherwise the next dose due after the history (the last
+        dose's time plus its interval), or the last observation when that is later.
+        """
+        if self.start is not None:
+            return self.start
+        last_observation = max((o.time for o in self.observations), default=0.0)
+        given = self.history_doses()
+        if not given:
+            return last_observation
+        next_due = given[-1].time + given[-1].interval
+        return max(next_due, last_observation)
+
+    @property
+    def end(self) -> float:
+        """End of the forecast, h."""
+        return self.candidate_start + self.horizon
+
+    def history_doses(self) -> list[Dose]:
+        """The doses given, one :class:`~twinsim.simulators.Dose` per administration."""
+        if self.history is None:
+            return []
+        until = self.start if self.history.open_ended else None
+        return self.history.to_doses(
+            self.population_model().structural, self.patient.weight, until=until
+        )
+
+    def candidate_doses(self) -> dict[str, list[Dose]]:
+        """``{label: doses}`` of each candidate, shifted to start at :attr:`candidate_start`."""
+        structural = self.population_model().structural
+        start = self.candidate_start
+        out = {}
+        for candidate in self.candidates:
+            doses = candidate.regimen.to_doses(structural, self.patient.weight, until=self.horizon)
+            out[candidate.label] = [d._replace(time=d.time + start) for d in doses]
+        return out
+
+    def observation_records(self) -> list[dict[str, Any]]:
+        """Observations as plain records (time h, value, output, below_lloq, lloq)."""
+        return [obs.model_dump() for obs in self.observations]
+
+
+#: Covariate column → (PatientSpec field, example) for "missing covariate" messages.
+_PATIENT_FIELDS = {
+    "age": ("age", "age: 65 y"),
+    "weight": ("weight", "weight: 70 kg"),
+    "crcl": ("crcl", "crcl: 60 (mL/min), or age, sex and serum_creatinine for Cockcroft–Gault"),
+    "cyp2c9": ("genotype.CYP2C9", "genotype: {CYP2C9: '*1/*3'}"),
+    "vkorc1": ("genotype.VKORC1", "genotype: {VKORC1: A/A}"),
+    "cyp2d6": ("genotype.CYP2D6", "genotype: {CYP2D6: '*1/*4'}"),
+    "cyp2c19": ("genotype.CYP2C19", "genotype: {CYP2C19: '*1/*2'}"),
+    "cyp3a5": ("genotype.CYP3A5", "genotype: {CYP3A5: '*3/*3'}"),
+    "smoking": ("smoking", "smoking: current"),
+    "female": ("sex", "sex: female"),
+}
+
+
+# ---------------------------------------------------------------------------- files
+def load_whatif(path: str | os.PathLike[str]) -> WhatIfSpec:
+    """Read a :class:`WhatIfSpec` from a YAML or JSON file.
+
+    Raises
+    ------
+    SpecError
+        Missing file, invalid YAML/JSON, not a mapping, or an invalid spec (one line per
+        bad field, naming it).
+
+    Examples
+    --------
+    >>> spec = load_whatif(whatif_examples()["whatif_vancomycin_renal"])
+    >>> spec.drug
+    'vancomycin'
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(
+            [f"cannot read {str(path)!r}: {error.strerror or error}"], title="cannot load what-if"
+        ) from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise SpecError(
+            [
+                f"{path.name} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {error}"
+            ],
+            title="cannot load what-if",
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            [
+                f"{path.name} must hold a mapping of what-if fields (drug, patient, history, "
+                f"observations, candidates, ...), got {type(data).__name__}"
+            ],
+            title="cannot load what-if",
+        )
+    try:
+        return WhatIfSpec.model_validate(data)
+    except SpecError as error:
+        raise SpecError(error.problems, title=f"invalid what-if {str(path)!r}") from None
+
+
+def whatif_examples() -> dict[str, Path]:
+    """``{name: path}`` of the what-if example files shipped in ``twinsim/scenarios/examples``.
+
+    Examples
+    --------
+    >>> sorted(whatif_examples())  # doctest: +NORMALIZE_WHITESPACE
+    ['whatif_theophylline_smoking_cessation', 'whatif_vancomycin_renal',
+     'whatif_warfarin_cyp2c9_vkorc1']
+    """
+    from importlib import resources
+
+    folder = resources.files("twinsim.scenarios") / "examples"
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.startswith("whatif_") and entry.name.endswith(".yaml")
+    }
+
+
+def whatif_json_schema() -> dict[str, Any]:
+    """JSON Schema of :class:`WhatIfSpec` (for editors and form builders).
+
+    Examples
+    --------
+    >>> sorted(whatif_json_schema()["required"])
+    ['candidates', 'drug', 'patient']
+    """
+    return WhatIfSpec.model_json_schema()
+
+
+# ---------------------------------------------------------------------------- results
+#: Metric names → (label, how the value is shown: a unit or "%" for fractions).
+METRIC_LABELS = {
+    "auc24": "AUC24",
+    "trough": "trough",
+    "cmax": "Cmax",
+    "concentration": "concentration at the end",
+    "inr": "INR at the end",
+    "time_in_range": "time in range",
+}
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """The therapeutic target a what-if is judged against (resolved from spec or drug)."""
+
+    metric: str
+    output: str
+    low: float
+    high: float
+    unit: str
+    source: str
+
+    @property
+    def text(self) -> str:
+        """``"AUC24 400–600 mg·h/L"``."""
+        if self.metric == "time_in_range":
+            return f"{self.output} within {self.low:g}–{self.high:g} {self.unit}".replace(" 1", "")
+        label = METRIC_LABELS.get(self.metric, self.metric)
+        unit = "" if self.unit in ("", "1") else f" {self.unit}"
+        return f"{label} {self.low:g}–{self.high:g}{unit}"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One exposure metric of a forecast: median and 90 % interval (5th–95th percentile)."""
+
+    median: float
+    p5: float
+    p95: float
+    unit: str
+
+    def text(self) -> str:
+        """``"512 mg·h/L (90 % 410–640)"``; fractions as percentages."""
+        if self.unit == "fraction":
+            return f"{100 * self.median:.0f} % (90 % {100 * self.p5:.0f}–{100 * self.p95:.0f} %)"
+        unit = "" if self.unit in ("", "1") else f" {self.unit}"
+        return f"{_fmt(self.median)}{unit} (90 % {_fmt(self.p5)}–{_fmt(self.p95)})"
+
+
+def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+@dataclass(frozen=True)
+class RegimenForecast:
+    """The forecast of one regimen: bands over time, metrics and the PTA.
+
+    Parameters
+    ----------
+    name
+        Label (the candidate's name, or the recommended regimen's description).
+    source
+        ``"candidate"`` (from the spec) or ``"recommended"`` (from the search).
+    doses
+        The regimen's doses (absolute times, h); the history is not repeated here.
+    times
+        Forecast times, h (history and forecast period).
+    bands
+        ``{output: array[3, time]}``: 5th percentile, median, 95th percentile.
+    metrics
+        ``{name: Metric}`` (``auc24``, ``trough``, ``cmax``, ``time_in_range``, ...).
+    pta
+        Probability of target attainment, 0–1.
+    why
+        Why this regimen (recommendations).
+    """
+
+    name: str
+    source: str
+    doses: tuple[Any, ...]
+    times: np.ndarray
+    bands: Mapping[str, np.ndarray]
+    metrics: Mapping[str, Metric]
+    pta: float
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class WhatIfResult:
+    """What :func:`run_whatif` returns: forecasts, the recommendation and the fit.
+
+    Attributes
+    ----------
+    spec
+        The what-if spec.
+    target
+        The target the regimens are judged against.
+    forecasts
+        Candidates first (spec order), then the recommended regimens (best first).
+    fit
+        ``{"method", "seconds", "parameters": {name: {"typical", "individual", "unit"}},
+        "diagnostics": {...}}``.
+    output_units
+        ``{output: unit}`` of the drug model.
+    provenance
+        JSON-ready record (versions, model, command, spec).
+    """
+
+    spec: WhatIfSpec
+    target: TargetInfo
+    forecasts: tuple[RegimenForecast, ...]
+    fit: Mapping[str, Any]
+    output_units: Mapping[str, str]
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def recommendation(self) -> RegimenForecast:
+        """The regimen to recommend: the best of the search, else the candidate with the
+        highest PTA (ties: the first in the spec)."""
+        found = [f for f in self.forecasts if f.source == "recommended"]
+        if found:
+            return found[0]
+        return max(self.forecasts, key=lambda f: f.pta)
+
+    def recommendation_text(self) -> str:
+        """One paragraph: the regimen, its PTA, the target metric and why."""
+        best = self.recommendation
+        metric = best.metrics.get(self.target.metric)
+        parts = [
+            f"{best.name}: probability of target attainment {100 * best.pta:.0f} % "
+            f"(target {self.target.text})"
+        ]
+        if metric is not None:
+            parts.append(
+                f"{METRIC_LABELS.get(self.target.metric, self.target.metric)} {metric.text()}"
+            )
+        text = "; ".join(parts) + "."
+        return f"{text} {best.why}".strip()
+
+    def table(self) -> pd.DataFrame:
+        """One row per regimen: source, PTA and each metric's median and 90 % interval.
+
+        Columns: ``regimen``, ``source``, ``pta``, then ``<metric>``, ``<metric>_p5``,
+        ``<metric>_p95`` per metric; units in ``DataFrame.attrs["units"]``.
+        """
+        import pandas as pd
+
+        rows, units = [], {}
+        for forecast in self.forecasts:
+            row: dict[str, Any] = {
+                "regimen": forecast.name,
+                "source": forecast.source,
+                "pta": forecast.pta,
+            }
+            for name, metric in forecast.metrics.items():
+                row[name], row[f"{name}_p5"], row[f"{name}_p95"] = (
+                    metric.median,
+                    metric.p5,
+                    metric.p95,
+                )
+                units[name] = metric.unit
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        frame.attrs["units"] = units
+        return frame
+
+
+# ---------------------------------------------------------------------------- report
+_COLOURS = (
+    (31, 119, 180),
+    (214, 39, 40),
+    (44, 160, 44),
+    (148, 103, 189),
+    (255, 127, 14),
+    (140, 86, 75),
+    (227, 119, 194),
+    (23, 190, 207),
+    (188, 189, 34),
+    (127, 127, 127),
+)
+
+
+def _time_scale(result: WhatIfResult) -> tuple[float, str]:
+    """Divisor and unit of the time axis: days for forecasts of 5 days or more."""
+    return (24.0, "d") if result.spec.end >= 120.0 else (1.0, "h")
+
+
+def _output_order(result: WhatIfResult) -> list[str]:
+    outputs = list(result.forecasts[0].bands) if result.forecasts else []
+    return sorted(outputs, key=lambda o: o != result.target.output)
+
+
+def whatif_figure(result: WhatIfResult):
+    """Median and 90 % band of each regimen over time, one panel per output.
+
+    The target output's panel comes first; its therapeutic window is shaded when the
+    target is a level (trough, concentration, INR, time in range). Measured values are
+    black points; values below the limit of quantification open triangles at the limit.
+    A dotted line marks when the candidate regimens start.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    scale, time_unit = _time_scale(result)
+    outputs = _output_order(result)
+    units = result.output_units
+    figure = make_subplots(
+        rows=len(outputs),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=[f"{o} ({units.get(o, '')})" for o in outputs],
+    )
+    for k, forecast in enumerate(result.forecasts):
+        r, g, b = _COLOURS[k % len(_COLOURS)]
+        dash = "solid" if forecast.source == "candidate" else "dash"
+        x = forecast.times / scale
+        for row, output in enumerate(outputs, start=1):
+            low, median, high = forecast.bands[output]
+            group = f"regimen{k}"
+            figure.add_trace(
+                go.Scatter(
+                    x=np.concatenate([x, x[::-1]]),
+                    y=np.concatenate([high, low[::-1]]),
+                    fill="toself",
+                    fillcolor=f"rgba({r},{g},{b},0.15)",
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    legendgroup=group,
+                    showlegend=False,
+                    name=f"{forecast.name}: 90 % band",
+                ),
+                row=row,
+                col=1,
+            )
+            figure.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=median,
+                    mode="lines",
+                    line={"color": f"rgb({r},{g},{b})", "dash": dash},
+                    legendgroup=group,
+                    showlegend=row == 1,
+                    name=f"{forecast.name} (PTA {100 * forecast.pta:.0f} %)",
+                    hovertemplate=f"{forecast.name}<br>%{{x:.3g}} {time_unit}: %{{y:.3g}}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+    for row, output in enumerate(outputs, start=1):
+        measured = [o for o in result.spec.observations if o.output == output]
+        quantified = [o for o in measured if not o.below_lloq]
+        censored = [o for o in measured if o.below_lloq]
+        if quantified:
+            figure.add_trace(
+                go.Scatter(
+                    x=[o.time / scale for o in quantified],
+                    y=[o.value for o in quantified],
+                    mode="markers",
+                    marker={"color": "black", "size": 9},
+                    name=f"measured {output}",
+                ),
+                row=row,
+                col=1,
+            )
+        if censored:
+            figure.add_trace(
+                go.Scatter(
+                    x=[o.time / scale for o in censored],
+                    y=[o.lloq for o in censored],
+                    mode="markers",
+                    marker={"color": "black", "size": 10, "symbol": "triangle-down-open"},
+                    name=f"{output} below LLOQ",
+                ),
+                row=row,
+                col=1,
+            )
+        if output == result.target.output and result.target.metric != "auc24":
+            figure.add_hrect(
+                y0=result.target.low,
+                y1=result.target.high,
+                fillcolor="rgba(44,160,44,0.12)",
+                line_width=0,
+                row=row,
+                col=1,
+                annotation_text=f"target {result.target.low:g}–{result.target.high:g}",
+                annotation_position="top left",
+            )
+        figure.add_vline(
+            x=result.spec.candidate_start / scale,
+            line={"dash": "dot", "color": "grey"},
+            row=row,
+            col=1,
+        )
+    figure.update_xaxes(title_text=f"time ({time_unit})", row=len(outputs), col=1)
+    figure.update_layout(
+        title=result.spec.title or f"What-if: {result.spec.drug}",
+        template="plotly_white",
+        height=320 + 260 * len(outputs),
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12},
+    )
+    return figure
+
+
+def target_figure(result: WhatIfResult):
+    """The target metric of each regimen: median with 90 % interval, window shaded.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    import plotly.graph_objects as go
+
+    target = result.target
+    rows = [(f, f.metrics[target.metric]) for f in result.forecasts if target.metric in f.metrics]
+    percent = bool(rows) and rows[0][1].unit == "fraction"
+    factor = 100.0 if percent else 1.0
+    names = [f"{f.name} (PTA {100 * f.pta:.0f} %)" for f, _ in rows]
+    figure = go.Figure(
+        go.Scatter(
+            x=[m.median * factor for _, m in rows],
+            y=names,
+            mode="markers",
+            marker={
+                "size": 11,
+                "color": [f"rgb{_COLOURS[k % len(_COLOURS)]}" for k in range(len(rows))],
+            },
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": [(m.p95 - m.median) * factor for _, m in rows],
+                "arrayminus": [(m.median - m.p5) * factor for _, m in rows],
+            },
+            name=METRIC_LABELS.get(target.metric, target.metric),
+        )
+    )
+    if not percent:
+        figure.add_vrect(
+            x0=target.low, x1=target.high, fillcolor="rgba(44,160,44,0.15)", line_width=0
+        )
+    unit = "%" if percent else target.unit
+    figure.update_layout(
+        title=f"Target: {target.text} — median and 90 % interval per regimen",
+        xaxis_title=f"{METRIC_LABELS.get(target.metric, target.metric)} ({unit})",
+        yaxis={"autorange": "reversed"},
+        template="plotly_white",
+        height=160 + 50 * len(rows),
+        showlegend=False,
+    )
+    return figure
+
+
+def _html_table(result: WhatIfResult) -> str:
+    import html
+
+    metric_names: list[str] = []
+    for forecast in result.forecasts:
+        metric_names += [m for m in forecast.metrics if m not in metric_names]
+    head = "".join(f"<th>{html.escape(METRIC_LABELS.get(m, m))}</th>" for m in metric_names)
+    lines = [
+        f"<table><thead><tr><th>regimen</th><th>source</th><th>PTA</th>{head}</tr></thead><tbody>"
+    ]
+    best = result.recommendation
+    for forecast in result.forecasts:
+        cells = "".join(
+            f"<td>{html.escape(forecast.metrics[m].text()) if m in forecast.metrics else '–'}</td>"
+            for m in metric_names
+        )
+        mark = ' class="best"' if forecast is best else ""
+        lines.append(
+            f"<tr{mark}><td>{html.escape(forecast.name)}</td><td>{forecast.source}</td>"
+            f"<td>{100 * forecast.pta:.0f} %</td>{cells}</tr>"
+        )
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+def _fit_table(result: WhatIfResult) -> str:
+    import html
+
+    rows = [
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(p['typical'])}</td>"
+        f"<td>{_fmt(p['individual'])}</td><td>{html.escape(str(p.get('unit', '')))}</td></tr>"
+        for name, p in result.fit.get("parameters", {}).items()
+    ]
+    return (
+        "<table><thead><tr><th>parameter</th><th>population (typical for the covariates)</th>"
+        "<th>this patient (twin)</th><th>unit</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f2f2f2; }
+tr.best td { background: #e8f5e9; font-weight: 600; }
+.recommendation { border-left: 5px solid #2ca02c; background: #f3faf3; padding: 0.8em 1em; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def whatif_html(result: WhatIfResult) -> str:
+    """The what-if report as one self-contained HTML page (plotly.js inlined).
+
+    Sections: the recommendation (regimen, PTA, target metric with its 90 % interval and
+    why), the forecast plot, the target-metric plot, the table of every regimen, the
+    twin's parameters against the population's, the spec (YAML) and the provenance.
+    """
+    import html
+
+    spec = result.spec
+    title = spec.title or f"What-if: {spec.drug}"
+    plot = whatif_figure(result).to_html(full_html=False, include_plotlyjs=True)
+    target_plot = target_figure(result).to_html(full_html=False, include_plotlyjs=False)
+    spec_yaml = yaml.safe_dump(
+        spec.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True
+    )
+    provenance = json.dumps(result.provenance, indent=2, ensure_ascii=False, default=str)
+    fit = result.fit
+    observed = len(spec.observations)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="note">Drug model: {html.escape(str(result.provenance.get("model", {}).get("citation", spec.drug)))}.
+Twin fitted by {html.escape(str(fit.get("method", "")))} to {observed} measured value{"s" * (observed != 1)};
+forecasts are medians and 90 % bands (5th–95th percentiles) over the twin's posterior.
+Times in hours from the first dose; the candidate regimens start at {spec.candidate_start:g} h.</p>
+<h2>Recommendation</h2>
+<div class="recommendation" id="recommendation">{html.escape(result.recommendation_text())}</div>
+<p class="note">Target: {html.escape(result.target.text)} — {html.escape(result.target.source)}</p>
+<h2>Forecast</h2>
+{plot}
+{target_plot}
+<h2>Regimens</h2>
+{_html_table(result)}
+<h2>Twin</h2>
+{_fit_table(result)}
+<h2>Spec</h2>
+<pre>{html.escape(spec_yaml)}</pre>
+<h2>Provenance</h2>
+<pre>{html.escape(provenance)}</pre>
+</body></html>
+"""
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (complete or untouched)."""
+    import contextlib
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def write_whatif_report(
+    result: WhatIfResult,
+    out: str | os.PathLike[str],
+    *,
+    table: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """Write the HTML report (and the table as CSV), atomically, with a provenance record.
+
+    Parameters
+    ----------
+    result
+        From :func:`run_whatif`.
+    out
+        The HTML file; ``<out>.provenance.json`` is written next to it.
+    table
+        Optional CSV file for :meth:`WhatIfResult.table`.
+
+    Returns
+    -------
+    dict
+        ``{"report": path, "provenance": path}`` and ``"table"`` when written.
+    """
+    from ._provenance import write_provenance
+
+    out = Path(out)
+    _write_text_atomic(out, whatif_html(result))
+    paths = {"report": out, "provenance": write_provenance(result.provenance, out)}
+    if table is not None:
+        table = Path(table)
+        _write_text_atomic(table, result.table().to_csv(index=False))
+        paths["table"] = table
+    return paths
