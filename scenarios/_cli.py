@@ -343,7 +343,8 @@ def example_specs() -> dict[str, Path]:
     return {
         Path(entry.name).stem: Path(str(entry))
         for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-        if entry.name.endswith(".yaml")
+        # what-if files (``whatif_*.yaml``) are another kind of spec: see whatif_examples()
+        if entry.name.endswith(".yaml") and not entry.name.startswith("whatif_")
     }
 
 
@@ -368,16 +369,25 @@ def example_path(name: str) -> Path:
 
 @app.command()
 def examples() -> None:
-    """List the example spec files shipped with twinsim (run one with `twinsim simulate PATH`)."""
+    """List the example spec files shipped with twinsim (run one with `twinsim simulate PATH`,
+    a what-if file with `twinsim whatif PATH`)."""
     out_console, err = _consoles()
     with _clean_errors(err):
         from ._specs import load_spec
+        from ._whatif import load_whatif, whatif_examples
         from ._workflows import cohort_size
 
         for name, path in example_specs().items():
             spec = load_spec(path)
             out_console.print(
                 f"{name}: {spec.model}, {cohort_size(spec)} subjects\n    {path}", markup=False
+            )
+        for name, path in whatif_examples().items():
+            whatif = load_whatif(path)
+            out_console.print(
+                f"{name}: what-if, {whatif.drug}, {len(whatif.candidates)} candidate regimens "
+                f"(twinsim whatif)\n    {path}",
+                markup=False,
             )
 
 
