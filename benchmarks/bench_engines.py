@@ -32,9 +32,19 @@ import _common as common
 
 #: twinsim engines: label and options of ``simulate``
 JAX_ENGINES = {
-    "linear": ("twinsim linear", {"method": "linear"}),
-    "ode": ("twinsim ode (batched state)", {"method": "ode", "ode_strategy": "batch"}),
-    "ode-vmap": ("twinsim ode (vmap)", {"method": "ode", "ode_strategy": "vmap"}),
+    "linear": ("twinsim linear", {"method": "linear", "keep_states": False}),
+    "ode": (
+        "twinsim ode (batched state, Dopri8)",
+        {"method": "ode", "ode_strategy": "batch", "solver": "dopri8", "keep_states": False},
+    ),
+    "ode-tsit5": (
+        "twinsim ode (batched state, Tsit5)",
+        {"method": "ode", "ode_strategy": "batch", "solver": "tsit5", "keep_states": False},
+    ),
+    "ode-vmap": (
+        "twinsim ode (vmap, Dopri8)",
+        {"method": "ode", "ode_strategy": "vmap", "solver": "dopri8", "keep_states": False},
+    ),
 }
 
 

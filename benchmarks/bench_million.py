@@ -142,6 +142,7 @@ def main(argv=None) -> dict:
             simulate_cohort(
                 model, args.n_subjects, params_fn, lambda ids: events, times, chunk_size=args.chunk_size,
                 on_chunk=on_chunk, skip_chunk=lambda a, b: a // args.chunk_size in done, method=args.method,
+                keep_states=False,
                 progress=lambda n: bar.update(task, advance=n),
             )  # fmt: skip
         invocation["status"] = "finished"

@@ -322,7 +322,8 @@ def run_simulation(
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
 
-    options = {"method": method, **simulate_options}
+    # outputs are all a run keeps: skipping the states saves memory and time
+    options = {"method": method, "keep_states": False, **simulate_options}
     if kind == "zarr":
         assert target is not None
         effective_chunk = _effective_chunk(chunk_size, n_total)
