@@ -6,6 +6,12 @@ and converted to the core's units (h, mg, L, kg, cm, mg/L). NONMEM data sets are
 written with :func:`read_nonmem` and :func:`write_nonmem`.
 """
 
+from ._fit import FitDataError as FitDataError
+from ._fit import example_data_path as example_data_path
+from ._fit import fit_data as fit_data
+from ._fit import fit_model as fit_model
+from ._fit import vpc_figure as vpc_figure
+from ._fit import write_fit_report as write_fit_report
 from ._nonmem import STANDARD_COLUMNS as STANDARD_COLUMNS
 from ._nonmem import NonmemData as NonmemData
 from ._nonmem import NonmemError as NonmemError
