@@ -20,7 +20,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..priors._model import ODEModel
-from ._engine import SimulationError, Solution, simulate
+from ._engine import SimulationError, Solution, map_in_blocks, padded_size, simulate
 from ._events import DosingEvents
 
 __all__ = [
@@ -215,20 +215,31 @@ def lognormal_parameters(
         raise SimulationError(f"`typical` must be a 1-d vector [P], got shape {typical.shape}")
     factor = _cholesky_factor(omega, typical.shape[0])
     n_parameters = typical.shape[0]
-    typical_j, factor_j = jnp.asarray(typical), jnp.asarray(factor)
-
-    def one(key):
-        z = jax.random.normal(key, (n_parameters,), dtype=jnp.float64)
-        # η = L z as an explicit sum in a fixed order: a matmul's blocking may depend on
-        # the batch size, and chunk-size invariance must hold bit for bit
-        eta = factor_j[:, 0] * z[0]
-        for j in range(1, n_parameters):
-            eta = eta + factor_j[:, j] * z[j]
-        return typical_j * jnp.exp(eta)
-
     if ids.size == 0:
         return jnp.zeros((0, n_parameters), jnp.float64)
-    return jax.vmap(one)(subject_keys(seed, ids))
+    n = ids.size
+    padded = np.concatenate([ids, np.full(padded_size(n) - n, ids[-1])]).astype(np.uint32)
+    return _lognormal_draws(int(seed), padded, typical, factor)[:n]
+
+
+@jax.jit
+def _lognormal_draws(seed, ids, typical, factor):
+    """θ_typ · exp(L z) per subject key (:func:`subject_keys`), compiled; computed in blocks
+    of one shape (as the engine's subjects), so a subject's draw is bitwise the same in any
+    batch."""
+    root = jax.random.key(seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(ids)
+
+    def one(key):
+        z = jax.random.normal(key, typical.shape, dtype=jnp.float64)
+        # η = L z as an explicit sum in a fixed order: a matmul's blocking may depend on
+        # the batch size, and chunk-size invariance must hold bit for bit
+        eta = factor[:, 0] * z[0]
+        for j in range(1, typical.shape[0]):
+            eta = eta + factor[:, j] * z[j]
+        return typical * jnp.exp(eta)
+
+    return map_in_blocks(jax.vmap(one), keys)
 
 
 class CohortReport(NamedTuple):
@@ -252,8 +263,8 @@ def _chunk_events(events: DosingEvents, chunk_size: int, where: str) -> DosingEv
         raise SimulationError(
             f"`events_fn` must return a DosingEvents table, got {type(events).__name__} {where}"
         )
-    if events.n_subjects == 1:
-        return events.broadcast(chunk_size)
+    if events.n_subjects == 1:  # shared by the chunk: the engine broadcasts it when compiled
+        return events
     if events.n_subjects != chunk_size:
         raise SimulationError(
             f"`events_fn` returned {events.n_subjects} subjects {where}, expected {chunk_size} "

@@ -170,17 +170,25 @@ def simulate(
             "value at a dose time (trough convention)"
         )
     params, events, times, n = _check_inputs(model, params, events, times)
+    if method == "auto":
+        method = "linear" if model.linear else "ode"
     traced = any(
         isinstance(leaf, jax.core.Tracer)
         for leaf in jax.tree_util.tree_leaves((params, events, times))
     )
     # decided here when the inputs are concrete, so only one walk is compiled
     plan = None
-    if not traced and bool(_concrete_shares_grid(model, params, events, times, n)):
-        plan = _host_plan(model, params, events, times, at_dose)
+    if not traced:
+        facts = _grid_facts(model, params, events, times, jnp.asarray(n), padded_size(n), at_dose)
+        facts = jax.device_get(facts)  # one transfer for all of them
+        if facts[0]:
+            plan = _host_plan(
+                *facts[1:],
+                n_outputs=times.shape[1],
+                # per-interval segments serve the batched ODE strategy only
+                segments=method == "ode" and ode_strategy == "batch",
+            )
     walk = dict(plan=plan, run_time=traced)
-    if method == "auto":
-        method = "linear" if model.linear else "ode"
     if method == "linear":
         if not model.linear:
             raise SimulationError(
@@ -217,7 +225,7 @@ _SUBJECT_MULTIPLE = 32
 _BLOCK = 256
 
 
-def _padded_size(n: int) -> int:
+def padded_size(n: int) -> int:
     """``n`` rounded up to a multiple of 32 subjects (of 256 beyond 256).
 
     XLA vectorises loops over subjects, splits large ones across threads and finishes a
@@ -693,16 +701,29 @@ def _plan_in_jit(doses: _Doses, times, at_dose) -> _Plan:
 _MAX_DISTINCT_STEPS = 64
 
 
-def _host_plan(model, params, events, times, at_dose) -> _Plan:
+@eqx.filter_jit
+def _grid_facts(model, params, events, times, n, n_padded, at_dose):
+    """Whether the cohort shares one grid, and what :func:`_host_plan` needs: subject 0's
+    unsorted entries, whether it has SS=1 records, whether any subject has an infusion."""
+    first = jax.tree_util.tree_map(lambda a: a[:1], (params, events, times))
+    doses = _effective_doses(model, first[0], first[1])
+    t, kind, idx, _ = _entry_blocks(doses, first[2], at_dose)
+    padded = _pad_subjects((params, events, times), n, n_padded)
+    if params.shape[0] == events.n_subjects == times.shape[0] == 1:
+        shares = jnp.asarray(True)
+    else:
+        shares = _shares_grid(_effective_doses(model, padded[0], padded[1]), padded[2])
+    infusion = jnp.any(((events.rate > 0) | (events.duration > 0)) & events.mask)
+    return shares, t[0], kind[0], idx[0], jnp.any(doses.steady_state), infusion
+
+
+def _host_plan(t, kind, idx, has_steady_state, has_infusion, *, n_outputs, segments) -> _Plan:
     """The shared entry list built once on the host, for concrete inputs on a shared grid."""
-    doses = _concrete_doses(model, params[:1], events.subset(slice(0, 1)))
-    t, kind, idx, _ = _entry_blocks(doses, times[:1], at_dose)
-    t, kind, idx = (np.asarray(a)[0] for a in (t, kind, idx))
     order = np.argsort(t, kind="stable")
     t, kind, idx = t[order], kind[order], idx[order]
     real = np.isfinite(t)
     t, kind, idx = t[real], kind[real], idx[real]
-    n_out = times.shape[1]
+    n_out = n_outputs
     position = _output_positions(t, kind, idx, n_out, xp=np)
     powers = _host_powers(t, kind, idx, n_out)
     # pad with entries that stay at the last time and record into no output
@@ -719,7 +740,6 @@ def _host_plan(model, params, events, times, at_dose) -> _Plan:
     if distinct.size <= _MAX_DISTINCT_STEPS:
         steps = np.concatenate([distinct, np.zeros(bucket_size(distinct.size, 1) - distinct.size)])
         step = np.searchsorted(distinct, h).astype(np.int32)
-    host_doses = jax.tree_util.tree_map(np.asarray, doses)
     return _Plan(
         t=jnp.asarray(t),
         kind=jnp.asarray(kind, dtype=jnp.int32),
@@ -728,19 +748,11 @@ def _host_plan(model, params, events, times, at_dose) -> _Plan:
         output_position=jnp.asarray(position),
         step=None if step is None else jnp.asarray(step),
         steps=None if steps is None else jnp.asarray(steps),
-        has_steady_state=bool(host_doses.steady_state.any()),
-        # any subject's infusion (read from the table: no second pass over the cohort)
-        has_infusion=bool(
-            (np.asarray((events.rate > 0) | (events.duration > 0)) & np.asarray(events.mask)).any()
-        ),
+        has_steady_state=bool(has_steady_state),
+        has_infusion=bool(has_infusion),
         powers=powers,
-        segments=_host_segments(t[valid], kind[valid], idx[valid], n_out),
+        segments=_host_segments(t[valid], kind[valid], idx[valid], n_out) if segments else None,
     )
-
-
-@eqx.filter_jit
-def _concrete_doses(model, params, events) -> _Doses:
-    return _effective_doses(model, params, events)
 
 
 def _walk(
@@ -776,18 +788,6 @@ def _shares_grid(doses: _Doses, times) -> Array:
     ends = jnp.where(doses.rate > 0, doses.time + doses.duration, jnp.inf)
     same = lambda a: jnp.all(a == a[:1])  # noqa: E731
     return same(times) & same(doses.time) & same(ends) & same(doses.steady_state)
-
-
-def _concrete_shares_grid(model, params, events, times, n: int) -> Array:
-    if params.shape[0] == events.n_subjects == times.shape[0] == 1:
-        return jnp.asarray(True)
-    return _shares_grid_padded(model, params, events, times, jnp.asarray(n), _padded_size(n))
-
-
-@eqx.filter_jit
-def _shares_grid_padded(model, params, events, times, n, n_padded) -> Array:
-    params, events, times = _pad_subjects((params, events, times), n, n_padded)
-    return _shares_grid(_effective_doses(model, params, events), times)
 
 
 def _act_shared(x, r, reset_t, status, kind, k, ok, t, doses: _Doses, plan, steady_state, x0):
@@ -972,7 +972,7 @@ class _LinearCache(eqx.Module):
 def _solve_in_blocks(model: ODEModel, params, events, times, *, n, method, options, keep_states):
     """Outputs (and states) of ``n`` subjects, padded and run in blocks of at most 256."""
     return _solve_padded(
-        model, params, events, times, jnp.asarray(n), _padded_size(n),
+        model, params, events, times, jnp.asarray(n), padded_size(n),
         method=method, options=options, keep_states=keep_states,
     )  # fmt: skip
 
@@ -988,11 +988,17 @@ def _solve_padded(model, params, events, times, n, n_padded, *, method, options,
         outputs, status = _observe(model, p, states, status)
         return outputs, (states if keep_states else None), status
 
+    return map_in_blocks(block, (params, events, times))
+
+
+def map_in_blocks(fn, tree):
+    """``fn`` over the ``[subject, ...]`` leaves of ``tree`` (a padded size, see
+    :func:`padded_size`) in blocks of at most 256 subjects, one after the other."""
+    n_padded = jax.tree_util.tree_leaves(tree)[0].shape[0]
     if n_padded <= _BLOCK:
-        return block((params, events, times))
+        return fn(tree)
     blocks = lambda a: a.reshape((n_padded // _BLOCK, _BLOCK, *a.shape[1:]))  # noqa: E731
-    batched = jax.tree_util.tree_map(blocks, (params, events, times))
-    result = jax.lax.map(block, batched)
+    result = jax.lax.map(fn, jax.tree_util.tree_map(blocks, tree))
     return jax.tree_util.tree_map(lambda a: a.reshape((n_padded, *a.shape[2:])), result)
 
 
