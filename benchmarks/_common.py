@@ -19,6 +19,7 @@ Peers run one subject at a time on one core:
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import json
 import os
@@ -54,8 +55,10 @@ def scenario() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def model_and_inputs():
-    """twinsim model, ``params_fn``, shared events and times for the scenario."""
+    """twinsim model, ``params_fn``, shared events and times for the scenario (built once:
+    compiled functions are cached per model object, so every engine run reuses them)."""
     import jax.numpy as jnp
 
     from twinsim.priors import two_compartment
