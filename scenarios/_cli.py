@@ -8,6 +8,7 @@
     twinsim examples                               the example specs shipped with twinsim
     twinsim demo [--out-dir demo-output]           a two-compartment oral cohort, end to end
     twinsim fit DATA.csv --model M --out DIR       population fit (NUTS/SVI/Laplace) + VPC
+    twinsim whatif WHATIF.yaml [--out report.html] one patient: fit a twin, compare regimens
 
 An invalid spec, file or option is reported as one message naming the field, with exit
 code 2, never as a traceback.
@@ -558,6 +559,97 @@ def fit(
                 "see vpc_png_error in report.json",
                 markup=False,
             )
+
+
+class WhatIfMethod(enum.StrEnum):
+    map = "map"
+    laplace = "laplace"
+    nuts = "nuts"
+
+
+@app.command()
+def whatif(
+    ctx: typer.Context,
+    spec_file: Annotated[
+        Path,
+        typer.Argument(
+            help="What-if file (YAML or JSON): drug, patient, history, observations, candidates.",
+            metavar="WHATIF",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="HTML report; default: <spec name>.html."),
+    ] = None,
+    table: Annotated[
+        Path | None, typer.Option("--table", help="Also write the regimen table as CSV.")
+    ] = None,
+    method: Annotated[
+        WhatIfMethod | None,
+        typer.Option("--method", help="Fit method instead of the spec's (map, laplace, nuts)."),
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Fit a patient twin to the measured levels and compare regimens: table + HTML report.
+
+    Prints one row per regimen (the spec's candidates, then the recommended ones) with
+    the probability of target attainment and the exposure metrics (median and 90 %
+    interval), and the recommendation; writes the HTML report with the plot and a
+    provenance record next to it.
+    """
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from ..twin import PatientTwinError
+        from ._whatif import load_whatif, run_whatif, write_whatif_report
+
+        spec = load_whatif(spec_file)
+        if method is not None:
+            spec = spec.model_copy(
+                update={"fit": spec.fit.model_copy(update={"method": method.value})}
+            )
+        try:
+            with _reported_warnings(err):
+                result = run_whatif(
+                    spec, command=_command_line(ctx), provenance={"spec_file": str(spec_file)}
+                )
+        except PatientTwinError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(2) from None
+        paths = write_whatif_report(
+            result, out if out is not None else Path(f"{spec_file.stem}.html"), table=table
+        )
+        if not quiet:
+            out_console.print(_whatif_table(result))
+        out_console.print(f"recommendation: {result.recommendation_text()}", markup=False)
+        for path in paths.values():
+            out_console.print(f"wrote {path}", markup=False)
+
+
+def _whatif_table(result: Any) -> Table:
+    """The regimens of a what-if: PTA and each metric's median and 90 % interval."""
+    from ._whatif import METRIC_LABELS
+
+    names: list[str] = []
+    for forecast in result.forecasts:
+        names += [m for m in forecast.metrics if m not in names]
+    table = Table(
+        title=f"{result.spec.title or result.spec.drug} — target {result.target.describe()}",
+        show_header=True,
+        header_style="bold",
+    )
+    for column in ("regimen", "source", "PTA", *(METRIC_LABELS.get(m, m) for m in names)):
+        table.add_column(column, justify="left" if column in ("regimen", "source") else "right")
+    best = result.recommendation
+    for forecast in result.forecasts:
+        table.add_row(
+            forecast.name,
+            forecast.source,
+            f"{100 * forecast.pta:.0f} %",
+            *(forecast.metrics[m].text() if m in forecast.metrics else "–" for m in names),
+            style="bold green" if forecast is best else None,
+        )
+    return table
 
 
 def main() -> None:

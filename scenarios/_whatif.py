@@ -68,7 +68,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -86,6 +86,7 @@ if TYPE_CHECKING:
 
     from ..priors import PopulationModel
     from ..simulators import Dose
+    from ..twin import Target
 
 __all__ = [
     "CandidateSpec",
@@ -266,16 +267,23 @@ class TargetSpec(SpecModel):
     Parameters
     ----------
     metric
-        ``auc24`` (mg·h/L over the last 24 h of the horizon), ``trough`` (mg/L, before
-        the last dose of the horizon), ``concentration`` (mg/L, at the end of the
-        horizon), ``time_in_range`` (the fraction of the horizon with ``output`` inside
-        the window) or ``inr`` (INR at the end of the horizon).
+        ``auc24`` (mg·h/L over the last 24 h of the forecast), ``trough`` (mg/L, before
+        the last dose of the forecast), ``concentration`` (mg/L) or ``inr`` (INR), or
+        ``time_in_range`` of ``output``: attained when the output stays inside the
+        window for ``required_fraction`` of the evaluation ``window``.
     low, high
         The window, in the metric's unit (text with a unit accepted).
     output
         The model output (default ``inr`` for ``metric: inr``, else ``conc``).
     source
         Where the target comes from (shown in the report).
+    window
+        Evaluation window: the last ``window`` hours of the forecast (default 24 h; 72 h
+        for INR); AUC24 always uses the last 24 h.
+    required_fraction
+        For ``concentration``, ``inr`` and ``time_in_range``: the fraction of the window
+        that must be in range for a draw to attain the target (default 90 % for
+        ``concentration``, 60 % otherwise).
 
     Examples
     --------
@@ -288,6 +296,8 @@ class TargetSpec(SpecModel):
     high: float
     output: str | None = None
     source: str | None = None
+    window: Hours | None = None
+    required_fraction: Annotated[float | None, quantity("fraction")] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -312,6 +322,13 @@ class TargetSpec(SpecModel):
             raise ValueError(
                 f"needs 0 ≤ low < high, got low={self.low:g}, high={self.high:g}; "
                 "give the lower bound of the window first"
+            )
+        if self.window is not None and not self.window > 0:
+            raise ValueError(f"`window` must be > 0 h, got {self.window:g} h; e.g. window: 3 d")
+        if self.required_fraction is not None and not 0 < self.required_fraction <= 1:
+            raise ValueError(
+                f"`required_fraction` must be in (0, 1], got {self.required_fraction:g}; "
+                "e.g. required_fraction: 60%"
             )
         return self
 
@@ -642,27 +659,25 @@ class WhatIfSpec(SpecModel):
         """Root seed of the fit and the forecast draws (``fit.seed``)."""
         return self.fit.seed
 
-    def resolved_target(self) -> TargetInfo:
-        """The target of this what-if: ``target`` when given, else the drug's own."""
-        from ..priors import drug_metadata
+    def resolved_target(self) -> Target:
+        """The :class:`~twinsim.twin.Target` of this what-if: ``target`` or the drug's own."""
+        from ..twin import Target, default_target
 
+        if self.target is None:
+            return default_target(self.drug)
+        t = self.target
         units = _output_units(self.drug)
-        if self.target is not None:
-            t = self.target
-            unit = {"auc24": "mg*h/L", "time_in_range": units.get(t.output_name, "")}.get(
-                t.metric, units.get(t.output_name, "")
-            )
-            return TargetInfo(
-                t.metric, t.output_name, t.low, t.high, unit, t.source or "set in the what-if spec"
-            )
-        default = drug_metadata(self.drug)["therapeutic_target"]
-        return TargetInfo(
-            str(default["metric"]),
-            str(default["output"]),
-            float(default["low"]),
-            float(default["high"]),
-            str(default["unit"]),
-            str(default["source"]),
+        unit = "mg*h/L" if t.metric == "auc24" else units.get(t.output_name, "")
+        window = t.window if t.window is not None else (72.0 if t.output_name == "inr" else 24.0)
+        return Target(
+            t.output_name,
+            t.low,
+            t.high,
+            metric=t.metric,
+            unit=unit,
+            source=t.source or "set in the what-if spec",
+            window_h=window,
+            required_fraction=t.required_fraction,
         )
 
     def covariates(self) -> dict[str, np.ndarray]:
@@ -813,32 +828,17 @@ def whatif_json_schema() -> dict[str, Any]:
 METRIC_LABELS = {
     "auc24": "AUC24",
     "trough": "trough",
-    "cmax": "Cmax",
-    "concentration": "concentration at the end",
-    "inr": "INR at the end",
+    "cmax": "peak",
+    "average": "average",
     "time_in_range": "time in range",
 }
 
-
-@dataclass(frozen=True)
-class TargetInfo:
-    """The therapeutic target a what-if is judged against (resolved from spec or drug)."""
-
-    metric: str
-    output: str
-    low: float
-    high: float
-    unit: str
-    source: str
-
-    @property
-    def text(self) -> str:
-        """``"AUC24 400–600 mg·h/L"``."""
-        if self.metric == "time_in_range":
-            return f"{self.output} within {self.low:g}–{self.high:g} {self.unit}".replace(" 1", "")
-        label = METRIC_LABELS.get(self.metric, self.metric)
-        unit = "" if self.unit in ("", "1") else f" {self.unit}"
-        return f"{label} {self.low:g}–{self.high:g}{unit}"
+#: Metrics shown for each kind of target (the target's own first).
+_SHOWN_METRICS = {
+    "auc24": ("auc24", "trough", "cmax"),
+    "trough": ("trough", "auc24", "cmax"),
+    "time_in_range": ("time_in_range", "trough", "cmax", "average"),
+}
 
 
 @dataclass(frozen=True)
@@ -920,7 +920,7 @@ class WhatIfResult:
     """
 
     spec: WhatIfSpec
-    target: TargetInfo
+    target: Target
     forecasts: tuple[RegimenForecast, ...]
     fit: Mapping[str, Any]
     output_units: Mapping[str, str]
@@ -938,17 +938,17 @@ class WhatIfResult:
     def recommendation_text(self) -> str:
         """One paragraph: the regimen, its PTA, the target metric and why."""
         best = self.recommendation
-        metric = best.metrics.get(self.target.metric)
-        parts = [
+        key = self.target.key_metric
+        metric = best.metrics.get(key)
+        if best.why:  # the twin's own reasoning names the PTA, the metric and the runner-up
+            return f"{best.name} (PTA {100 * best.pta:.0f} %). {best.why}"
+        text = (
             f"{best.name}: probability of target attainment {100 * best.pta:.0f} % "
-            f"(target {self.target.text})"
-        ]
+            f"(target {self.target.describe()})"
+        )
         if metric is not None:
-            parts.append(
-                f"{METRIC_LABELS.get(self.target.metric, self.target.metric)} {metric.text()}"
-            )
-        text = "; ".join(parts) + "."
-        return f"{text} {best.why}".strip()
+            text += f"; {METRIC_LABELS.get(key, key)} {metric.text()}"
+        return text + "."
 
     def table(self) -> pd.DataFrame:
         """One row per regimen: source, PTA and each metric's median and 90 % interval.
@@ -998,6 +998,11 @@ def _time_scale(result: WhatIfResult) -> tuple[float, str]:
     return (24.0, "d") if result.spec.end >= 120.0 else (1.0, "h")
 
 
+def _axis_label(output: str, unit: str) -> str:
+    names = {"conc": "concentration", "inr": "INR"}
+    return names.get(output, output) + ("" if unit in ("", "1") else f" ({unit})")
+
+
 def _output_order(result: WhatIfResult) -> list[str]:
     outputs = list(result.forecasts[0].bands) if result.forecasts else []
     return sorted(outputs, key=lambda o: o != result.target.output)
@@ -1026,7 +1031,7 @@ def whatif_figure(result: WhatIfResult):
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=[f"{o} ({units.get(o, '')})" for o in outputs],
+        subplot_titles=[_axis_label(o, units.get(o, "")) for o in outputs],
     )
     for k, forecast in enumerate(result.forecasts):
         r, g, b = _COLOURS[k % len(_COLOURS)]
@@ -1108,6 +1113,7 @@ def whatif_figure(result: WhatIfResult):
             line={"dash": "dot", "color": "grey"},
             row=row,
             col=1,
+            **({"annotation_text": "regimens start"} if row == 1 else {}),
         )
     figure.update_xaxes(title_text=f"time ({time_unit})", row=len(outputs), col=1)
     figure.update_layout(
@@ -1129,8 +1135,10 @@ def target_figure(result: WhatIfResult):
     import plotly.graph_objects as go
 
     target = result.target
-    rows = [(f, f.metrics[target.metric]) for f in result.forecasts if target.metric in f.metrics]
-    percent = bool(rows) and rows[0][1].unit == "fraction"
+    key = target.key_metric
+    label = METRIC_LABELS.get(key, key)
+    rows = [(f, f.metrics[key]) for f in result.forecasts if key in f.metrics]
+    percent = key == "time_in_range"
     factor = 100.0 if percent else 1.0
     names = [f"{f.name} (PTA {100 * f.pta:.0f} %)" for f, _ in rows]
     figure = go.Figure(
@@ -1148,17 +1156,16 @@ def target_figure(result: WhatIfResult):
                 "array": [(m.p95 - m.median) * factor for _, m in rows],
                 "arrayminus": [(m.median - m.p5) * factor for _, m in rows],
             },
-            name=METRIC_LABELS.get(target.metric, target.metric),
+            name=label,
         )
     )
-    if not percent:
-        figure.add_vrect(
-            x0=target.low, x1=target.high, fillcolor="rgba(44,160,44,0.15)", line_width=0
-        )
+    # the region of the metric that attains the target
+    low, high = (100 * target.required_fraction, 100.0) if percent else (target.low, target.high)
+    figure.add_vrect(x0=low, x1=high, fillcolor="rgba(44,160,44,0.15)", line_width=0)
     unit = "%" if percent else target.unit
     figure.update_layout(
-        title=f"Target: {target.text} — median and 90 % interval per regimen",
-        xaxis_title=f"{METRIC_LABELS.get(target.metric, target.metric)} ({unit})",
+        title=f"Target: {target.describe()} — median and 90 % interval per regimen",
+        xaxis_title=f"{label} ({unit})",
         yaxis={"autorange": "reversed"},
         template="plotly_white",
         height=160 + 50 * len(rows),
@@ -1249,7 +1256,7 @@ forecasts are medians and 90 % bands (5th–95th percentiles) over the twin's po
 Times in hours from the first dose; the candidate regimens start at {spec.candidate_start:g} h.</p>
 <h2>Recommendation</h2>
 <div class="recommendation" id="recommendation">{html.escape(result.recommendation_text())}</div>
-<p class="note">Target: {html.escape(result.target.text)} — {html.escape(result.target.source)}</p>
+<p class="note">Target: {html.escape(result.target.describe())} — {html.escape(result.target.source)}</p>
 <h2>Forecast</h2>
 {plot}
 {target_plot}
@@ -1315,3 +1322,187 @@ def write_whatif_report(
         _write_text_atomic(table, result.table().to_csv(index=False))
         paths["table"] = table
     return paths
+
+
+# ---------------------------------------------------------------------------- workflow
+#: Spacing of the forecast curves, h (at most; the grid ends exactly at the horizon).
+FORECAST_STEP_H = 0.5
+
+
+def run_whatif(
+    spec: WhatIfSpec,
+    *,
+    command: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> WhatIfResult:
+    """Answer a what-if: fit the patient's twin, forecast each regimen, recommend one.
+
+    Steps: the drug's population model and the patient's covariates make a
+    :class:`~twinsim.twin.PatientTwin` with the doses given and the levels measured;
+    it is fitted with ``spec.fit``; each candidate regimen (after the history) is
+    forecast from ``t = 0`` to the end of the horizon (medians and 90 % bands, metrics,
+    PTA); with ``spec.recommend`` the twin searches practical regimens and the best
+    ones are forecast the same way.
+
+    Parameters
+    ----------
+    spec
+        The what-if.
+    command
+        The command line, for the provenance record.
+    provenance
+        More keys for the provenance record (e.g. ``spec_file``).
+
+    Returns
+    -------
+    WhatIfResult
+    """
+    import time as _time
+
+    from ..twin import Observation, PatientTwin
+    from ._provenance import provenance_record
+
+    model = spec.population_model()
+    target = spec.resolved_target()
+    twin = PatientTwin.create(
+        spec.drug,
+        spec.covariates(),
+        doses=spec.history_doses(),
+        observations=[
+            Observation(
+                o.time,
+                math.nan if o.value is None else o.value,
+                output=o.output,
+                below_lloq=o.below_lloq,
+                lloq=o.lloq,
+            )
+            for o in spec.observations
+        ],
+        target=target,
+    )
+    options = spec.fit
+    started = _time.perf_counter()
+    posterior = twin.fit(
+        options.method,
+        prior_weight=options.prior_weight,
+        num_warmup=options.num_warmup,
+        num_samples=options.num_samples,
+        num_chains=options.num_chains,
+        seed=options.seed,
+    )
+    fit_seconds = _time.perf_counter() - started
+    # the twin's own grid spacing, so the recommendation search and these forecasts
+    # evaluate the same time points (and the same draws: same n_draws and seed)
+    times = np.linspace(0.0, spec.end, math.ceil(spec.end / FORECAST_STEP_H) + 1)
+    regimens = spec.candidate_doses()
+    sources = dict.fromkeys(regimens, "candidate")
+    why: dict[str, str] = {}
+    if spec.recommend.enabled:
+        found = posterior.recommend(
+            strengths_mg=spec.recommend.strengths_mg,
+            intervals_h=spec.recommend.intervals_h,
+            loading=spec.recommend.loading,
+            horizon_h=spec.horizon,
+            start_h=spec.candidate_start,
+            top=spec.recommend.top,
+            n_draws=options.n_draws,
+            seed=options.seed,
+        )
+        for item in found:
+            name = item.description
+            if name in regimens:  # a candidate the search also found: keep its row
+                sources[name] = "candidate, recommended"
+                why[name] = item.why
+                continue
+            regimens[name] = list(item.doses)
+            sources[name] = "recommended"
+            why[name] = item.why
+    prediction = posterior.predict(
+        regimens,
+        horizon_h=spec.horizon,
+        times=times,
+        n_draws=options.n_draws,
+        seed=options.seed,
+    )
+    units = dict(model.structural.output_units)
+    forecasts = tuple(
+        _forecast(prediction, i, sources[name], regimens[name], why.get(name, ""), units)
+        for i, name in enumerate(prediction.names)
+    )
+    record = provenance_record(
+        spec,
+        command=command,
+        outputs={"regimens": list(regimens), "target": target.describe()},
+        extra={"kind": "whatif", "fit": {"method": options.method, "seconds": fit_seconds},
+               **dict(provenance or {})},
+    )  # fmt: skip
+    return WhatIfResult(
+        spec=spec,
+        target=target,
+        forecasts=forecasts,
+        fit={"method": options.method, "seconds": fit_seconds, **_fit_summary(posterior)},
+        output_units=units,
+        provenance=record,
+    )
+
+
+def _forecast(
+    prediction: Any, i: int, source: str, doses: Sequence[Dose], why: str, units: Mapping[str, str]
+) -> RegimenForecast:
+    """Regimen ``i`` of a twin's :class:`~twinsim.twin.Prediction` as a forecast."""
+    target = prediction.target
+    unit = units.get(target.output, "")
+    metric_units = {
+        "auc24": "mg*h/L" if unit == "mg/L" else f"{unit}*h",
+        "time_in_range": "fraction",
+    }
+    shown = _SHOWN_METRICS[target.key_metric]
+    if target.output == "inr":  # an INR has no AUC or trough worth showing
+        shown = ("time_in_range", "average", "cmax")
+    stats = prediction.metrics[i]
+    metrics = {
+        name: Metric(
+            stats[name]["median"], stats[name]["q05"], stats[name]["q95"],
+            metric_units.get(name, unit),
+        )
+        for name in shown
+        if name in stats
+    }  # fmt: skip
+    bands = {
+        output: np.stack(
+            [prediction.lower[i, :, j], prediction.median[i, :, j], prediction.upper[i, :, j]]
+        )
+        for j, output in enumerate(prediction.output_names)
+    }
+    return RegimenForecast(
+        name=prediction.names[i],
+        source=source,
+        doses=tuple(doses),
+        times=np.asarray(prediction.times),
+        bands=bands,
+        metrics=metrics,
+        pta=float(prediction.pta[i]),
+        why=why,
+    )
+
+
+def _fit_summary(posterior: Any) -> dict[str, Any]:
+    """Typical against individual parameters, η and the fit's diagnostics."""
+    twin = posterior.twin
+    model = twin.model
+    typical = np.asarray(model.typical_parameters(twin.covariates))[0]
+    individual = posterior.individual_parameters()
+    units = dict(model.structural.parameter_units)
+    names = model.random_effects  # the parameters the patient's data can move
+    parameters = {
+        name: {
+            "typical": float(typical[model.structural.parameters.index(name)]),
+            "individual": float(individual[name]),
+            "unit": units.get(name, ""),
+        }
+        for name in names
+    }
+    diagnostics = {
+        k: v for k, v in posterior.diagnostics.items() if isinstance(v, bool | int | float | str)
+    }
+    return {"parameters": parameters, "eta": posterior.eta_summary(), "diagnostics": diagnostics}
