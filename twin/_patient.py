@@ -1290,13 +1290,17 @@ class TwinPosterior:
                             candidates.append(
                                 Regimen(amount, tau, start_h=start_h, loading_mg=load)
                             )
+        # only the evaluation window is simulated (the metrics need nothing else)
+        first = twin.next_dose_time if start_h is None else float(start_h)
+        end = first + self._horizon(horizon_h)
+        window = min(max(target.window_h, 24.0), end - first)
         prediction = self.predict(
             {c.describe(): c for c in candidates},
             horizon_h=horizon_h,
+            times=np.linspace(end - window, end, round(window / 0.5) + 1),
             n_draws=n_draws,
             seed=seed,
             target=target,
-            resolution_h=0.5,
         )
         key = target.key_metric
         middle = 1.0 if target.uses_time_in_range else 0.5 * (target.low + target.high)
