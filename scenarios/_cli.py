@@ -627,26 +627,32 @@ def whatif(
 
 
 def _whatif_table(result: Any) -> Table:
-    """The regimens of a what-if: PTA and each metric's median and 90 % interval."""
+    """The regimens of a what-if: PTA and each metric's median (90 % interval)."""
     from ._whatif import METRIC_LABELS
 
-    names: list[str] = []
+    units: dict[str, str] = {}
     for forecast in result.forecasts:
-        names += [m for m in forecast.metrics if m not in names]
+        for name, metric in forecast.metrics.items():
+            units.setdefault(name, metric.display_unit)
     table = Table(
         title=f"{result.spec.title or result.spec.drug} — target {result.target.describe()}",
+        caption="metrics: median (90 % interval)",
         show_header=True,
         header_style="bold",
     )
-    for column in ("regimen", "source", "PTA", *(METRIC_LABELS.get(m, m) for m in names)):
-        table.add_column(column, justify="left" if column in ("regimen", "source") else "right")
+    table.add_column("regimen")
+    table.add_column("source")
+    table.add_column("PTA", justify="right")
+    for name, unit in units.items():
+        label = METRIC_LABELS.get(name, name)
+        table.add_column(f"{label} ({unit})" if unit else label, justify="right")
     best = result.recommendation
     for forecast in result.forecasts:
         table.add_row(
             forecast.name,
             forecast.source,
             f"{100 * forecast.pta:.0f} %",
-            *(forecast.metrics[m].text() if m in forecast.metrics else "–" for m in names),
+            *(forecast.metrics[m].compact() if m in forecast.metrics else "–" for m in units),
             style="bold green" if forecast is best else None,
         )
     return table

@@ -850,6 +850,17 @@ class Metric:
     p95: float
     unit: str
 
+    def compact(self) -> str:
+        """``"512 (410–640)"``: median (90 % interval), no unit; fractions in %."""
+        if self.unit == "fraction":
+            return f"{100 * self.median:.0f} ({100 * self.p5:.0f}–{100 * self.p95:.0f})"
+        return f"{_fmt(self.median)} ({_fmt(self.p5)}–{_fmt(self.p95)})"
+
+    @property
+    def display_unit(self) -> str:
+        """The unit as shown: ``%`` for fractions, nothing for unitless values."""
+        return {"fraction": "%", "1": ""}.get(self.unit, self.unit)
+
     def text(self) -> str:
         """``"512 mg·h/L (90 % 410–640)"``; fractions as percentages."""
         if self.unit == "fraction":

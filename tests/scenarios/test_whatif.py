@@ -7,8 +7,11 @@ the table and writes the HTML report with the plot and the recommendation.
 
 from __future__ import annotations
 
+import json
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -16,12 +19,16 @@ from typer.testing import CliRunner
 from twinsim.scenarios import SpecError
 from twinsim.scenarios._cli import app
 from twinsim.scenarios._whatif import (
+    FitOptions,
     ObservationSpec,
     TargetSpec,
     WhatIfSpec,
     load_whatif,
+    run_whatif,
     whatif_examples,
+    whatif_figure,
     whatif_json_schema,
+    write_whatif_report,
 )
 
 runner = CliRunner()
@@ -180,3 +187,130 @@ def test_load_errors_name_the_file(tmp_path):
         load_whatif(path)
     with pytest.raises(SpecError, match=r"cannot read .*absent\.yaml"):
         load_whatif(tmp_path / "absent.yaml")
+
+
+# ---------------------------------------------------------------------------- workflow
+def fast(spec: WhatIfSpec) -> WhatIfSpec:
+    """The fast MAP fit with fewer forecast draws (the tests check behaviour, not precision)."""
+    return spec.model_copy(update={"fit": FitOptions(method="map", n_draws=100)})
+
+
+@pytest.fixture(scope="module")
+def vancomycin_result():
+    return run_whatif(fast(load_whatif(whatif_examples()["whatif_vancomycin_renal"])))
+
+
+def test_vancomycin_example_end_to_end(vancomycin_result):
+    """High peak and trough on 1 g q12h at CrCL ≈ 40 mL/min: carrying on overshoots the
+    AUC24 window; the recommended regimen gives a lower daily dose and a higher PTA."""
+    result = vancomycin_result
+    table = result.table()
+    assert list(table["regimen"][:4]) == [c.label for c in result.spec.candidates]
+    assert (table["source"][:4] == "candidate").all()
+    assert (table["source"][4:] == "recommended").all() and len(table) == 4 + 3
+    assert ((table["pta"] >= 0) & (table["pta"] <= 1)).all()
+    assert (table["auc24_p5"] <= table["auc24"]).all() and (
+        table["auc24"] <= table["auc24_p95"]
+    ).all()
+    carry_on = table.iloc[0]
+    assert carry_on["auc24"] > 600 and carry_on["pta"] < 0.2
+    best = result.recommendation
+    assert best.source == "recommended"
+    daily = sum(d.amount for d in best.doses) / (result.spec.horizon / 24.0)
+    assert daily < 2000.0
+    assert best.pta > carry_on["pta"]
+    assert best.pta == max(f.pta for f in result.forecasts if f.source == "recommended")
+    # bands: 5th ≤ median ≤ 95th percentile, over the history and the forecast
+    for forecast in result.forecasts:
+        low, median, high = forecast.bands["conc"]
+        assert forecast.times[0] == 0.0 and forecast.times[-1] == pytest.approx(result.spec.end)
+        assert np.all(low <= median + 1e-9) and np.all(median <= high + 1e-9)
+    assert result.fit["method"] == "map" and result.fit["diagnostics"]["converged"]
+    assert set(result.fit["parameters"]) == {"cl", "v1", "v2"}
+    assert "PTA" in result.recommendation_text()
+
+
+@pytest.mark.slow  # ODE models: the twin's MAP fit compiles for minutes on a 2-core box
+@pytest.mark.parametrize(
+    "name", ["whatif_warfarin_cyp2c9_vkorc1", "whatif_theophylline_smoking_cessation"]
+)
+def test_other_examples_run_end_to_end(name):
+    """Warfarin (sensitive genotype, INRs still low on 5 mg): the twin recommends less than
+    5 mg a day. Theophylline (levels rising after quitting smoking): carrying on with 500 mg
+    q8h gives a lower PTA than the recommendation, which lowers the daily dose."""
+    spec = fast(load_whatif(whatif_examples()[name]))
+    result = run_whatif(spec)
+    table = result.table()
+    assert len(table) == len(spec.candidates) + spec.recommend.top
+    assert ((table["pta"] >= 0) & (table["pta"] <= 1)).all()
+    best = result.recommendation
+    daily = {
+        f.name: sum(d.amount for d in f.doses) / (spec.horizon / 24.0) for f in result.forecasts
+    }
+    carry_on = result.forecasts[0]
+    assert best.pta >= carry_on.pta
+    if spec.drug == "warfarin":
+        assert set(result.forecasts[0].bands) == {"inr", "conc"}
+        assert daily[best.name] < 5.0
+    else:
+        assert daily[best.name] < daily[carry_on.name]
+
+
+def test_report_has_plot_recommendation_table_spec_and_provenance(vancomycin_result, tmp_path):
+    paths = write_whatif_report(
+        vancomycin_result, tmp_path / "report.html", table=tmp_path / "t.csv"
+    )
+    html = paths["report"].read_text()
+    assert "plotly" in html.lower()
+    figure = whatif_figure(vancomycin_result)
+    names = [trace.name for trace in figure.data]
+    for forecast in vancomycin_result.forecasts:
+        assert f"{forecast.name} (PTA {100 * forecast.pta:.0f} %)" in names
+        assert f"{forecast.name}: 90 % band" in names
+    assert "measured conc" in names
+    assert json.dumps(forecast.name)[1:-1] in html  # the traces are in the page
+    assert 'id="recommendation"' in html and vancomycin_result.recommendation.name in html
+    assert "AUC24" in html and "mg*h/L" in html and "Rybak" in html
+    assert "<h2>Spec</h2>" in html and "whatif" in html.split("<h2>Provenance</h2>")[1]
+    record = json.loads(paths["provenance"].read_text())
+    assert record["kind"] == "whatif" and record["model"]["name"] == "vancomycin"
+    assert record["spec"]["drug"] == "vancomycin" and "jax" in record["versions"]
+    table = pd.read_csv(paths["table"])
+    assert list(table["regimen"]) == [f.name for f in vancomycin_result.forecasts]
+    # atomic: no temporary files left next to the outputs
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "report.html", "report.html.provenance.json", "t.csv",
+    ]  # fmt: skip
+
+
+def test_twinsim_whatif_prints_table_and_writes_report(tmp_path):
+    path = whatif_examples()["whatif_vancomycin_renal"]
+    data = yaml.safe_load(path.read_text())
+    data["fit"] = {"method": "map", "n_draws": 100}
+    spec_file = tmp_path / "vanco.yaml"
+    spec_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    out = tmp_path / "out" / "vanco.html"
+    result = runner.invoke(
+        app, ["whatif", str(spec_file), "--out", str(out), "--table", str(tmp_path / "t.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "PTA" in result.stdout and "AUC24" in result.stdout
+    # the table may wrap a regimen's text over lines in a narrow terminal
+    assert "recommended" in result.stdout and "candidate" in result.stdout
+    assert "q12h" in result.stdout and "every" in result.stdout
+    assert "recommendation: " in result.stdout and f"wrote {out}" in result.stdout
+    assert out.exists() and (tmp_path / "t.csv").exists()
+    record = json.loads(out.with_name(out.name + ".provenance.json").read_text())
+    assert record["command"].startswith("twinsim whatif") and record["spec_file"] == str(spec_file)
+
+
+def test_twinsim_whatif_invalid_spec_is_one_message_and_exit_code_2(tmp_path):
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text(
+        yaml.safe_dump({**VANCOMYCIN, "observations": [{"time": 5, "value": "<LLOQ"}]})
+    )
+    result = runner.invoke(app, ["whatif", str(spec_file), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
+    assert "`observations[0]` is below the limit of quantification" in result.output
+    assert not (tmp_path / "r.html").exists()
