@@ -314,3 +314,12 @@ def test_twinsim_whatif_invalid_spec_is_one_message_and_exit_code_2(tmp_path):
     assert result.output.startswith("error: ") and "Traceback" not in result.output
     assert "`observations[0]` is below the limit of quantification" in result.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from twinsim.scenarios import _whatif
+
+    result = doctest.testmod(_whatif, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0
