@@ -89,15 +89,24 @@ if TYPE_CHECKING:
     from ..twin import Target
 
 __all__ = [
+    "METRIC_LABELS",
     "CandidateSpec",
     "FitOptions",
+    "Metric",
     "ObservationSpec",
     "RecommendOptions",
+    "RegimenForecast",
     "TargetSpec",
+    "WhatIfResult",
     "WhatIfSpec",
     "load_whatif",
+    "run_whatif",
+    "target_figure",
     "whatif_examples",
+    "whatif_figure",
+    "whatif_html",
     "whatif_json_schema",
+    "write_whatif_report",
 ]
 
 #: At most this many candidate regimens in one what-if (the plot stays readable).
