@@ -1271,9 +1271,9 @@ def whatif_html(result: WhatIfResult) -> str:
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="note">Drug model: {html.escape(str(result.provenance.get("model", {}).get("citation", spec.drug)))}.
-Twin fitted by {html.escape(str(fit.get("method", "")))} to {observed} measured value{"s" * (observed != 1)};
+Twin fitted by {html.escape(str(fit.get("method", "")).upper())} to {observed} measured value{"s" * (observed != 1)};
 forecasts are medians and 90 % bands (5th–95th percentiles) over the twin's posterior.
-Times in hours from the first dose; the candidate regimens start at {spec.candidate_start:g} h.</p>
+Times count from the first dose (t = 0); the candidate regimens start at {spec.candidate_start:g} h.</p>
 <h2>Recommendation</h2>
 <div class="recommendation" id="recommendation">{html.escape(result.recommendation_text())}</div>
 <p class="note">Target: {html.escape(result.target.describe())} — {html.escape(result.target.source)}</p>
