@@ -1,0 +1,64 @@
+"""Honest accuracy study of the patient twin (vancomycin and warfarin virtual patients).
+
+Virtual patients are simulated from the drug's population model with its published
+residual error; each twin is fitted to a few measured levels (population-only, MAP,
+Laplace, NUTS) and its prediction compared with the known truth: median absolute
+percentage error of the steady-state AUC24 (vancomycin; 1, 2 and 4 levels) or of the
+day-14 INR (warfarin; INRs on days 3, 5, 7), 90 % credible-interval coverage overall,
+by sex and by ancestry, and the MAP against an independent scipy.optimize MAP. The
+design is in ``twinsim.twin._accuracy``.
+
+Run: ``nice .venv/bin/python benchmarks/accuracy_study.py`` (500 vancomycin patients,
+100 warfarin patients; writes ``results/accuracy.json`` and prints a table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common as common
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from twinsim.twin._accuracy import format_table, run_study  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-patients", type=int, default=500, help="vancomycin patients")
+    parser.add_argument("--n-warfarin", type=int, default=100, help="warfarin patients")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nuts-warmup", type=int, default=500)
+    parser.add_argument("--nuts-samples", type=int, default=500, help="per chain")
+    parser.add_argument("--nuts-chains", type=int, default=2)
+    parser.add_argument(
+        "--warfarin-nuts", action="store_true", help="NUTS for warfarin too (ODE model; slow)"
+    )
+    parser.add_argument("--out", type=Path, default=common.RESULTS / "accuracy.json")
+    args = parser.parse_args()
+    nuts = {
+        "num_warmup": args.nuts_warmup,
+        "num_samples": args.nuts_samples,
+        "num_chains": args.nuts_chains,
+    }
+    record = run_study(
+        args.n_patients,
+        args.seed,
+        n_warfarin=args.n_warfarin,
+        vancomycin_options={"nuts": nuts},
+        warfarin_options={"nuts": nuts} if args.warfarin_nuts else {"nuts_levels": ()},
+        progress=True,
+    )
+    record["machine"] = common.machine()
+    record["command"] = " ".join(["benchmarks/accuracy_study.py", *sys.argv[1:]])
+    common.write_json(args.out, record)
+    print(format_table(record))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
