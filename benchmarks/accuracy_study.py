@@ -9,7 +9,7 @@ by sex and by ancestry, and the MAP against an independent scipy.optimize MAP. T
 design is in ``twinsim.twin._accuracy``.
 
 Run: ``nice .venv/bin/python benchmarks/accuracy_study.py`` (500 vancomycin patients,
-100 warfarin patients; writes ``results/accuracy.json`` and prints a table).
+50 warfarin patients; NUTS on the first 20 vancomycin patients; writes ``results/accuracy.json`` and prints a table).
 """
 
 from __future__ import annotations
@@ -30,11 +30,15 @@ from twinsim.twin._accuracy import format_table, run_study  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-patients", type=int, default=500, help="vancomycin patients")
-    parser.add_argument("--n-warfarin", type=int, default=100, help="warfarin patients")
+    parser.add_argument("--n-warfarin", type=int, default=50, help="warfarin patients")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--nuts-warmup", type=int, default=500)
     parser.add_argument("--nuts-samples", type=int, default=500, help="per chain")
     parser.add_argument("--nuts-chains", type=int, default=2)
+    parser.add_argument(
+        "--nuts-patients", type=int, default=20, help="vancomycin patients fitted by NUTS too"
+    )
+    parser.add_argument("--scipy-patients", type=int, default=100, help="scipy MAP checks")
     parser.add_argument(
         "--warfarin-nuts", action="store_true", help="NUTS for warfarin too (ODE model; slow)"
     )
@@ -49,7 +53,11 @@ def main() -> None:
         args.n_patients,
         args.seed,
         n_warfarin=args.n_warfarin,
-        vancomycin_options={"nuts": nuts},
+        vancomycin_options={
+            "nuts": nuts,
+            "nuts_patients": args.nuts_patients,
+            "scipy_check": args.scipy_patients,
+        },
         warfarin_options={"nuts": nuts} if args.warfarin_nuts else {"nuts_levels": ()},
         progress=True,
     )

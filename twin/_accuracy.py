@@ -13,7 +13,9 @@ mode is found, not model misspecification.
   Levels at steady state in the 7th interval (dose at 72 h): 1 level = trough (83.5 h);
   2 levels = peak 1 h after the end of the infusion (74 h) + trough; 4 levels = 74, 77,
   80 and 83.5 h. The same noisy measurements are nested (the 2-level set contains the
-  1-level one), so differences come from the information, not from noise. Quantity
+  1-level one), so differences come from the information, not from noise. Levels below
+  the assay's LLOQ (2 mg/L; the additive error can make them negative) are reported as
+  below LLOQ and censored (M3) by the twin. Quantity
   predicted: the individual steady-state AUC24 of that regimen, ``AUC24 = daily dose /
   CL`` (exact for a linear model at steady state), from the twin's individual CL.
 - **Warfarin** (Hamberg 2007): 5 mg once daily (0–144 h); INR measured on days 3, 5
@@ -67,6 +69,7 @@ VANCOMYCIN_DESIGN: dict[str, Any] = {
     "interval_h": 12.0,
     "n_doses": 8,
     "levels": {1: (83.5,), 2: (74.0, 83.5), 4: (74.0, 77.0, 80.0, 83.5)},
+    "lloq": 2.0,
     "predicted": "steady-state AUC24 (mg*h/L) of 1000 mg q12h = daily dose / CL",
 }
 WARFARIN_DESIGN: dict[str, Any] = {
@@ -133,11 +136,25 @@ def _cohort(drug: str, n: int, seed: int, design: Mapping[str, Any], config):
 
 
 def _observations(
-    sim, pm, times: np.ndarray, i: int, chosen: Sequence[float], output: str
+    sim,
+    pm,
+    times: np.ndarray,
+    i: int,
+    chosen: Sequence[float],
+    output: str,
+    lloq: float | None = None,
 ) -> list[Observation]:
     j = pm.structural.output_names.index(output)
     observed = np.asarray(sim.observed)[i, :, j]
-    return [Observation(t, float(observed[list(times).index(t)]), output) for t in chosen]
+    values = [float(observed[list(times).index(t)]) for t in chosen]
+    if lloq is None:
+        return [Observation(t, v, output) for t, v in zip(chosen, values, strict=True)]
+    # the assay reports values under its limit as "below LLOQ" (additive error can make
+    # them negative); the twin censors them (M3)
+    return [
+        Observation(t, v, output) if v >= lloq else Observation(t, math.nan, output, True, lloq)
+        for t, v in zip(chosen, values, strict=True)
+    ]
 
 
 def _fit_all(twin: PatientTwin, methods: Sequence[str], nuts: Mapping[str, int], seed: int):
@@ -181,7 +198,8 @@ def scipy_map(twin: PatientTwin, *, x0: np.ndarray | None = None) -> tuple[np.nd
     f_i(η))``, ``f`` from the engine (:func:`~twinsim.simulators.simulate`) with the
     individual parameters ``p_typ · exp(η)``, ``log p`` the normal log density of the
     model's residual error (additive, proportional, combined; log scale for exponential
-    error, with the Jacobian ``−log y``). Censored observations are not supported here.
+    error, with the Jacobian ``−log y``); observations below the LLOQ add ``log P(y <
+    lloq)`` (Beal's M3).
 
     Returns
     -------
@@ -191,8 +209,6 @@ def scipy_map(twin: PatientTwin, *, x0: np.ndarray | None = None) -> tuple[np.nd
     from scipy import optimize, stats
 
     pm = twin.model
-    if any(o.censored for o in twin.observations):
-        raise ValueError("scipy_map: censored observations are not supported")
     omega_inv = np.linalg.inv(np.asarray(pm.omega, np.float64))
     typical = np.asarray(pm.typical_parameters(twin.covariates), np.float64)[0]
     index = [pm.structural.parameters.index(n) for n in pm.random_effects]
@@ -201,6 +217,8 @@ def scipy_map(twin: PatientTwin, *, x0: np.ndarray | None = None) -> tuple[np.nd
     order = np.argsort(times, kind="stable")
     times = times[order]
     y = np.array([twin.observations[k].value for k in order])
+    censored = [twin.observations[k].censored for k in order]
+    limits = [twin.observations[k].lloq for k in order]
     out_index = np.array([names.index(twin.observations[k].output) for k in order])
     errors = [pm.residual[names[j]] for j in out_index]
     events = DosingEvents.from_doses([list(twin.doses)])
@@ -212,8 +230,14 @@ def scipy_map(twin: PatientTwin, *, x0: np.ndarray | None = None) -> tuple[np.nd
         f = np.asarray(run(jnp.asarray(params[None]), events, jnp.asarray(times)))[0]
         f = f[np.arange(times.size), out_index]
         total = 0.5 * float(eta @ omega_inv @ eta)
-        for value, pred, err in zip(y, f, errors, strict=True):
-            if err.exponential:
+        for value, pred, err, cens, limit in zip(y, f, errors, censored, limits, strict=True):
+            if cens:  # Beal's M3: P(y < lloq)
+                if err.exponential:
+                    z = (math.log(limit) - math.log(max(pred, 1e-300))) / err.proportional
+                else:
+                    z = (limit - pred) / math.hypot(err.additive, err.proportional * pred)
+                total -= stats.norm.logcdf(z)
+            elif err.exponential:
                 sd = err.proportional
                 total -= stats.norm.logpdf(math.log(value), math.log(max(pred, 1e-300)), sd)
                 total += math.log(value)
@@ -315,7 +339,7 @@ def vancomycin_study(
                 "vancomycin",
                 _row(cov, i, names),
                 doses,
-                _observations(sim, pm, times, i, chosen, "conc"),
+                _observations(sim, pm, times, i, chosen, "conc", design["lloq"]),
             )
             t0 = time.perf_counter()
             use = methods if i < n_nuts else [m for m in methods if m != "nuts"]
