@@ -929,33 +929,38 @@ def load_spec(path: str | os.PathLike[str]) -> SimulationSpec:
     >>> load_spec(folder / "spec.yaml").regimen.doses[0].amount
     1000.0
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SpecError(
-            [f"cannot read {str(path)!r}: {error.strerror or error}"], title="cannot load spec"
-        ) from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SpecError(
-            [
-                f"{path.name} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {error}"
-            ],
-            title="cannot load spec",
-        ) from None
-    if not isinstance(data, dict):
-        raise SpecError(
-            [
-                f"{path.name} must hold a mapping of spec fields (model, parameters, regimen, times, ...), got {type(data).__name__}"
-            ],
-            title="cannot load spec",
-        )
+    data = read_spec_mapping(
+        path, what="spec", fields="spec fields (model, parameters, regimen, times, ...)"
+    )
     try:
         return SimulationSpec.model_validate(data)
     except SpecError as error:
         raise SpecError(error.problems, title=f"invalid spec {str(path)!r}") from None
+
+
+def read_spec_mapping(path: str | os.PathLike[str], *, what: str, fields: str) -> dict[str, Any]:
+    """The mapping a YAML/JSON spec file holds; errors name the file and what it must hold."""
+    path = Path(path)
+    title = f"cannot load {what}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SpecError(
+            [f"cannot read {str(path)!r}: {error.strerror or error}"], title=title
+        ) from None
+    is_json = path.suffix.lower() == ".json"
+    try:
+        data = json.loads(text) if is_json else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise SpecError(
+            [f"{path.name} is not valid {'JSON' if is_json else 'YAML'}: {error}"], title=title
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            [f"{path.name} must hold a mapping of {fields}, got {type(data).__name__}"],
+            title=title,
+        )
+    return data
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -78,7 +78,7 @@ import yaml
 from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 
 from ._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
-from ._specs import PatientSpec, _raise
+from ._specs import PatientSpec, _raise, read_spec_mapping
 from ._units import UnitError, parse_quantity
 
 if TYPE_CHECKING:
@@ -772,30 +772,11 @@ def load_whatif(path: str | os.PathLike[str]) -> WhatIfSpec:
     >>> spec.drug
     'vancomycin'
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SpecError(
-            [f"cannot read {str(path)!r}: {error.strerror or error}"], title="cannot load what-if"
-        ) from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SpecError(
-            [
-                f"{path.name} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {error}"
-            ],
-            title="cannot load what-if",
-        ) from None
-    if not isinstance(data, dict):
-        raise SpecError(
-            [
-                f"{path.name} must hold a mapping of what-if fields (drug, patient, history, "
-                f"observations, candidates, ...), got {type(data).__name__}"
-            ],
-            title="cannot load what-if",
-        )
+    data = read_spec_mapping(
+        path,
+        what="what-if",
+        fields="what-if fields (drug, patient, history, observations, candidates, ...)",
+    )
     try:
         return WhatIfSpec.model_validate(data)
     except SpecError as error:
