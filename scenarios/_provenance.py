@@ -150,6 +150,14 @@ def write_provenance(record: Mapping[str, Any], output: str | os.PathLike[str]) 
     """
     path = provenance_path(output)
     text = json.dumps(record, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a temporary file in the same folder,
+    synced, then renamed over ``path``; nothing is left behind if writing fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -1273,24 +1273,6 @@ Times count from the first dose (t = 0); the candidate regimens start at {spec.c
 """
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (complete or untouched)."""
-    import contextlib
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def write_whatif_report(
     result: WhatIfResult,
     out: str | os.PathLike[str],
@@ -1313,14 +1295,14 @@ def write_whatif_report(
     dict
         ``{"report": path, "provenance": path}`` and ``"table"`` when written.
     """
-    from ._provenance import write_provenance
+    from ._provenance import write_provenance, write_text_atomic
 
     out = Path(out)
-    _write_text_atomic(out, whatif_html(result))
+    write_text_atomic(out, whatif_html(result))
     paths = {"report": out, "provenance": write_provenance(result.provenance, out)}
     if table is not None:
         table = Path(table)
-        _write_text_atomic(table, result.table().to_csv(index=False))
+        write_text_atomic(table, result.table().to_csv(index=False))
         paths["table"] = table
     return paths
 
