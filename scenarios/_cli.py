@@ -9,6 +9,7 @@
     twinsim demo [--out-dir demo-output]           a two-compartment oral cohort, end to end
     twinsim fit DATA.csv --model M --out DIR       population fit (NUTS/SVI/Laplace) + VPC
     twinsim whatif WHATIF.yaml [--out report.html] one patient: fit a twin, compare regimens
+    twinsim dashboard [--host H] [--port P]         the web dashboard (clinician's what-if page)
 
 An invalid spec, file or option is reported as one message naming the field, with exit
 code 2, never as a traceback.
@@ -656,6 +657,37 @@ def _whatif_table(result: Any) -> Table:
             style="bold green" if forecast is best else None,
         )
     return table
+
+
+@app.command()
+def dashboard(
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Address to serve on; the default serves this machine only."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.", min=1, max=65535)] = 8050,
+    warm_up: Annotated[
+        bool,
+        typer.Option(
+            "--warm-up/--no-warm-up",
+            help="Compile the models in the background at start (instant first what-if).",
+        ),
+    ] = True,
+) -> None:
+    """Serve the dashboard (the clinician's what-if page) at http://HOST:PORT/."""
+    out_console, err = _consoles()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            f"warning: serving on {host}: anyone who can reach this address can use the "
+            "dashboard and see the patient data typed in (there is no login); use the default "
+            "127.0.0.1 unless you mean it",
+            markup=False,
+        )
+    from ..dashboard import serve
+
+    shown = f"[{host}]" if ":" in host else host
+    out_console.print(f"twinsim dashboard on http://{shown}:{port}/ (Ctrl+C stops)", markup=False)
+    serve(host, port, warm_up=warm_up)
 
 
 def main() -> None:

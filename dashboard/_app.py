@@ -1,0 +1,195 @@
+"""The Dash app: navigation bar, pages, the shared what-if session and its warm-up.
+
+Pages are registered explicitly (the package is flat, there is no ``pages/`` folder):
+:func:`create_app` registers the clinician page at ``/``; the trial-designer and
+educator pages are announced in the navigation bar as disabled items until they exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, dcc, html
+
+from ..scenarios._whatif_session import WhatIfSession
+
+__all__ = ["DashboardState", "create_app", "serve"]
+
+log = logging.getLogger(__name__)
+
+#: Largest request the server accepts, bytes (an upload is capped lower, see the page).
+MAX_REQUEST_BYTES = 4_000_000
+
+#: Pages to come, shown disabled in the navigation bar.
+COMING_PAGES = ("Trial designer", "Educator")
+
+
+@dataclass
+class DashboardState:
+    """What the app's callbacks share: the what-if session and the warm-up's progress."""
+
+    session: WhatIfSession = field(default_factory=WhatIfSession)
+    ready: threading.Event = field(default_factory=threading.Event)
+    warm_up_seconds: float | None = None
+    warm_up_error: str | None = None
+
+    def warm_up(self) -> None:
+        """Compile the fit, the regimen search and the forecast shapes the page uses.
+
+        Runs the vancomycin example with one and with four regimens (with the three
+        recommended regimens that makes the two regimen-count buckets the forecasts
+        use), so the first what-if a user asks is answered at warm speed. Errors are
+        kept (and shown on the page), never raised.
+        """
+        from ._form import N_REGIMENS, check_form, example_form
+
+        started = time.perf_counter()
+        try:
+            form = example_form("whatif_vancomycin_renal")
+            regimens = form["regimens"]
+            for count in (N_REGIMENS, 1):
+                chosen = regimens[:count] + [""] * (N_REGIMENS - count)
+                check = check_form({**form, "regimens": chosen})
+                if check.spec is not None:
+                    from ..scenarios import whatif_figure
+
+                    whatif_figure(self.session.run(check.spec))
+        except Exception as error:  # the page says so; the app still serves
+            self.warm_up_error = f"{type(error).__name__}: {error}"
+            log.exception("dashboard warm-up failed")
+        finally:
+            self.warm_up_seconds = time.perf_counter() - started
+            self.ready.set()
+
+    def start_warm_up(self) -> threading.Thread:
+        """Warm up in a background thread (the server answers meanwhile)."""
+        thread = threading.Thread(target=self.warm_up, name="twinsim-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+
+def _navbar() -> dbc.Navbar:
+    items = [dbc.NavItem(dbc.NavLink("Clinician", href="/", active="exact"))]
+    items += [
+        dbc.NavItem(
+            dbc.NavLink(
+                [
+                    name,
+                    dbc.Badge("coming", color="light", text_color="secondary", className="ms-1"),
+                ],
+                disabled=True,
+                href="#",
+            )
+        )
+        for name in COMING_PAGES
+    ]
+    return dbc.Navbar(
+        dbc.Container(
+            [
+                dbc.NavbarBrand(
+                    [html.Span("twinsim", className="fw-bold"), " · digital-twin dosing"],
+                    href="/",
+                ),
+                dbc.Nav(items, navbar=True, className="me-auto"),
+                html.Span(
+                    dbc.Badge("warming up the models…", color="warning", id="app-ready"),
+                    role="status",
+                    **{"aria-live": "polite"},
+                ),
+            ],
+            fluid=True,
+        ),
+        color="dark",
+        dark=True,
+        className="mb-3 py-1",
+    )
+
+
+def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> dash.Dash:
+    """The dashboard as a Dash app (call ``.run(...)`` or use :func:`serve`).
+
+    Parameters
+    ----------
+    state
+        Shared state (a fresh :class:`DashboardState` by default).
+    warm_up
+        Start the background warm-up (:meth:`DashboardState.warm_up`); without it the
+        app is ready at once and the first what-if compiles.
+
+    Returns
+    -------
+    dash.Dash
+    """
+    from . import _clinician
+
+    state = state or DashboardState()
+    app = dash.Dash(
+        __name__,
+        use_pages=True,
+        pages_folder="",
+        # Bootstrap's CSS is served from assets/ (a clinic network may have no internet)
+        suppress_callback_exceptions=True,
+        title="twinsim",
+        update_title=None,
+    )
+    app.server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    dash.register_page(
+        "twinsim.dashboard.clinician",
+        path="/",
+        name="Clinician",
+        title="twinsim · clinician what-if",
+        layout=_clinician.layout,
+    )
+    app.layout = html.Div(
+        [
+            _navbar(),
+            dcc.Interval(id="app-ready-poll", interval=1000),
+            dash.page_container,
+        ]
+    )
+    _clinician.register(app, state)
+
+    @app.callback(
+        Output("app-ready", "children"),
+        Output("app-ready", "color"),
+        Output("app-ready-poll", "disabled"),
+        Input("app-ready-poll", "n_intervals"),
+    )
+    def _ready(_: Any) -> tuple[str, str, bool]:
+        if not state.ready.is_set():
+            return "warming up the models…", "warning", False
+        if state.warm_up_error:
+            return "warm-up failed (first what-if compiles)", "danger", True
+        return f"ready (warmed up in {state.warm_up_seconds:.0f} s)", "success", True
+
+    app._twinsim_state = state  # for tests and the benchmark
+    if warm_up:
+        state.start_warm_up()
+    else:
+        state.ready.set()
+    return app
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = 8050, *, warm_up: bool = True, debug: bool = False
+) -> None:
+    """Serve the dashboard on ``host:port`` until interrupted.
+
+    Parameters
+    ----------
+    host
+        Address to listen on; the default serves this machine only.
+    port
+        TCP port.
+    warm_up
+        Compile the models in the background at start (see :func:`create_app`).
+    debug
+        Dash's debug mode (reloader off: the warm-up would run twice).
+    """
+    create_app(warm_up=warm_up).run(host=host, port=port, debug=debug, use_reloader=False)
