@@ -104,6 +104,7 @@ def simulate(
     at_dose: Literal["pre", "post"] = "pre",
     ode_strategy: Literal["batch", "vmap"] = "vmap",
     keep_states: bool = True,
+    sensitivity: Literal["reverse", "forward"] = "reverse",
 ) -> Solution:
     """Simulate ``model`` for every subject's parameters, doses and output times.
 
@@ -139,6 +140,11 @@ def simulate(
         Return the states at the output times as well (``Solution.states``). Large cohorts
         that need only the outputs save memory and time with ``False`` (``states`` is then
         ``None``).
+    sensitivity
+        ODE engine only: how derivatives of the solve are taken. ``"reverse"`` (default)
+        serves :func:`jax.grad` through checkpointed steps; ``"forward"`` serves
+        :func:`jax.jvp`/:func:`jax.jacfwd` only — cheaper to compile, and cheaper to run
+        for derivatives with respect to a few parameters. The values are the same.
 
     Returns
     -------
@@ -201,9 +207,13 @@ def simulate(
             raise SimulationError(f"`solver` must be one of {list(_SOLVERS)}, got {solver!r}")
         if ode_strategy not in ("batch", "vmap"):
             raise SimulationError(f"`ode_strategy` must be 'batch' or 'vmap', got {ode_strategy!r}")
+        if sensitivity not in _SENSITIVITIES:
+            raise SimulationError(
+                f"`sensitivity` must be one of {list(_SENSITIVITIES)}, got {sensitivity!r}"
+            )
         options = dict(
             at_dose=at_dose, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver,
-            strategy=ode_strategy, **walk,
+            strategy=ode_strategy, sensitivity=sensitivity, **walk,
         )  # fmt: skip
     else:
         raise SimulationError(f"`method` must be 'auto', 'linear' or 'ode', got {method!r}")
@@ -1126,7 +1136,9 @@ def _linear_by_powers(a, x0, doses: _Doses, plan: _Plan, steady_state):
 
 # --------------------------------------------------------------------------- ODE engine
 
-_REVERSE_MODE = diffrax.RecursiveCheckpointAdjoint()
+#: how derivatives of a solve are taken: reverse mode checkpoints the steps; forward mode
+#: pushes tangents along (cheaper to compile, and cheap for a few parameters)
+_SENSITIVITIES = {"reverse": diffrax.RecursiveCheckpointAdjoint, "forward": diffrax.ForwardMode}
 _SOLVERS = {"tsit5": diffrax.Tsit5, "dopri8": diffrax.Dopri8, "kvaerno5": diffrax.Kvaerno5}
 
 
@@ -1156,10 +1168,12 @@ def _solve_ode(
     strategy,
     plan,
     run_time,
+    sensitivity="reverse",
 ):
     n = params.shape[0]
     doses = _effective_doses(model, params, events)
     x0 = jax.vmap(model.initial_state)(params)
+    solve_adjoint = _SENSITIVITIES[sensitivity]()
     term = diffrax.ODETerm(lambda t, y, args: model.vector_field(t, y, args[0]) + args[1])
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     ode_solver = _SOLVERS[solver]()
@@ -1189,7 +1203,7 @@ def _solve_ode(
         )
     )
 
-    def segment(x, r, t0, t1, p, dt0, adjoint=_REVERSE_MODE):
+    def segment(x, r, t0, t1, p, dt0, adjoint=solve_adjoint):
         """Integrate one subject from t0 to t1 with constant infusion input r."""
         moving = t1 > t0
         t1_safe = jnp.where(moving, t1, t0 + 1e-6)  # a one-step dummy solve, discarded
@@ -1238,6 +1252,7 @@ def _solve_ode(
                 stepsize_controller=batch_controller,
                 max_steps=max_steps,
                 throw=False,
+                adjoint=solve_adjoint,
             )
             steps = jnp.maximum(sol.stats["num_accepted_steps"], 1)
             done = (sol.ys[-1], jnp.full(n, (tb - ta) / steps), jnp.zeros(n, jnp.int32))
@@ -1268,7 +1283,7 @@ def _solve_ode(
             stepsize_controller=diffrax.ClipStepSizeController(controller, step_ts=save_t),
             max_steps=max_steps,
             throw=False,
-            adjoint=_REVERSE_MODE,
+            adjoint=solve_adjoint,
         )
         steps = jnp.maximum(sol.stats["num_accepted_steps"], 1)
         saved = jnp.where(moving, sol.ys[:-1], x)
@@ -1302,6 +1317,7 @@ def _solve_ode(
                 ),
                 max_steps=max_steps,
                 throw=False,
+                adjoint=solve_adjoint,
             )
             steps = jnp.maximum(sol.stats["num_accepted_steps"], 1)
             done = (
@@ -1321,7 +1337,7 @@ def _solve_ode(
         move = whole_batch if strategy == "batch" else each_subject
         return jax.lax.cond(jnp.any(t1 > t0), move, stay, None)
 
-    def cycle(x, bolus, rate, duration, h, adjoint=_REVERSE_MODE):
+    def cycle(x, bolus, rate, duration, h, adjoint=solve_adjoint):
         """State ``h`` after a dose arrives on ``x``: infusion on for ``min(duration, h)``."""
 
         def one(p_i, x_i, b_i, r_i, d, h_i):

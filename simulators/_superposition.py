@@ -215,13 +215,17 @@ def predict_outputs(
     times: Float[Array, " time"] | Float[Array, "subject time"],
     *,
     method: Literal["auto", "superposition", "linear", "ode"] = "auto",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    sensitivity: Literal["reverse", "forward"] = "reverse",
 ) -> Float[Array, "subject time output"]:
     """Outputs ``[subject, time, output]`` by the fastest exact path available.
 
     ``"auto"``: :func:`predict_linear` for a linear model without steady-state doses,
     otherwise :func:`~twinsim.simulators.simulate`; ``"superposition"`` forces the former,
     ``"linear"``/``"ode"`` the engine. Times may be per subject and must be sorted for the
-    engine.
+    engine. ``rtol``, ``atol`` and ``sensitivity`` are the ODE engine's (see
+    :func:`~twinsim.simulators.simulate`).
 
     Examples
     --------
@@ -249,4 +253,7 @@ def predict_outputs(
     engine = "auto" if method == "auto" else method
     if events.n_subjects == 1 and params.shape[0] > 1:
         events = events.broadcast(params.shape[0])
-    return simulate(model, params, events, times, method=engine).outputs
+    return simulate(
+        model, params, events, times, method=engine, rtol=rtol, atol=atol,
+        sensitivity=sensitivity, keep_states=False,
+    ).outputs  # fmt: skip

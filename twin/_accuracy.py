@@ -58,6 +58,7 @@ __all__ = [
     "WARFARIN_DESIGN",
     "run_study",
     "scipy_map",
+    "scipy_objective",
     "vancomycin_study",
     "warfarin_study",
 ]
@@ -192,21 +193,33 @@ def _summarise(chosen, point, lo, hi, truth, groups, n_nuts: int) -> dict[str, A
 
 
 def scipy_map(twin: PatientTwin, *, x0: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """An independent MAP of the twin's η by :func:`scipy.optimize.minimize`.
-
-    Objective (the twin's, written again with numpy/scipy): ``½ ηᵀΩ⁻¹η − Σ log p(y_i |
-    f_i(η))``, ``f`` from the engine (:func:`~twinsim.simulators.simulate`) with the
-    individual parameters ``p_typ · exp(η)``, ``log p`` the normal log density of the
-    model's residual error (additive, proportional, combined; log scale for exponential
-    error, with the Jacobian ``−log y``); observations below the LLOQ add ``log P(y <
-    lloq)`` (Beal's M3).
+    """An independent MAP of the twin's η: :func:`scipy_objective` minimised by
+    :func:`scipy.optimize.minimize` (BFGS, finite-difference gradients).
 
     Returns
     -------
     (eta, objective)
         The minimiser and the objective's value there.
     """
-    from scipy import optimize, stats
+    from scipy import optimize
+
+    objective = scipy_objective(twin)
+    start = np.zeros(len(twin.model.random_effects)) if x0 is None else np.asarray(x0, np.float64)
+    best = optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-8})
+    return np.asarray(best.x), float(best.fun)
+
+
+def scipy_objective(twin: PatientTwin):
+    """The twin's negative log posterior of η, written again with numpy/scipy.
+
+    ``½ ηᵀΩ⁻¹η − Σ log p(y_i | f_i(η))``, ``f`` from the engine
+    (:func:`~twinsim.simulators.simulate`, rtol 1e-8) with the individual parameters
+    ``p_typ · exp(η)``, ``log p`` the normal log density of the model's residual error
+    (additive, proportional, combined; log scale for exponential error, with the Jacobian
+    ``−log y``); observations below the LLOQ add ``log P(y < lloq)`` (Beal's M3). Normal
+    densities keep their constants, so values differ from the twin's by a constant in η.
+    """
+    from scipy import stats
 
     pm = twin.model
     omega_inv = np.linalg.inv(np.asarray(pm.omega, np.float64))
@@ -246,9 +259,7 @@ def scipy_map(twin: PatientTwin, *, x0: np.ndarray | None = None) -> tuple[np.nd
                 total -= stats.norm.logpdf(value, pred, sd)
         return total
 
-    start = np.zeros(len(index)) if x0 is None else np.asarray(x0, np.float64)
-    best = optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-8})
-    return np.asarray(best.x), float(best.fun)
+    return objective
 
 
 _ENGINE_CACHE: dict[int, Any] = {}

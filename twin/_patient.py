@@ -88,7 +88,12 @@ __all__ = [
 ]
 
 _METRICS = ("auc24", "trough", "concentration", "time_in_range", "inr")
-_FD_STEP = 1e-4  # central differences of the gradient for ODE Hessians (η on the log scale)
+# ODE models: the MAP search and its Hessian (central differences of the gradient, steps
+# in prior SDs of η) on solves to rtol 1e-7 — far below any assay's error, and the
+# gradient is smooth to ~1e-7 relative, so the Hessian is good to ~1e-4
+_FD_STEP = 1e-3
+_FIT_RTOL, _FIT_ATOL = 1e-7, 1e-9
+_MODE_BOUND_SD = 10.0  # the search stays within 10 prior SDs of the population
 
 
 class PatientTwinError(ValueError):
@@ -448,7 +453,12 @@ class _Engine:
         ]
         self.n_effects = len(model.random_effects)
         self.chol = jnp.asarray(_cholesky(model.omega))
+        self.prior_sd = np.sqrt(np.diag(np.asarray(model.omega)))
+        self._observed = self._observed_predictions
+        if not self.linear:
+            self._observed = _forward_mode_jacobian(self._observed_predictions)
         self.map = jax.jit(self._map)
+        self.value_and_grad = jax.jit(jax.value_and_grad(self._objective))
         self.predict = jax.jit(self._predict)
         self.prior_draws = jax.jit(self._prior_draws, static_argnums=2)
         self._mcmc: dict[tuple, Any] = {}
@@ -458,12 +468,17 @@ class _Engine:
         """Individual parameters ``[n, P]`` from typical ``[P]`` and η ``[n, R]``."""
         return self.model._apply(jnp.broadcast_to(typical, (eta.shape[0], typical.shape[-1])), eta)
 
-    def log_likelihood(self, eta: Array, batch: Mapping[str, Any]) -> Array:
+    def _observed_predictions(self, eta: Array, batch: Mapping[str, Any]) -> Array:
+        """The model's prediction for each (padded) observation row."""
         params = self._params(batch["typical"], eta[None])
         prediction = predict_outputs(
-            self.model.structural, params, batch["events"], batch["times"][None], method=self.method
-        )[0]
-        f = jnp.take_along_axis(prediction, batch["output"][:, None], axis=-1)[:, 0]
+            self.model.structural, params, batch["events"], batch["times"][None],
+            method=self.method, rtol=_FIT_RTOL, atol=_FIT_ATOL, sensitivity="forward",
+        )[0]  # fmt: skip
+        return jnp.take_along_axis(prediction, batch["output"][:, None], axis=-1)[:, 0]
+
+    def log_likelihood(self, eta: Array, batch: Mapping[str, Any]) -> Array:
+        f = self._observed(eta, batch)
         total = jnp.zeros(())
         for j, err in self.errors:
             ll = err.log_likelihood(
@@ -480,31 +495,65 @@ class _Engine:
     def _objective(self, eta: Array, batch: Mapping[str, Any]) -> Array:
         return -(self.log_prior(eta, batch["prior_weight"]) + self.log_likelihood(eta, batch))
 
-    def _hessian(self, eta: Array, batch) -> Array:
-        if self.linear:
-            h = jax.hessian(self._objective)(eta, batch)
-        else:
-            # the ODE adjoint has no forward mode: central differences of the exact gradient
-            grad = jax.grad(self._objective)
-            steps = _FD_STEP * jnp.eye(self.n_effects)
-            plus = jax.vmap(lambda s: grad(eta + s, batch))(steps)
-            minus = jax.vmap(lambda s: grad(eta - s, batch))(steps)
-            h = (plus - minus) / (2 * _FD_STEP)
-        return 0.5 * (h + h.T)
-
     def _map(self, batch: Mapping[str, Any], eta0: Array):
+        """Linear models: mode by BFGS and the exact Hessian, in one compiled call."""
         import optimistix as optx
 
         solver = optx.BFGS(rtol=1e-9, atol=1e-9)
         sol = optx.minimise(self._objective, solver, eta0, args=batch, max_steps=500, throw=False)
         eta = sol.value
+        h = jax.hessian(self._objective)(eta, batch)
         return (
             eta,
-            self._hessian(eta, batch),
+            0.5 * (h + h.T),
             self._objective(eta, batch),
             sol.result == optx.RESULTS.successful,
             sol.stats["num_steps"],
         )
+
+    def mode(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, float, bool, int]:
+        """The posterior mode of η, the Hessian of the negative log posterior there, its
+        value, whether the optimiser converged and its iterations.
+
+        Linear models run :meth:`_map` (compiled BFGS). ODE models are driven from the host:
+        one compiled value-and-gradient (forward sensitivities) serves a bounded L-BFGS-B
+        search in prior-whitened coordinates and central differences of the gradient for
+        the Hessian. An ODE solve can fail far from the mode (extreme parameters); such a
+        point is scored as very improbable instead of poisoning the search with NaN.
+        """
+        r = self.n_effects
+        if self.linear:
+            eta, hess, value, ok, steps = self.map(batch, jnp.zeros(r))
+            return np.asarray(eta), np.asarray(hess), float(value), bool(ok), int(steps)
+        from scipy.optimize import minimize
+
+        scale = np.asarray(self.chol) / math.sqrt(float(batch["prior_weight"]))
+
+        def value_and_grad(eta: np.ndarray) -> tuple[float, np.ndarray]:
+            v, g = self.value_and_grad(jnp.asarray(eta), batch)
+            return float(v), np.asarray(g)
+
+        def whitened(z: np.ndarray) -> tuple[float, np.ndarray]:
+            v, g = value_and_grad(scale @ z)
+            if not (np.isfinite(v) and np.all(np.isfinite(g))):
+                # a failed solve: far worse than any point seen, sloping back to the prior
+                return 1e12 * (1.0 + float(z @ z)), 2e12 * z
+            return v, scale.T @ g
+
+        bound = _MODE_BOUND_SD
+        sol = minimize(
+            whitened, np.zeros(r), jac=True, method="L-BFGS-B", bounds=[(-bound, bound)] * r,
+            options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-7},
+        )  # fmt: skip
+        eta = scale @ sol.x
+        steps = _FD_STEP * self.prior_sd
+        columns = [
+            (value_and_grad(eta + h * e)[1] - value_and_grad(eta - h * e)[1]) / (2 * h)
+            for h, e in zip(steps, np.eye(r), strict=True)
+        ]
+        hess = np.stack(columns, axis=1)
+        ok = bool(sol.success) and bool(np.all(np.abs(sol.x) < bound))
+        return eta, 0.5 * (hess + hess.T), float(sol.fun), ok, int(sol.nit)
 
     def _prior_draws(self, key: Array, prior_weight: Array, n: int) -> Array:
         z = jax.random.normal(key, (n, self.n_effects), jnp.float64)
@@ -556,6 +605,29 @@ class _Engine:
                 jit_model_args=True,
             )
         return self._mcmc[key]
+
+
+def _forward_mode_jacobian(predict):
+    """``predict(eta, batch)`` differentiated in forward mode behind any transformation.
+
+    An ODE solve's reverse-mode derivative checkpoints every step (slow to compile and to
+    run); with a few random effects, pushing one tangent per effect forward is cheaper. The
+    JVP rule computes the Jacobian ``∂f/∂η`` by :func:`jax.jacfwd` and returns ``J · η̇``,
+    a product that reverse mode (``jax.grad``, NUTS) transposes directly. The data in
+    ``batch`` are held constant.
+    """
+
+    @jax.custom_jvp
+    def predicted(eta, batch):
+        return predict(eta, batch)
+
+    @predicted.defjvp
+    def _jvp(primals, tangents):
+        eta, batch = primals
+        jac, value = jax.jacfwd(lambda e: (lambda f: (f, f))(predict(e, batch)), has_aux=True)(eta)
+        return value, jac @ tangents[0]
+
+    return predicted
 
 
 @functools.lru_cache(maxsize=32)
@@ -902,7 +974,8 @@ class PatientTwin:
         model, _ = _resolve_model(drug)
         engine = _engine(model)
         counts = {
-            name: getattr(engine, name)._cache_size() for name in ("map", "predict", "prior_draws")
+            name: getattr(engine, name)._cache_size()
+            for name in ("map", "value_and_grad", "predict", "prior_draws")
         }
         counts["nuts_configurations"] = len(engine._mcmc)
         return counts
@@ -970,8 +1043,7 @@ class PatientTwin:
                 {"seconds": _time.perf_counter() - start, "observations": 0},
             )  # fmt: skip
         batch = self._batch(prior_weight)
-        eta, hess, value, ok, steps = engine.map(batch, jnp.zeros(r))
-        eta, hess = np.asarray(eta), np.asarray(hess)
+        eta, hess, value, ok, steps = engine.mode(batch)
         cov, pd = _inverse_pd(hess)
         diagnostics: dict[str, Any] = {
             "converged": bool(ok),
@@ -1006,7 +1078,9 @@ class PatientTwin:
         jitter = 0.1 * np.asarray(
             jax.random.normal(jax.random.fold_in(key, 1), (num_chains, z_mode.size))
         )
-        init = {"eta_z": jnp.asarray(z_mode[None] + jitter)}
+        start = z_mode[None] + jitter
+        # numpyro takes one chain's start without the chain axis
+        init = {"eta_z": jnp.asarray(start[0] if num_chains == 1 else start)}
         mcmc.run(key, batch, init_params=init, extra_fields=("diverging", "num_steps"))
         eta = np.asarray(mcmc.get_samples(group_by_chain=True)["eta"])  # [chain, draw, R]
         fields = mcmc.get_extra_fields(group_by_chain=True)
