@@ -179,6 +179,8 @@ _DRAWN = (
 def time_regimen_change(page: Any, slot: int, text: str, timeout_s: float = 120.0) -> float:
     """Seconds from committing regimen ``text`` in ``slot`` to its curve drawn in the plot."""
     selector = f"#cl-regimen_{slot}"
+    if page.evaluate(_DRAWN, text):
+        raise ValueError(f"{text!r} is already in the plot; time a regimen new to the page")
     page.fill(selector, text)
     started = time.perf_counter()
     page.press(selector, "Enter")

@@ -429,6 +429,10 @@ def layout(**_: Any) -> dbc.Container:
                 **{"aria-live": "polite"},
             ),
         ],
+        extra=html.Small(
+            "up to 4 side by side · Enter or Tab updates · times in h from the first dose",
+            className="text-muted",
+        ),
     )
     forecast = _card(
         "Forecast",

@@ -1,0 +1,112 @@
+"""Dashboard responsiveness: a what-if update measured in a real browser.
+
+Run: ``nice .venv/bin/python benchmarks/bench_dashboard.py`` (writes
+``benchmarks/results/dashboard.json``; needs Debian's chromium and playwright, see
+``make test``). It starts ``twinsim dashboard`` on a free port, opens the clinician page
+in headless Chromium at laptop size (1366×768), waits for the warm-up and the first
+forecast (the vancomycin example: 72 y, 80 kg, SCr 1.9 mg/dL, 1 g q12h × 4, a peak and a
+trough; four regimens plus the three the twin recommends, 500 posterior draws), then
+types ``--changes`` different regimens into one slot, one after another. Each latency is
+the time from pressing Enter in the regimen field to the new regimen's curve being in
+the plot (polled every animation frame); the first change is not timed (warm). The
+server's own time for each update (form validation + forecast, shown on the page) is
+recorded too, so the browser's share (transfer, figure and rendering) can be read off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from twinsim.dashboard._browser import (
+    VIEWPORT,
+    DashboardServer,
+    launch_chromium,
+    summarise,
+    time_regimen_change,
+    wait_ready,
+)
+
+RESULTS = Path(__file__).parent / "results" / "dashboard.json"
+
+#: The example's regimens (slots A, C and D keep theirs).
+_ON_PAGE = {"1000 mg over 1 h q12h", "750 mg over 1 h q12h", "1000 mg over 1 h q24h"}
+
+#: Regimens typed into slot B, in turn (all new to the page, so each one is forecast).
+REGIMENS = [
+    text
+    for interval in (12, 24, 36)
+    for amount in (500, 750, 1000, 1250, 1500, 1750, 2000)
+    for hours in (1, 2)
+    if (text := f"{amount} mg over {hours} h q{interval}h") not in _ON_PAGE
+]
+
+
+def _server_ms(page) -> float | None:
+    match = re.search(r"Updated in (\d+) ms", page.inner_text("#cl-timing"))
+    return float(match.group(1)) if match else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=20, help="timed regimen changes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--screenshot", type=Path, default=None, help="PNG of the final page")
+    args = parser.parse_args(argv)
+    if args.changes + 1 > len(REGIMENS):
+        parser.error(f"--changes must be at most {len(REGIMENS) - 1}")
+
+    started = time.perf_counter()
+    with DashboardServer() as server, launch_chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(300_000)
+        page.goto(server.url)
+        wait_ready(page)
+        ready_s = time.perf_counter() - started
+        time_regimen_change(page, 1, REGIMENS[0])  # warm, not timed
+        browser_s, server_ms = [], []
+        for text in REGIMENS[1 : args.changes + 1]:
+            browser_s.append(time_regimen_change(page, 1, text))
+            server_ms.append(_server_ms(page))
+        if args.screenshot:
+            page.screenshot(path=args.screenshot, full_page=True)
+    summary = summarise(browser_s)
+    measured = [m for m in server_ms if m is not None]
+    record = {
+        "what": "clinician page: time from Enter in a regimen field to the new curve drawn",
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()),
+            "browser": "Debian chromium, headless, 1366x768 (Playwright)",
+        },
+        "case": "vancomycin example (whatif_vancomycin_renal): 4 regimens + 3 recommended, "
+        "500 draws, 289 forecast times; fit and regimen search reused",
+        "update_latency_ms": summary,
+        "runs_ms": [round(1000 * s, 1) for s in browser_s],
+        "server_ms": {
+            "median": sorted(measured)[len(measured) // 2] if measured else None,
+            "runs": measured,
+        },
+        "time_to_ready_s": round(ready_s, 1),
+        "target": "< 500 ms after warm-up (issue 5)",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record["update_latency_ms"], indent=2))
+    print(f"server median {record['server_ms']['median']} ms; wrote {args.out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

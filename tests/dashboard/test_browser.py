@@ -1,0 +1,226 @@
+"""The clinician page in a real headless Chromium, driven by clicking and typing.
+
+The server is ``twinsim dashboard`` in a subprocess on a free port; the browser is
+Debian's ``chromium`` (installed by ``make test``) driven by Playwright. The tests run in
+file order on one page: they change the genotype, add a level, compare regimens (and
+time each update), accept the recommendation, upload levels, make the fit fail, and
+download the report. Screenshots go to ``$TWINSIM_SCREENSHOTS`` (default: a pytest
+temporary folder). No timing is asserted: the update latencies are printed and written
+to ``latency.json`` next to the screenshots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
+
+from twinsim.dashboard._browser import (
+    VIEWPORT,
+    DashboardServer,
+    chromium_path,
+    graph_trace_names,
+    launch_chromium,
+    set_field,
+    summarise,
+    time_regimen_change,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.skipif(
+    chromium_path() is None,
+    reason="no Chromium at /usr/bin/chromium: install Debian's chromium and chromium-driver "
+    "(make test does) or set TWINSIM_CHROMIUM",
+)
+
+TIMEOUT_MS = 180_000
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = os.environ.get("TWINSIM_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(shots: Path):
+    with DashboardServer(log=shots / "server.log") as server, launch_chromium() as browser:
+        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server.url)
+        wait_ready(page)
+        yield page
+        context.close()
+
+
+def _text(page, selector: str) -> str:
+    return page.inner_text(selector).strip()
+
+
+def _wait_text(page, selector: str, needle: str) -> None:
+    page.wait_for_function(
+        "([s, n]) => { const e = document.querySelector(s); return !!e && e.innerText.includes(n); }",
+        arg=[selector, needle],
+    )
+
+
+def _measured_points(page) -> int:
+    return page.evaluate(
+        "() => { const g = document.querySelector('#cl-graph .js-plotly-plot');"
+        " const t = (g.data || []).find(t => (t.name || '').startsWith('measured'));"
+        " return t ? t.x.length : 0; }"
+    )
+
+
+def test_page_opens_with_the_example_forecast(page, shots: Path) -> None:
+    """Navigation bar, the example's four regimens and the recommendation with units."""
+    assert "Clinician" in _text(page, ".navbar")
+    coming = page.locator(".navbar .nav-link.disabled")
+    assert coming.count() == 2 and "coming" in coming.first.inner_text()
+    names = graph_trace_names(page)
+    for regimen in ("1000 mg over 1 h q12h", "750 mg over 1 h q12h", "1250 mg over 90 min q24h"):
+        assert any(n.startswith(regimen + " (PTA") for n in names), names
+    assert _measured_points(page) == 2
+    card = _text(page, "#cl-recommendation")
+    assert "PTA" in card and "%" in card and "mg*h/L" in card and "mg/L" in card
+    header = _text(page, "#cl-table thead")
+    assert "AUC24 (mg*h/L)" in header and "trough (mg/L)" in header and "PTA (%)" in header
+    page.screenshot(path=shots / "clinician.png", full_page=True)
+    page.screenshot(path=shots / "clinician_laptop.png")
+
+
+def test_genotype_change_and_invalid_genotype_message(page, shots: Path) -> None:
+    """A typed diplotype shows its phenotype; an unknown allele shows the spec's message."""
+    set_field(page, "gene_CYP2C9", "*3/*1")
+    _wait_text(page, "#cl-gene_CYP2C9-help", "*1/*3: intermediate metabolizer")
+    set_field(page, "gene_CYP2C9", "*1/*99")
+    _wait_text(page, "#cl-gene_CYP2C9-feedback", "not a known CYP2C9 allele")
+    assert "is-invalid" in page.get_attribute("#cl-gene_CYP2C9", "class")
+    _wait_text(page, "#cl-status", "Fix the highlighted fields")
+    page.locator("#cl-gene_CYP2C9").scroll_into_view_if_needed()
+    page.screenshot(path=shots / "clinician_invalid_field.png")
+    set_field(page, "gene_CYP2C9", "")
+    page.wait_for_function(
+        "() => document.querySelector('#cl-gene_CYP2C9-feedback').innerText.trim() === ''"
+    )
+    page.wait_for_function("() => document.querySelector('#cl-status').innerText.trim() === ''")
+
+
+def _edit_cell(page, table: str, row: int, column: str, text: str) -> None:
+    cell = page.locator(f'#cl-{table} td[data-dash-row="{row}"][data-dash-column="{column}"]')
+    cell.click()
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def test_add_a_level_refits_the_twin(page) -> None:
+    """A third level typed into the table is drawn and used by the fit."""
+    page.click("#cl-add-level")
+    page.wait_for_selector('#cl-levels td[data-dash-row="2"][data-dash-column="time"]')
+    _edit_cell(page, "levels", 2, "time", "23.5")
+    _edit_cell(page, "levels", 2, "value", "17.2")
+    page.wait_for_function(
+        "() => { const g = document.querySelector('#cl-graph .js-plotly-plot');"
+        " const t = (g.data || []).find(t => (t.name || '').startsWith('measured'));"
+        " return t && t.x.length === 3; }"
+    )
+    assert "3 level(s)" in _text(page, "#cl-recommendation")
+
+
+def test_compare_regimens_side_by_side_and_time_updates(page, shots: Path) -> None:
+    """Each regimen typed in a slot is forecast; the update latency is measured."""
+    regimens = [
+        "1500 mg over 2 h q24h",
+        "1250 mg over 1 h q24h",
+        "500 mg over 1 h q12h",
+        "1000 mg over 1 h q36h",
+        "1750 mg over 2 h q24h",
+        "750 mg over 1 h q24h",
+        "1250 mg over 90 min q12h",
+        "1500 mg over 2 h q36h",
+        "1000 mg over 2 h q24h",
+    ]
+    time_regimen_change(page, 1, "2000 mg over 2 h q24h")  # warm: not timed
+    latencies = [time_regimen_change(page, 1, text) for text in regimens]
+    names = graph_trace_names(page)
+    assert any(n.startswith("1000 mg over 2 h q24h (PTA") for n in names)
+    assert not any(n.startswith("750 mg over 1 h q12h (PTA") for n in names)  # replaced
+    summary = summarise(latencies)
+    (shots / "latency.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nwhat-if update latency in the browser: {summary}")
+    page.screenshot(path=shots / "clinician_compare.png", full_page=True)
+
+
+def test_accept_recommendation_puts_it_in_a_regimen_slot(page) -> None:
+    """The recommended regimen goes into a slot and is forecast as a candidate."""
+    page.wait_for_selector("#cl-accept:not([disabled])")
+    recommended = _text(page, "#cl-recommended-name")
+    set_field(page, "regimen_3", "")
+    page.wait_for_function("() => document.querySelector('#cl-regimen_3').value === ''")
+    page.click("#cl-accept")
+    page.wait_for_function(
+        "name => [0, 1, 2, 3].some(i => document.querySelector('#cl-regimen_' + i).value === name)",
+        arg=recommended,
+    )
+    # now a candidate the search also finds: one row (marked ★), one curve
+    page.wait_for_function(
+        "name => [...document.querySelectorAll('#cl-table tbody tr')].filter("
+        " r => r.cells[0].innerText.startsWith(name)).length === 1 && document.querySelector("
+        "'#cl-regimen_3').value === name",
+        arg=recommended,
+    )
+    names = [n for n in graph_trace_names(page) if n.startswith(recommended + " (PTA")]
+    assert len(names) == 1
+
+
+def test_upload_levels_csv_and_bad_file(page, shots: Path) -> None:
+    """A CSV of levels fills the table; a bad file shows its line and column."""
+    upload = "#cl-upload input[type=file]"
+    good = b"time,value\n37.5 h,27.1\n47.5,23.9 mg/L\n"
+    page.set_input_files(
+        upload, files=[{"name": "levels.csv", "mimeType": "text/csv", "buffer": good}]
+    )
+    _wait_text(page, "#cl-upload-feedback", "Read 2 level(s) from levels.csv (CSV)")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#cl-levels td[data-dash-column=\"time\"]').length === 2"
+    )
+    bad = b"time,value\n12,abc\n"
+    page.set_input_files(upload, files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": bad}])
+    _wait_text(page, "#cl-upload-feedback", "line 2: `value` could not read 'abc'")
+
+
+def test_failed_fit_says_why_on_the_page(page, shots: Path) -> None:
+    """A level before any dose cannot be fitted: the page says why and recovers."""
+    page.click("#cl-add-level")
+    page.wait_for_selector('#cl-levels td[data-dash-row="2"][data-dash-column="time"]')
+    _edit_cell(page, "levels", 2, "time", "0")
+    _edit_cell(page, "levels", 2, "value", "5")
+    _wait_text(page, "#cl-status", "could not be fitted")
+    assert "before any dose" in _text(page, "#cl-status")
+    page.locator("#cl-status").scroll_into_view_if_needed()
+    page.screenshot(path=shots / "clinician_failed_fit.png")
+    row = page.locator("#cl-levels tr").filter(has=page.locator('td[data-dash-row="2"]'))
+    row.locator("td.dash-delete-cell").click()
+    page.wait_for_function("() => document.querySelector('#cl-status').innerText.trim() === ''")
+
+
+def test_download_report_of_what_is_on_screen(page, tmp_path: Path) -> None:
+    """The HTML report is the library's what-if report of the spec on screen."""
+    recommended = _text(page, "#cl-recommended-name")
+    with page.expect_download() as download:
+        page.click("#cl-download-button")
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    html = path.read_text(encoding="utf-8")
+    assert path.name.startswith("twinsim-whatif-vancomycin-V-01")
+    assert "<h2>Recommendation</h2>" in html and recommended in html
+    assert "id: V-01" in html  # the spec on screen, as YAML
