@@ -163,7 +163,7 @@ def layout(**_: Any) -> dbc.Container:
             g,
             form[f"gene_{g}"],
             placeholder={"VKORC1": "e.g. G/A"}.get(g, "e.g. *1/*3"),
-            help=genotype_note(g, form[f"gene_{g}"]) or "not tested",
+            help=genotype_note(g, form[f"gene_{g}"]),
             width=4,
         )
         for g in GENES_SHOWN
@@ -884,9 +884,7 @@ def register(app: Any, state: Any) -> None:
         *[Input(_id(f"gene_{g}"), "value") for g in GENES_SHOWN],
     )
     def _genotype_notes(*values: Any):
-        return tuple(
-            genotype_note(g, v) or "not tested" for g, v in zip(GENES_SHOWN, values, strict=True)
-        )
+        return tuple(genotype_note(g, v) for g, v in zip(GENES_SHOWN, values, strict=True))
 
     @app.callback(
         *[Output(_id(k), "value", allow_duplicate=True) for k in _FORM_KEYS],
@@ -994,8 +992,9 @@ def history_from_text(text: str | None, drug: str | None, weight: str | None) ->
     >>> rows = history_from_text("1 g over 1 h q12h x 2 doses", "vancomycin", "80")
     >>> [(r["time"], r["amount"], r["duration"]) for r in rows]
     [(0.0, 1000.0, 1.0), (12.0, 1000.0, 1.0)]
-    >>> history_from_text("1 g q12h", "vancomycin", None)[:40]
-    '`history` repeats to the end (no count) '
+    >>> print(history_from_text("1 g q12h", "vancomycin", None))  # doctest: +ELLIPSIS
+    cannot build the doses of the regimen (1 problem):
+      - `regimen.doses[0]` repeats every 12 h to the end of the simulation; ...
     """
     from ..scenarios import PatientSpec, RegimenSpec, SpecError
 

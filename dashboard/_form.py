@@ -289,7 +289,8 @@ def _place(
 
 
 def genotype_note(gene: str, text: str | None) -> str:
-    """The phenotype of a typed diplotype (``""`` when blank or not readable).
+    """The phenotype of a typed diplotype: ``"not tested"`` when blank, ``""`` when unreadable
+    (the field then shows the spec's message instead).
 
     Examples
     --------
@@ -299,7 +300,7 @@ def genotype_note(gene: str, text: str | None) -> str:
     from ..priors import CovariateError, parse_diplotype, phenotype
 
     if _blank(text):
-        return ""
+        return "not tested"
     try:
         canonical = parse_diplotype(gene, text.strip())
         return f"{canonical}: {phenotype(gene, canonical)}"

@@ -292,15 +292,13 @@ class WhatIfSession:
 
     Examples
     --------
+    >>> from twinsim.scenarios import load_whatif, whatif_examples
+    >>> spec = load_whatif(whatif_examples()["whatif_vancomycin_renal"])
     >>> session = WhatIfSession()
-    >>> spec = WhatIfSpec(drug="vancomycin", patient={"age": 70, "sex": "M", "weight": 80, "scr": 1.2},
-    ...                   history="1 g over 1 h q12h x 2 doses", candidates=["1 g over 1 h q12h"],
-    ...                   observations=[{"time": 23.5, "value": 9.0}], horizon=24,
-    ...                   fit={"n_draws": 50}, recommend=False)
     >>> first = session.run(spec)
-    >>> second = session.run(spec.model_copy(update={"horizon": 36.0}))
-    >>> session.last["fit_cached"], second.forecasts[0].name
-    (True, '1 g over 1 h q12h')
+    >>> fewer = session.run(spec.model_copy(update={"candidates": spec.candidates[:2]}))
+    >>> session.last["fit_cached"], session.last["search_cached"], fewer.forecasts[1].name
+    (True, True, '750 mg over 1 h q12h')
     """
 
     max_fits: int = 8

@@ -114,4 +114,19 @@ def test_genotype_note_names_the_phenotype() -> None:
     assert genotype_note("VKORC1", "AA") == "A/A: highly increased warfarin sensitivity"
     assert genotype_note("CYP2C19", "*17/*17") == "*17/*17: ultrarapid metabolizer"
     assert genotype_note("CYP2C9", "*1/*99") == ""
-    assert genotype_note("CYP2C9", "  ") == ""
+    assert genotype_note("CYP2C9", "  ") == "not tested"
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from twinsim.dashboard import _clinician, _form
+
+    for module in (
+        _form,
+        _clinician,
+    ):
+        result = doctest.testmod(
+            module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        )
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -89,3 +89,15 @@ def test_nonmem_with_several_subjects_needs_a_subject() -> None:
 def test_nonmem_errors_keep_the_line_number() -> None:
     with pytest.raises(LevelsError, match=r"line 3, column TIME: .x. is not a number"):
         read_levels("ID,TIME,AMT,DV\n1,0,100,.\n1,x,0,3\n")
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from twinsim.scenarios import _levels
+
+    for module in (_levels,):
+        result = doctest.testmod(
+            module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        )
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -70,3 +70,15 @@ def test_least_recently_used_fits_are_dropped(spec) -> None:
     session.run(spec)
     assert session.last["fit_cached"] is False
     assert session.sizes == {"fits": 1, "searches": 1}
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from twinsim.scenarios import _whatif_session
+
+    for module in (_whatif_session,):
+        result = doctest.testmod(
+            module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        )
+        assert result.failed == 0 and result.attempted > 0, module.__name__
