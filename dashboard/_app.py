@@ -17,7 +17,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 
-from ..scenarios._whatif_session import WhatIfSession
+from ..scenarios import WhatIfSession
 
 __all__ = ["DashboardState", "create_app", "serve"]
 

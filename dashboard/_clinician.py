@@ -700,7 +700,7 @@ def upload_levels(contents: str | None, filename: str | None, drug: str | None) 
         ``levels`` and ``history`` (table rows, ``None`` when the file gives none),
         ``message`` and ``ok``.
     """
-    from ..scenarios._levels import MAX_LEVELS_BYTES, LevelsError, read_levels
+    from ..scenarios import MAX_LEVELS_BYTES, LevelsError, read_levels
 
     name = filename or "upload.csv"
     if not contents or "," not in contents:

@@ -12,6 +12,10 @@ from ._fit import fit_data as fit_data
 from ._fit import fit_model as fit_model
 from ._fit import vpc_figure as vpc_figure
 from ._fit import write_fit_report as write_fit_report
+from ._levels import MAX_LEVELS_BYTES as MAX_LEVELS_BYTES
+from ._levels import LevelsData as LevelsData
+from ._levels import LevelsError as LevelsError
+from ._levels import read_levels as read_levels
 from ._nonmem import STANDARD_COLUMNS as STANDARD_COLUMNS
 from ._nonmem import NonmemData as NonmemData
 from ._nonmem import NonmemError as NonmemError
@@ -62,6 +66,11 @@ from ._whatif import whatif_figure as whatif_figure
 from ._whatif import whatif_html as whatif_html
 from ._whatif import whatif_json_schema as whatif_json_schema
 from ._whatif import write_whatif_report as write_whatif_report
+from ._whatif_session import WhatIfFit as WhatIfFit
+from ._whatif_session import WhatIfSession as WhatIfSession
+from ._whatif_session import fit_whatif as fit_whatif
+from ._whatif_session import forecast_whatif as forecast_whatif
+from ._whatif_session import search_whatif as search_whatif
 from ._workflows import FailedSubjectsWarning as FailedSubjectsWarning
 from ._workflows import LargeCohortWarning as LargeCohortWarning
 from ._workflows import WorkflowWarning as WorkflowWarning
