@@ -28,6 +28,7 @@ __all__ = [
     "chromium_path",
     "free_port",
     "graph_trace_names",
+    "last_request_ms",
     "launch_chromium",
     "set_field",
     "summarise",
@@ -182,10 +183,21 @@ def time_regimen_change(page: Any, slot: int, text: str, timeout_s: float = 120.
     if page.evaluate(_DRAWN, text):
         raise ValueError(f"{text!r} is already in the plot; time a regimen new to the page")
     page.fill(selector, text)
+    page.evaluate("() => performance.clearResourceTimings()")
     started = time.perf_counter()
     page.press(selector, "Enter")
     page.wait_for_function(_DRAWN, arg=text, polling="raf", timeout=timeout_s * 1000)
     return time.perf_counter() - started
+
+
+def last_request_ms(page: Any) -> float | None:
+    """The longest callback request (POST to the server, answer received) since the last
+    :func:`time_regimen_change`, ms: the server's work plus the transfer."""
+    return page.evaluate(
+        "() => { const r = performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('_dash-update-component'));"
+        " return r.length ? Math.max(...r.map(e => e.responseEnd - e.startTime)) : null; }"
+    )
 
 
 def summarise(seconds: Sequence[float]) -> dict[str, float]:

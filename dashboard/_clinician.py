@@ -3,7 +3,7 @@
 The form (patient, drug, dosing history, levels, up to four regimens) is turned into a
 :class:`~twinsim.scenarios.WhatIfSpec` by :func:`~twinsim.dashboard._form.check_form`;
 the spec's own messages are shown next to the fields. The what-if is answered by the
-shared :class:`~twinsim.scenarios._whatif_session.WhatIfSession` (the fit and the regimen
+shared :class:`~twinsim.scenarios.WhatIfSession` (the fit and the regimen
 search are reused while the patient, doses and levels stay the same, so a regimen change
 only forecasts), drawn with the library's :func:`~twinsim.scenarios.whatif_figure` and
 :func:`~twinsim.scenarios.target_figure`, and downloaded with
@@ -441,8 +441,9 @@ def layout(**_: Any) -> dbc.Container:
             dcc.Loading(
                 dcc.Graph(
                     id=_id("graph"),
-                    config={"displaylogo": False, "responsive": True},
-                    style={"height": "470px"},
+                    # the figure's own height (one or two panels) sizes the graph
+                    config={"displaylogo": False},
+                    style={"minHeight": "470px"},
                 ),
                 type="circle",
                 delay_show=800,
@@ -843,15 +844,18 @@ def register(app: Any, state: Any) -> None:
             figure = (
                 _empty_figure("No forecast: the twin could not be fitted") if failed else no_update
             )
+            # a failed fit clears what was shown (and the report: nothing is on screen);
+            # invalid fields keep the last valid forecast, marked so by the status line
+            cleared = html.P("No forecast.", className="small text-muted")
             return (
                 figure,
-                no_update if not failed else _empty_figure(""),
-                no_update if not failed else html.P("No recommendation.", className="small"),
-                no_update,
+                _empty_figure("") if failed else no_update,
+                cleared if failed else no_update,
+                cleared if failed else no_update,
                 status,
                 "",
-                no_update,
-                no_update,
+                None if failed else no_update,
+                None if failed else no_update,
                 True,
                 *invalid,
                 *feedback,

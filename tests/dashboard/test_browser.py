@@ -105,7 +105,10 @@ def test_genotype_change_and_invalid_genotype_message(page, shots: Path) -> None
     set_field(page, "gene_CYP2C9", "*1/*99")
     _wait_text(page, "#cl-gene_CYP2C9-feedback", "not a known CYP2C9 allele")
     assert "is-invalid" in page.get_attribute("#cl-gene_CYP2C9", "class")
-    assert _text(page, "#cl-gene_CYP2C9-help") == ""  # the message, not "not tested"
+    # the message instead of "not tested" (the note has its own callback: wait for it)
+    page.wait_for_function(
+        "() => document.querySelector('#cl-gene_CYP2C9-help').innerText.trim() === ''"
+    )
     _wait_text(page, "#cl-status", "Fix the highlighted fields")
     page.locator("#cl-gene_CYP2C9").scroll_into_view_if_needed()
     page.screenshot(path=shots / "clinician_invalid_field.png")
@@ -207,10 +210,12 @@ def test_failed_fit_says_why_on_the_page(page, shots: Path) -> None:
     _edit_cell(page, "levels", 2, "value", "5")
     _wait_text(page, "#cl-status", "could not be fitted")
     assert "before any dose" in _text(page, "#cl-status")
+    _wait_text(page, "#cl-table", "No forecast.")  # nothing stale is left on screen
     page.screenshot(path=shots / "clinician_failed_fit.png", full_page=True)
     row = page.locator("#cl-levels tr").filter(has=page.locator('td[data-dash-row="2"]'))
     row.locator("td.dash-delete-cell").click()
     page.wait_for_function("() => document.querySelector('#cl-status').innerText.trim() === ''")
+    _wait_text(page, "#cl-table", "PTA (%)")
 
 
 def test_download_report_of_what_is_on_screen(page, tmp_path: Path) -> None:
