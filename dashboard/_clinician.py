@@ -863,11 +863,13 @@ def register(app: Any, state: Any) -> None:
             )
         t = out["timings"]
         reused = [n for n in ("fit", "search") if t.get(f"{n}_cached")]
-        timing = (
-            f"Updated in {1000 * out['seconds']:.0f} ms (forecast {1000 * t.get('forecast_s', 0):.0f} ms"
-            + (f"; {' and '.join(reused)} reused" if reused else "")
-            + ")."
-        )
+        parts = [f"forecast {1000 * t.get('forecast_s', 0):.0f} ms"]
+        parts += [f"{n} {t[n + '_s']:.1f} s" for n in ("fit", "search") if n not in reused]
+        if reused:
+            parts.append(f"{' and '.join(reused)} reused")
+        if t.get("wait_s", 0) > 0.5:
+            parts.append(f"waited {t['wait_s']:.0f} s behind the warm-up or another what-if")
+        timing = f"Updated in {1000 * out['seconds']:.0f} ms ({'; '.join(parts)})."
         return (
             _figure(result),
             _target_figure(result),

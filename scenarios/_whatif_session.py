@@ -287,8 +287,8 @@ class WhatIfSession:
     Attributes
     ----------
     last
-        Timings of the last :meth:`run`: ``fit_s``, ``search_s``, ``forecast_s`` (0 when
-        reused) and ``fit_cached``, ``search_cached``.
+        Timings of the last :meth:`run`: ``wait_s`` (behind another what-if), ``fit_s``,
+        ``search_s``, ``forecast_s`` (≈ 0 when reused) and ``fit_cached``, ``search_cached``.
 
     Examples
     --------
@@ -344,8 +344,10 @@ class WhatIfSession:
         provenance: Mapping[str, Any] | None = None,
     ) -> WhatIfResult:
         """Answer ``spec``: what :func:`~twinsim.scenarios.run_whatif` gives, reusing work."""
+        asked = time.perf_counter()
         with self._lock:
-            self.last = {}
+            # time spent behind another what-if (e.g. the dashboard's warm-up)
+            self.last = {"wait_s": time.perf_counter() - asked}
             fitted = self.fit(spec)
             found = self._search(spec, fitted)
             started = time.perf_counter()
