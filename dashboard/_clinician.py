@@ -37,6 +37,11 @@ from ._form import (
 
 __all__ = ["accept", "compute", "layout", "register", "report", "upload_levels"]
 
+#: Files larger than this are not sent by the browser at all, bytes (base64 adds a third,
+#: staying under the server's request limit); smaller ones over the levels limit (1 MB)
+#: reach the server and are refused with a message.
+UPLOAD_BROWSER_LIMIT = 2_900_000
+
 #: The example shown when the page opens.
 DEFAULT_EXAMPLE = "whatif_vancomycin_renal"
 
@@ -339,6 +344,9 @@ def layout(**_: Any) -> dbc.Container:
                             ),
                             className="upload-zone small",
                             multiple=False,
+                            # larger files reach the server to be told the limit; beyond
+                            # this the browser drops them (the request limit is 4 MB)
+                            max_size=UPLOAD_BROWSER_LIMIT,
                         ),
                     ),
                 ],

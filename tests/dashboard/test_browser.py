@@ -197,6 +197,9 @@ def test_upload_levels_csv_and_bad_file(page, shots: Path) -> None:
     page.wait_for_function(
         "() => document.querySelectorAll('#cl-levels td[data-dash-column=\"time\"]').length === 2"
     )
+    big = b"time,value\n" + b"1,2\n" * 300_000  # 1.2 MB
+    page.set_input_files(upload, files=[{"name": "big.csv", "mimeType": "text/csv", "buffer": big}])
+    _wait_text(page, "#cl-upload-feedback", "big.csv is larger than 1 MB")
     bad = b"time,value\n12,abc\n"
     page.set_input_files(upload, files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": bad}])
     _wait_text(page, "#cl-upload-feedback", "line 2: `value` could not read 'abc'")
@@ -229,3 +232,15 @@ def test_download_report_of_what_is_on_screen(page, tmp_path: Path) -> None:
     assert path.name.startswith("twinsim-whatif-vancomycin-V-01")
     assert "<h2>Recommendation</h2>" in html and recommended in html
     assert "id: V-01" in html  # the spec on screen, as YAML
+
+
+def test_doses_given_filled_from_regimen_text(page) -> None:
+    """Regimen text fills the dosing table; text the parser refuses shows its message."""
+    page.fill("#cl-history-text", "1000 mg over 1 h q12h x 3 doses")
+    page.click("#cl-history-fill")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#cl-history td[data-dash-column=\"time\"]').length === 3"
+    )
+    page.fill("#cl-history-text", "1 g q12h")
+    page.click("#cl-history-fill")
+    _wait_text(page, "#cl-history-feedback", "repeats every 12 h to the end")

@@ -158,3 +158,17 @@ def test_cli_serves_locally_by_default_and_warns_for_other_addresses(monkeypatch
     assert "warning: serving on 0.0.0.0" in result.output
     bad = runner.invoke(cli, ["dashboard", "--port", "0"])
     assert bad.exit_code == 2
+
+
+def test_a_failed_warm_up_is_kept_and_the_app_is_ready_anyway() -> None:
+    from twinsim.dashboard import DashboardState
+
+    class Broken:
+        def run(self, spec, **_):
+            raise RuntimeError("no compiler today")
+
+    state = DashboardState(session=Broken())
+    state.warm_up()
+    assert state.ready.is_set()
+    assert state.warm_up_error == "RuntimeError: no compiler today"
+    assert state.warm_up_seconds is not None
