@@ -1,10 +1,10 @@
 """The clinician page in a real headless Chromium, driven by clicking and typing.
 
 The server is ``twinsim dashboard`` in a subprocess on a free port; the browser is
-Debian's ``chromium`` (installed by ``make test``) driven by Playwright. The tests run in
-file order on one page: they change the genotype, add a level, compare regimens (and
-time each update), accept the recommendation, upload levels, make the fit fail, and
-download the report. Screenshots go to ``$TWINSIM_SCREENSHOTS`` (default: a pytest
+Debian's ``chromium`` (installed by ``make test``) driven by Playwright. One test runs
+the steps in order on one page (so pytest-xdist cannot split them): change the genotype,
+add a level, compare regimens (timing each update), accept the recommendation, upload
+levels, make the fit fail, download the report, fill the doses from text. Screenshots go to ``$TWINSIM_SCREENSHOTS`` (default: a pytest
 temporary folder). No timing is asserted: the update latencies are printed and written
 to ``latency.json`` next to the screenshots.
 """
@@ -42,24 +42,12 @@ pytestmark = pytest.mark.skipif(
 TIMEOUT_MS = 180_000
 
 
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
     folder = os.environ.get("TWINSIM_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path = Path(folder) if folder else tmp_path / "screenshots"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-@pytest.fixture(scope="module")
-def page(shots: Path):
-    with DashboardServer(log=shots / "server.log") as server, launch_chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(server.url)
-        wait_ready(page)
-        yield page
-        context.close()
 
 
 def _text(page, selector: str) -> str:
@@ -81,7 +69,7 @@ def _measured_points(page) -> int:
     )
 
 
-def test_page_opens_with_the_example_forecast(page, shots: Path) -> None:
+def _page_opens_with_the_example_forecast(page, shots: Path) -> None:
     """Navigation bar, the example's four regimens and the recommendation with units."""
     assert "Clinician" in _text(page, ".navbar")
     coming = page.locator(".navbar .nav-link.disabled")
@@ -98,7 +86,7 @@ def test_page_opens_with_the_example_forecast(page, shots: Path) -> None:
     page.screenshot(path=shots / "clinician_laptop.png")
 
 
-def test_genotype_change_and_invalid_genotype_message(page, shots: Path) -> None:
+def _genotype_change_and_invalid_genotype_message(page, shots: Path) -> None:
     """A typed diplotype shows its phenotype; an unknown allele shows the spec's message."""
     set_field(page, "gene_CYP2C9", "*3/*1")
     _wait_text(page, "#cl-gene_CYP2C9-help", "*1/*3: intermediate metabolizer")
@@ -126,7 +114,7 @@ def _edit_cell(page, table: str, row: int, column: str, text: str) -> None:
     page.keyboard.press("Enter")
 
 
-def test_add_a_level_refits_the_twin(page) -> None:
+def _add_a_level_refits_the_twin(page, shots: Path) -> None:
     """A third level typed into the table is drawn and used by the fit."""
     page.click("#cl-add-level")
     page.wait_for_selector('#cl-levels td[data-dash-row="2"][data-dash-column="time"]')
@@ -140,7 +128,7 @@ def test_add_a_level_refits_the_twin(page) -> None:
     assert "3 level(s)" in _text(page, "#cl-recommendation")
 
 
-def test_compare_regimens_side_by_side_and_time_updates(page, shots: Path) -> None:
+def _compare_regimens_side_by_side_and_time_updates(page, shots: Path) -> None:
     """Each regimen typed in a slot is forecast; the update latency is measured."""
     regimens = [
         "1500 mg over 2 h q24h",
@@ -164,7 +152,7 @@ def test_compare_regimens_side_by_side_and_time_updates(page, shots: Path) -> No
     page.screenshot(path=shots / "clinician_compare.png", full_page=True)
 
 
-def test_accept_recommendation_puts_it_in_a_regimen_slot(page) -> None:
+def _accept_recommendation_puts_it_in_a_regimen_slot(page, shots: Path) -> None:
     """The recommended regimen goes into a slot and is forecast as a candidate."""
     page.wait_for_selector("#cl-accept:not([disabled])")
     recommended = _text(page, "#cl-recommended-name")
@@ -186,7 +174,7 @@ def test_accept_recommendation_puts_it_in_a_regimen_slot(page) -> None:
     assert len(names) == 1
 
 
-def test_upload_levels_csv_and_bad_file(page, shots: Path) -> None:
+def _upload_levels_csv_and_bad_file(page, shots: Path) -> None:
     """A CSV of levels fills the table; a bad file shows its line and column."""
     upload = "#cl-upload input[type=file]"
     good = b"time,value\n37.5 h,27.1\n47.5,23.9 mg/L\n"
@@ -205,7 +193,7 @@ def test_upload_levels_csv_and_bad_file(page, shots: Path) -> None:
     _wait_text(page, "#cl-upload-feedback", "line 2: `value` could not read 'abc'")
 
 
-def test_failed_fit_says_why_on_the_page(page, shots: Path) -> None:
+def _failed_fit_says_why_on_the_page(page, shots: Path) -> None:
     """A level before any dose cannot be fitted: the page says why and recovers."""
     page.click("#cl-add-level")
     page.wait_for_selector('#cl-levels td[data-dash-row="2"][data-dash-column="time"]')
@@ -221,12 +209,12 @@ def test_failed_fit_says_why_on_the_page(page, shots: Path) -> None:
     _wait_text(page, "#cl-table", "PTA (%)")
 
 
-def test_download_report_of_what_is_on_screen(page, tmp_path: Path) -> None:
+def _download_report_of_what_is_on_screen(page, shots: Path) -> None:
     """The HTML report is the library's what-if report of the spec on screen."""
     recommended = _text(page, "#cl-recommended-name")
     with page.expect_download() as download:
         page.click("#cl-download-button")
-    path = tmp_path / download.value.suggested_filename
+    path = shots / download.value.suggested_filename
     download.value.save_as(path)
     html = path.read_text(encoding="utf-8")
     assert path.name.startswith("twinsim-whatif-vancomycin-V-01")
@@ -234,7 +222,7 @@ def test_download_report_of_what_is_on_screen(page, tmp_path: Path) -> None:
     assert "id: V-01" in html  # the spec on screen, as YAML
 
 
-def test_doses_given_filled_from_regimen_text(page) -> None:
+def _doses_given_filled_from_regimen_text(page, shots: Path) -> None:
     """Regimen text fills the dosing table; text the parser refuses shows its message."""
     page.fill("#cl-history-text", "1000 mg over 1 h q12h x 3 doses")
     page.click("#cl-history-fill")
@@ -244,3 +232,30 @@ def test_doses_given_filled_from_regimen_text(page) -> None:
     page.fill("#cl-history-text", "1 g q12h")
     page.click("#cl-history-fill")
     _wait_text(page, "#cl-history-feedback", "repeats every 12 h to the end")
+
+
+#: The steps, in order: each starts from the page the one before left.
+STEPS = (
+    _page_opens_with_the_example_forecast,
+    _genotype_change_and_invalid_genotype_message,
+    _add_a_level_refits_the_twin,
+    _compare_regimens_side_by_side_and_time_updates,
+    _accept_recommendation_puts_it_in_a_regimen_slot,
+    _upload_levels_csv_and_bad_file,
+    _failed_fit_says_why_on_the_page,
+    _download_report_of_what_is_on_screen,
+    _doses_given_filled_from_regimen_text,
+)
+
+
+def test_clinician_page_driven_in_chromium(shots: Path) -> None:
+    """One server, one page, the steps in order (one test: xdist keeps it whole)."""
+    with DashboardServer(log=shots / "server.log") as server, launch_chromium() as browser:
+        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server.url)
+        wait_ready(page)
+        for step in STEPS:
+            step(page, shots)
+        context.close()
