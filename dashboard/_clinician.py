@@ -734,6 +734,13 @@ def upload_levels(contents: str | None, filename: str | None, drug: str | None) 
         data = read_levels(raw, name=name, output=output)
     except (LevelsError, binascii.Error, ValueError) as error:
         return {"ok": False, "message": str(error), "levels": None, "history": None}
+    except Exception as error:  # a reader bug must not cost the page: say what happened
+        return {
+            "ok": False,
+            "levels": None,
+            "history": None,
+            "message": f"{name} could not be read ({type(error).__name__}: {error})",
+        }
     levels = [
         {
             "time": o.time,
@@ -1022,4 +1029,6 @@ def history_from_text(text: str | None, drug: str | None, weight: str | None) ->
         doses = regimen.to_doses(drug_model(drug or "").structural, patient.weight)
     except (SpecError, ValueError) as error:
         return str(error)
+    except Exception as error:  # never raised into the page
+        return f"{type(error).__name__}: {error}"
     return [{"time": d.time, "amount": d.amount, "duration": d.duration or None} for d in doses]

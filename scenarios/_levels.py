@@ -6,7 +6,8 @@ same validation as the spec (:class:`~twinsim.scenarios.ObservationSpec`) and re
 levels — and, from a NONMEM data set, the doses given — ready for a
 :class:`~twinsim.scenarios.WhatIfSpec`.
 
-Plain CSV (header on the first line, any case; units in the cells or the defaults)::
+Plain CSV (header on the first line, any case; comma, semicolon or tab separated; units
+in the cells or the defaults)::
 
     time,value,output,lloq
     38 h,28.0,conc,
@@ -164,7 +165,10 @@ def read_levels(
 
 
 def _read_csv(text: str, name: str) -> LevelsData:
-    rows = list(csv.reader(io.StringIO(text), skipinitialspace=True))
+    # lab exports use commas, semicolons or tabs; the header line tells which
+    header_line = next(line for line in text.splitlines() if line.strip())
+    delimiter = max(",;\t", key=header_line.count)
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True))
     numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(c.strip() for c in row)]
     (header_line, header), records = numbered[0], numbered[1:]
     columns: dict[int, str] = {}

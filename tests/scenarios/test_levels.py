@@ -31,6 +31,15 @@ def test_plain_csv_with_units_below_limit_forms_and_outputs() -> None:
     ]
 
 
+def test_semicolon_and_tab_separated_exports() -> None:
+    for sep in (";", "\t"):
+        data = read_levels(f"time{sep}value\n12{sep}8.5\n24 h{sep}<1 mg/L\n")
+        assert [(o.time, o.value, o.lloq) for o in data.observations] == [
+            (12.0, 8.5, None),
+            (24.0, None, 1.0),
+        ]
+
+
 def test_every_bad_cell_is_named_by_line_with_the_spec_message() -> None:
     with pytest.raises(
         LevelsError, match=r"line 2: `time` must be ≥ 0 h, got -1 h.*line 3: `value`"
