@@ -168,7 +168,6 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
             return "warm-up failed (first what-if compiles)", "danger", True
         return f"ready (warmed up in {state.warm_up_seconds:.0f} s)", "success", True
 
-    app._twinsim_state = state  # for tests and the benchmark
     if warm_up:
         state.start_warm_up()
     else:
