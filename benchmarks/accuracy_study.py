@@ -9,7 +9,8 @@ by sex and by ancestry, and the MAP against an independent scipy.optimize MAP. T
 design is in ``twinsim.twin._accuracy``.
 
 Run: ``nice .venv/bin/python benchmarks/accuracy_study.py`` (500 vancomycin patients,
-50 warfarin patients; NUTS on the first 20 vancomycin patients; writes ``results/accuracy.json`` and prints a table).
+NUTS for all of them with two levels, sampled together by ``fit_nuts_many``; 50 warfarin
+patients, MAP/Laplace; writes ``results/accuracy.json`` and prints a table).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ def main() -> None:
     parser.add_argument("--n-patients", type=int, default=500, help="vancomycin patients")
     parser.add_argument("--n-warfarin", type=int, default=50, help="warfarin patients")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--nuts-warmup", type=int, default=500)
-    parser.add_argument("--nuts-samples", type=int, default=500, help="per chain")
+    parser.add_argument("--nuts-warmup", type=int, default=400)
+    parser.add_argument("--nuts-samples", type=int, default=400, help="per chain")
     parser.add_argument("--nuts-chains", type=int, default=2)
     parser.add_argument(
-        "--nuts-patients", type=int, default=20, help="vancomycin patients fitted by NUTS too"
+        "--nuts-patients", type=int, default=None, help="vancomycin patients fitted by NUTS too"
     )
     parser.add_argument("--scipy-patients", type=int, default=100, help="scipy MAP checks")
     parser.add_argument(

@@ -12,6 +12,7 @@ from ._patient import Regimen as Regimen
 from ._patient import Target as Target
 from ._patient import TwinPosterior as TwinPosterior
 from ._patient import default_target as default_target
+from ._patient import fit_nuts_many as fit_nuts_many
 from ._virtual import Demographics as Demographics
 from ._virtual import Lifestyle as Lifestyle
 from ._virtual import PopulationReport as PopulationReport
