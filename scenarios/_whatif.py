@@ -1340,93 +1340,12 @@ def run_whatif(
     -------
     WhatIfResult
     """
-    import time as _time
+    # the stages an interactive session caches (fit, search, forecast), run in one go
+    from ._whatif_session import fit_whatif, forecast_whatif, search_whatif
 
-    from ..twin import Observation, PatientTwin
-    from ._provenance import provenance_record
-
-    model = spec.population_model()
-    target = spec.resolved_target()
-    twin = PatientTwin.create(
-        spec.drug,
-        spec.covariates(),
-        doses=spec.history_doses(),
-        observations=[
-            Observation(
-                o.time,
-                math.nan if o.value is None else o.value,
-                output=o.output,
-                below_lloq=o.below_lloq,
-                lloq=o.lloq,
-            )
-            for o in spec.observations
-        ],
-        target=target,
-    )
-    options = spec.fit
-    started = _time.perf_counter()
-    posterior = twin.fit(
-        options.method,
-        prior_weight=options.prior_weight,
-        num_warmup=options.num_warmup,
-        num_samples=options.num_samples,
-        num_chains=options.num_chains,
-        seed=options.seed,
-    )
-    fit_seconds = _time.perf_counter() - started
-    # the twin's own grid spacing, so the recommendation search and these forecasts
-    # evaluate the same time points (and the same draws: same n_draws and seed)
-    times = np.linspace(0.0, spec.end, math.ceil(spec.end / FORECAST_STEP_H) + 1)
-    regimens = spec.candidate_doses()
-    sources = dict.fromkeys(regimens, "candidate")
-    why: dict[str, str] = {}
-    if spec.recommend.enabled:
-        found = posterior.recommend(
-            strengths_mg=spec.recommend.strengths_mg,
-            intervals_h=spec.recommend.intervals_h,
-            loading=spec.recommend.loading,
-            horizon_h=spec.horizon,
-            start_h=spec.candidate_start,
-            top=spec.recommend.top,
-            n_draws=options.n_draws,
-            seed=options.seed,
-        )
-        for item in found:
-            name = item.description
-            if name in regimens:  # a candidate the search also found: keep its row
-                sources[name] = "candidate, recommended"
-                why[name] = item.why
-                continue
-            regimens[name] = list(item.doses)
-            sources[name] = "recommended"
-            why[name] = item.why
-    prediction = posterior.predict(
-        regimens,
-        horizon_h=spec.horizon,
-        times=times,
-        n_draws=options.n_draws,
-        seed=options.seed,
-    )
-    units = dict(model.structural.output_units)
-    forecasts = tuple(
-        _forecast(prediction, i, sources[name], regimens[name], why.get(name, ""), units)
-        for i, name in enumerate(prediction.names)
-    )
-    record = provenance_record(
-        spec,
-        command=command,
-        outputs={"regimens": list(regimens), "target": target.describe()},
-        extra={"kind": "whatif", "fit": {"method": options.method, "seconds": fit_seconds},
-               **dict(provenance or {})},
-    )  # fmt: skip
-    return WhatIfResult(
-        spec=spec,
-        target=target,
-        forecasts=forecasts,
-        fit={"method": options.method, "seconds": fit_seconds, **_fit_summary(posterior)},
-        output_units=units,
-        provenance=record,
-    )
+    fitted = fit_whatif(spec)
+    found = search_whatif(spec, fitted)
+    return forecast_whatif(spec, fitted, found, command=command, provenance=provenance)
 
 
 def _forecast(
