@@ -23,7 +23,8 @@ demo: $(VENV)/.installed
 	$(BIN)/twinsim demo --out-dir demo-output
 
 test: $(VENV)/.installed-test chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not isolated"
+	$(BIN)/python -m pytest -q -m isolated
 
 # The dashboard's browser tests drive Debian's chromium (never a downloaded browser);
 # without it (not Debian, no apt) they are skipped with the reason.

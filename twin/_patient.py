@@ -1114,7 +1114,17 @@ class PatientTwin:
         start = z_mode[None] + jitter
         # numpyro takes one chain's start without the chain axis
         init = {"eta_z": jnp.asarray(start[0] if num_chains == 1 else start)}
-        mcmc.run(key, batch, init_params=init, extra_fields=("diverging", "num_steps"))
+        try:
+            mcmc.run(key, batch, init_params=init, extra_fields=("diverging", "num_steps"))
+        except Exception as error:  # a runtime check raised inside the compiled sampler
+            if "non-finite" not in str(error):
+                raise
+            raise PatientTwinError(
+                f"NUTS stopped for this {self.model.name!r} twin: a solve inside the sampler "
+                "returned non-finite values (known for the ODE drug models, e.g. warfarin: "
+                "an extreme proposal makes the ODE solve fail and an internal linear solve "
+                "raises). Use fit('laplace') for this model for now."
+            ) from None
         eta = np.asarray(mcmc.get_samples(group_by_chain=True)["eta"])  # [chain, draw, R]
         fields = mcmc.get_extra_fields(group_by_chain=True)
         extra = {

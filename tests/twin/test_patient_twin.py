@@ -271,6 +271,7 @@ def test_shortlisted_search_finds_the_exhaustive_best(crcl, scale):
     assert short.pta == pytest.approx(full.pta, abs=1e-12)
 
 
+@pytest.mark.isolated  # see pyproject.toml
 def test_nuts_with_one_chain():
     nuts = _vanco_twin().fit("nuts", num_warmup=100, num_samples=100, num_chains=1)
     assert nuts.samples.shape == (100, 3)

@@ -22,6 +22,9 @@ from twinsim.twin import Observation, PatientTwin
 from twinsim.twin._accuracy import scipy_map, scipy_objective
 from twinsim.twin._patient import _engine
 
+# a fresh process (`make test`): see the `isolated` marker in pyproject.toml
+pytestmark = pytest.mark.isolated
+
 PATIENT = {"age": 62.0, "weight": 78.0, "female": 1, "cyp2c9": "*1/*3", "vkorc1": "A/A"}
 
 
