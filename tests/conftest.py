@@ -25,3 +25,20 @@ def _fixed_numpy_seed():
 def rng() -> np.random.Generator:
     """A fresh, fixed-seed numpy generator for the test."""
     return np.random.default_rng(SEED)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every XLA CPU executable keeps ~6 memory mappings; a long-lived pytest-xdist worker
+    that compiles thousands of programs reaches the kernel's ``vm.max_map_count`` (65,530)
+    and the next compilation aborts the process ("Fatal Python error: Aborted" in
+    ``backend_compile_and_load``; a worker had 60,745 maps when seen). Clearing the
+    caches releases them (300 programs: 2,300 → 525 maps); later modules recompile.
+    """
+    yield
+    import gc
+
+    jax.clear_caches()
+    gc.collect()
