@@ -466,6 +466,36 @@ def _steady_state_at_record(cycle, fixed_point, x_initial, doses: _Doses, k, act
     return x_record, rate * running[:, None], status.astype(jnp.int32)
 
 
+def _implicit_root(residual, solver, x0: Array, args) -> tuple[Array, Array]:
+    """Root ``x`` of ``residual(x, args) = 0`` by ``solver`` from ``x0``, and whether it
+    converged; differentiable in ``args`` by the implicit function theorem,
+    ``ẋ = −(∂r/∂x)⁻¹ (∂r/∂args) · args̊``.
+
+    optimistix differentiates a root the same way but its linear solve raises from inside
+    the compiled program when the Jacobian is singular or not finite — which an extreme
+    proposal of a sampler (a rate constant underflowing to 0) or a discarded branch of a
+    vectorised ``cond`` produces. Here the solve is a plain one: such a root's derivative
+    is non-finite and the caller's status already says the steady state failed.
+    """
+
+    @jax.custom_jvp
+    def root(x_start, a):
+        sol = optx.root_find(residual, solver, x_start, args=a, max_steps=64, throw=False)
+        return sol.value, sol.result == optx.RESULTS.successful
+
+    @root.defjvp
+    def _jvp(primals, tangents):
+        x_start, a = primals
+        x, ok = root(x_start, a)
+        _, r_dot = jax.jvp(lambda b: residual(x, b), (a,), (tangents[1],))
+        jac = jax.jacfwd(residual)(x, a)
+        x_dot = -jnp.linalg.solve(jac, r_dot)
+        return (x, ok), (x_dot, np.zeros(ok.shape, jax.dtypes.float0))
+
+    # the start is a guess: the root does not depend on it
+    return root(jax.lax.stop_gradient(x0), args)
+
+
 def _merge_sorted(blocks: list[Array]) -> Array:
     """Stable-sort permutation of the concatenated, individually sorted ``blocks``.
 
@@ -1351,21 +1381,22 @@ def _solve_ode(
     def fixed_point(bolus, rate, duration, tau, x_initial):
         """Pre-dose steady state by Newton's method on the one-interval map."""
 
-        def one(p_i, b_i, r_i, d, tau_i, x0_i):
-            def residual(x, _):
-                # Newton needs forward-mode derivatives of the solve
-                on = jnp.minimum(d, tau_i)
-                fwd = diffrax.DirectAdjoint()  # forward and reverse mode both work
-                y, _, _ = segment(x + b_i, r_i, 0.0, on, p_i, jnp.asarray(0.1), fwd)
-                y, _, _ = segment(y, jnp.zeros_like(y), on, tau_i, p_i, jnp.asarray(0.1), fwd)
-                return y - x
+        def residual(x, args):
+            p_i, b_i, r_i, d, tau_i = args
+            # Newton needs forward-mode derivatives of the solve
+            on = jnp.minimum(d, tau_i)
+            fwd = diffrax.DirectAdjoint()  # forward and reverse mode both work
+            y, _, _ = segment(x + b_i, r_i, 0.0, on, p_i, jnp.asarray(0.1), fwd)
+            y, _, _ = segment(y, jnp.zeros_like(y), on, tau_i, p_i, jnp.asarray(0.1), fwd)
+            return y - x
 
-            # the map is only as smooth as the solver's tolerance (its steps move with x):
-            # asking Newton for more than that may never converge
-            newton = optx.Newton(rtol=max(rtol, 1e-10), atol=max(atol, 1e-12))
-            sol = optx.root_find(residual, newton, x0_i, max_steps=64, throw=False)
-            ok = sol.result == optx.RESULTS.successful
-            return sol.value, jnp.where(ok, 0, int(SolveStatus.STEADY_STATE_FAILED))
+        # the map is only as smooth as the solver's tolerance (its steps move with x):
+        # asking Newton for more than that may never converge
+        newton = optx.Newton(rtol=max(rtol, 1e-10), atol=max(atol, 1e-12))
+
+        def one(p_i, b_i, r_i, d, tau_i, x0_i):
+            x, ok = _implicit_root(residual, newton, x0_i, (p_i, b_i, r_i, d, tau_i))
+            return x, jnp.where(ok, 0, int(SolveStatus.STEADY_STATE_FAILED))
 
         return jax.vmap(one)(params, bolus, rate, duration, tau, x_initial)
 

@@ -167,3 +167,70 @@ def test_ode_engine_gradient_michaelis_menten(grid):
         method="ode",
         **ODE_TOL,
     )
+
+
+@pytest.mark.parametrize("case", ["ss_infusion", "ss_oral"])
+def test_ode_engine_gradient_at_steady_state(case, linear_models, grid):
+    """ODE engine (tsit5, rtol 1e-10), 2-compartment model, SS=1 infusions (rate- and
+    duration-defined) and SS oral doses with F: the gradient through the Newton steady
+    state (implicit function theorem) = the exact linear engine's gradient (closed-form
+    steady state, lag times before the SS dose included), rtol 1e-6 of its largest entry — in reverse mode (``jax.grad``) and in
+    forward mode (``jax.jacfwd`` with ``sensitivity="forward"``, what the ODE twins use)."""
+    regimen = dataclasses.replace(grid["regimens"][case], tlag=LAGS)  # no parameter at 0
+    params, events, times = regimen.params(2), regimen.events(), jnp.asarray(grid["times"])
+    target = jnp.asarray(
+        0.8 * np.asarray(simulate(linear_models[2], params, events, times).outputs[..., 0]) + 0.05
+    )
+    _, linear_grad = _loss_and_grad(linear_models[2], (("method", "linear"),))
+    expected = np.asarray(linear_grad(jnp.asarray(params), events, times, target))
+    scale = np.abs(expected).max()
+    for sensitivity in ("reverse", "forward"):
+        loss, grad = _loss_and_grad(
+            linear_models[2],
+            tuple(sorted(dict(method="ode", sensitivity=sensitivity, **ODE_TOL).items())),
+        )
+        if sensitivity == "forward":
+            grad = jax.jit(jax.jacfwd(loss))
+        got = np.asarray(grad(jnp.asarray(params), events, times, target))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6 * scale, err_msg=sensitivity)
+
+
+def test_derivative_of_a_steady_state_that_does_not_exist_is_reported_not_raised(
+    linear_models, grid
+):
+    """Regression: a subject whose clearances are 0 has no steady state (the dosing-interval
+    map has eigenvalue 1, its Newton Jacobian is singular). Differentiating through it used
+    to abort the compiled program (the root's implicit derivative ran a linear solve that
+    raises on a singular matrix — the crash of NUTS on the ODE drug models, whose extreme
+    proposals underflow a rate constant to 0). Now that subject's status says
+    STEADY_STATE_FAILED and only its derivatives are non-finite; the others' are the exact
+    linear engine's."""
+    from twinsim.simulators import SolveStatus
+
+    regimen = grid["regimens"]["ss_infusion"]
+    params = np.array(regimen.params(2), dtype=float)
+    names = linear_models[2].parameters
+    for name in ("cl", "q"):
+        params[1, names.index(name)] = 0.0
+    events, times = regimen.events(), jnp.asarray(grid["times"])
+    model = linear_models[2]
+
+    def conc(method, **options):
+        def f(p):
+            return simulate(model, p, events, times, method=method, **options).outputs[..., 0]
+
+        return f
+
+    result = simulate(model, jnp.asarray(params), events, times, method="ode", **ODE_TOL)
+    assert [int(s) for s in np.asarray(result.status)] == [
+        0,
+        int(SolveStatus.STEADY_STATE_FAILED),
+        0,
+    ]
+    jac = np.asarray(jax.jacrev(conc("ode", **ODE_TOL))(jnp.asarray(params)))  # [i, t, j, p]
+    exact = np.asarray(jax.jacrev(conc("linear"))(jnp.asarray(params)))
+    for i in (0, 2):
+        own = jac[i, :, i]
+        assert np.all(np.isfinite(own))
+        scale = np.abs(exact[i, :, i]).max()
+        np.testing.assert_allclose(own, exact[i, :, i], rtol=0, atol=1e-6 * scale)
