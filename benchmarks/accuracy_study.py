@@ -11,6 +11,11 @@ design is in ``twinsim.twin._accuracy``.
 Run: ``nice .venv/bin/python benchmarks/accuracy_study.py`` (500 vancomycin patients,
 NUTS for all of them with two levels, sampled together by ``fit_nuts_many``; 50 warfarin
 patients, MAP/Laplace; writes ``results/accuracy.json`` and prints a table).
+
+The warfarin twin by NUTS (ODE model, ~3 min per patient on one core) runs on its own:
+``nice .venv/bin/python benchmarks/accuracy_study.py --only warfarin --warfarin-nuts
+--warfarin-nuts-patients 20 --nuts-warmup 200 --nuts-samples 100
+--out benchmarks/results/accuracy_warfarin_nuts.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from twinsim.twin._accuracy import format_table, run_study  # noqa: E402
+from twinsim.twin._accuracy import format_table, run_study, warfarin_study  # noqa: E402
 
 
 def main() -> None:
@@ -43,6 +48,10 @@ def main() -> None:
     parser.add_argument(
         "--warfarin-nuts", action="store_true", help="NUTS for warfarin too (ODE model; slow)"
     )
+    parser.add_argument(
+        "--warfarin-nuts-patients", type=int, default=None, help="warfarin patients by NUTS"
+    )
+    parser.add_argument("--only", choices=("all", "warfarin"), default="all")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "accuracy.json")
     args = parser.parse_args()
     nuts = {
@@ -50,18 +59,31 @@ def main() -> None:
         "num_samples": args.nuts_samples,
         "num_chains": args.nuts_chains,
     }
-    record = run_study(
-        args.n_patients,
-        args.seed,
-        n_warfarin=args.n_warfarin,
-        vancomycin_options={
-            "nuts": nuts,
-            "nuts_patients": args.nuts_patients,
-            "scipy_check": args.scipy_patients,
-        },
-        warfarin_options={"nuts": nuts} if args.warfarin_nuts else {"nuts_levels": ()},
-        progress=True,
+    warfarin_options = (
+        {"nuts": nuts, "nuts_patients": args.warfarin_nuts_patients}
+        if args.warfarin_nuts
+        else {"nuts_levels": ()}
     )
+    if args.only == "warfarin":
+        record = {
+            "warfarin": warfarin_study(
+                args.n_warfarin, args.seed, progress=True, **warfarin_options
+            ),
+            "jax": jax.__version__,
+        }
+    else:
+        record = run_study(
+            args.n_patients,
+            args.seed,
+            n_warfarin=args.n_warfarin,
+            vancomycin_options={
+                "nuts": nuts,
+                "nuts_patients": args.nuts_patients,
+                "scipy_check": args.scipy_patients,
+            },
+            warfarin_options=warfarin_options,
+            progress=True,
+        )
     record["machine"] = common.machine()
     record["command"] = " ".join(["benchmarks/accuracy_study.py", *sys.argv[1:]])
     common.write_json(args.out, record)
