@@ -4,6 +4,11 @@ Run: ``nice .venv/bin/python benchmarks/bench_twin.py`` (writes
 ``benchmarks/results/twin.json``). One vancomycin patient (80 kg, CrCL 60 mL/min, 1 g
 every 12 h, a peak and a trough). Every timed run uses new levels (so nothing is cached
 but the compilation); times are the median of ``--repeats`` runs after one warm-up run.
+
+``--warfarin`` times the ODE twin instead (writes ``benchmarks/results/twin_warfarin.json``):
+warfarin, 62 y, 78 kg, CYP2C9 *1/*3, VKORC1 A/A, 5 mg daily, INRs on days 3 and 5 (each
+run perturbs them); MAP fit, and NUTS 2 chains × (100 warm-up + 100 draws) against the
+Laplace fit (NUTS mean − mode and NUTS SD / Laplace SD, per random effect).
 """
 
 from __future__ import annotations
@@ -34,6 +39,49 @@ def _twin(rng: np.random.Generator, extra: int = 0) -> PatientTwin:
     return twin.with_observations(*obs)
 
 
+def _warfarin(rng: np.random.Generator) -> PatientTwin:
+    twin = PatientTwin.create(
+        "warfarin",
+        {"age": 62.0, "weight": 78.0, "female": 1, "cyp2c9": "*1/*3", "vkorc1": "A/A"},
+    )
+    twin = twin.with_doses(*[twin.dose(24.0 * k, 5.0) for k in range(7)])
+    inrs = [(72.0, 1.9), (120.0, 2.8)]
+    return twin.with_observations(
+        *[Observation(t, v * np.exp(0.05 * rng.normal()), output="inr") for t, v in inrs]
+    )
+
+
+def _bench_warfarin(rng: np.random.Generator, repeats: int) -> dict:
+    report: dict = {"patient": "warfarin, 62 y, 78 kg, female, CYP2C9 *1/*3, VKORC1 A/A, "
+                    "5 mg daily x7, INRs day 3 and 5"}  # fmt: skip
+    start = time.perf_counter()
+    _warfarin(rng).fit("map")
+    report["map_first_call_s"] = time.perf_counter() - start
+    median, runs = _timed(lambda: _warfarin(rng).fit("map"), repeats)
+    report["map_fit_s"] = {"median": median, "runs": runs}
+    settings = {"num_warmup": 100, "num_samples": 100, "num_chains": 2}
+    for label, seed in (("nuts_first_call", 0), ("nuts", 1)):
+        twin = _warfarin(rng)
+        start = time.perf_counter()
+        post = twin.fit("nuts", seed=seed, **settings)
+        seconds = time.perf_counter() - start
+        laplace = twin.fit("laplace")
+        sd = np.sqrt(np.diag(laplace.covariance))
+        report[label] = {
+            "seconds": seconds,
+            "settings": settings,
+            "mean_leapfrog_steps": post.diagnostics["mean_leapfrog_steps"],
+            "divergences": post.diagnostics["divergences"],
+            "max_r_hat": post.diagnostics["max_r_hat"],
+            "min_ess": post.diagnostics["min_ess"],
+            "nuts_mean_minus_mode_in_laplace_sd": list(
+                (post.samples.mean(axis=0) - laplace.eta_mode) / sd
+            ),
+            "nuts_sd_over_laplace_sd": list(post.samples.std(axis=0) / sd),
+        }
+    return report
+
+
 def _timed(fn, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
@@ -48,16 +96,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--nuts-samples", type=int, default=1000)
     parser.add_argument("--nuts-chains", type=int, default=4)
+    parser.add_argument("--warfarin", action="store_true", help="time the ODE (warfarin) twin")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    machine = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+    }
+    if args.warfarin:
+        report = {"machine": machine, **_bench_warfarin(rng, args.repeats)}
+        out = RESULTS.with_name("twin_warfarin.json")
+        out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        print(json.dumps(report, indent=2, default=float))
+        return
     report: dict = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "load_average": os.getloadavg(),
-            "jax": jax.__version__,
-            "device": str(jax.devices()[0]),
-        },
+        "machine": machine,
         "patient": "vancomycin, 80 kg, CrCL 60 mL/min, 1 g q12h x4 (1 h infusions), peak + trough",
     }
 

@@ -8,14 +8,18 @@ in the likelihood). :meth:`PatientTwin.fit` turns it into a :class:`TwinPosterio
 the patient's random effects η (log-scale deviations of the individual parameters from
 the covariate-typical ones):
 
-- ``"map"`` / ``"laplace"``: the posterior mode (BFGS, optimistix, inside one compiled
-  function) and the Laplace approximation ``N(η̂, H⁻¹)`` with ``H`` the Hessian of the
-  negative log posterior at the mode (exact second derivatives for linear models, central
-  differences of the exact gradient for ODE models, whose adjoint has no forward mode).
-  Both names give the same posterior; predictions draw from the Gaussian.
+- ``"map"`` / ``"laplace"``: the posterior mode and the Laplace approximation
+  ``N(η̂, H⁻¹)`` with ``H`` the Hessian of the negative log posterior at the mode. Linear
+  models: BFGS (optimistix) and exact second derivatives inside one compiled function.
+  ODE models: a bounded L-BFGS-B search (scipy, prior-whitened coordinates) on one
+  compiled value-and-gradient from forward sensitivities, ``H`` by central differences of
+  that gradient. Both names give the same posterior; predictions draw from the Gaussian.
 - ``"nuts"``: NumPyro's NUTS on the same posterior as
   :meth:`~twinsim.priors.PopulationModel.individual_model` (θ, Ω, σ fixed; η = L z, z
   standard normal; ``prior_weight`` scales the prior's log density), started at the mode.
+  Chains are vectorised for linear models and run one after another for ODE models (a
+  vectorised event walk would run both sides of each of its data-dependent branches),
+  whose solves inside the sampler use rtol 1e-5.
 - ``"prior"``: no data — the population prior for this patient's covariates (the
   "population-only" prediction).
 
@@ -1049,7 +1053,8 @@ class PatientTwin:
         prior_weight
             Weight of the population prior's log density (> 0; 1: Bayes).
         num_warmup, num_samples, num_chains
-            NUTS settings (per chain; chains vectorised in one program).
+            NUTS settings (per chain; chains vectorised in one program for linear models,
+            one after another for ODE models).
         seed
             NUTS and prior-draw seed.
 
