@@ -1180,7 +1180,9 @@ def fit_nuts_many(
     prior_weight, num_warmup, num_samples, num_chains
         As in :meth:`PatientTwin.fit`.
     seed
-        Patient ``i``'s chains use ``fold_in(key(seed), i)``.
+        Patient ``i``'s chains use ``fold_in(key(seed), i)``; for ODE models, whose
+        twins are sampled one after another (a vectorised ODE event walk runs both sides
+        of its data-dependent branches), ``twins[i].fit("nuts", seed=seed + i)``.
     block
         Patients per compiled call (memory bound; the last block is padded).
 
@@ -1213,6 +1215,12 @@ def fit_nuts_many(
         if int(v) < 1:
             raise PatientTwinError(f"`{name}` must be ≥ 1, got {v!r}")
     engine = _engine(model)
+    if not engine.linear:
+        settings = dict(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains)
+        return [
+            t.fit("nuts", prior_weight=prior_weight, seed=seed + i, **settings)
+            for i, t in enumerate(twins)
+        ]
     run = engine.nuts_many(int(num_warmup), int(num_samples))
     start = _time.perf_counter()
     modes = [t.fit("map", prior_weight=prior_weight) for t in twins]
