@@ -473,7 +473,21 @@ class _Engine:
         self.value_and_grad = jax.jit(jax.value_and_grad(self._objective))
         self.predict = jax.jit(self._predict)
         self.prior_draws = jax.jit(self._prior_draws, static_argnums=2)
-        self._mcmc: dict[tuple, Any] = {}
+        self._nuts: dict[tuple, Any] = {}
+        self._drug_free: frozenset[str] | None = None
+
+    def zero_without_drug(self, covariates: Mapping[str, Any]) -> frozenset[str]:
+        """Outputs that are 0 without drug (levels), as opposed to baselines (INR): a
+        property of the structural model, evaluated once (an eager evaluation per new
+        twin compiled a program each time)."""
+        if self._drug_free is None:
+            typical = self.model.typical_parameters(covariates)
+            empty = DosingEvents.from_doses([[Dose(0.0, 0.0, 0)]])
+            out = predict_outputs(self.model.structural, typical, empty, jnp.array([0.0]))
+            self._drug_free = frozenset(
+                name for name, v in zip(self.outputs, np.asarray(out)[0, 0], strict=True) if v == 0
+            )
+        return self._drug_free
 
     # ---- the posterior of η
     def _params(self, typical: Array, eta: Array) -> Array:
@@ -595,68 +609,59 @@ class _Engine:
         return out.reshape(n_regimens, n_draws, times.shape[-1], -1)
 
     # ---- NUTS
-    def numpyro_model(self, batch: Mapping[str, Any]) -> None:
-        """η = L z / √w with z ~ N(0, I): the prior N(0, Ω/w), as in
-        :meth:`~twinsim.priors.PopulationModel.individual_model`."""
-        import numpyro
-        import numpyro.distributions as dist
+    def potential(self, z: Array, batch: Mapping[str, Any]) -> Array:
+        """The negative log posterior NUTS samples, in whitened coordinates, up to a
+        constant: z ~ N(0, I), η = L z / √w (the prior N(0, Ω/w), as in
+        :meth:`~twinsim.priors.PopulationModel.individual_model`), with the solves of
+        ``log_likelihood(..., sampling=True)``."""
+        eta = self.chol @ z / jnp.sqrt(batch["prior_weight"])
+        return 0.5 * jnp.sum(z**2) - self.log_likelihood(eta, batch, sampling=True)
 
-        z = numpyro.sample("eta_z", dist.Normal(0.0, jnp.ones(self.n_effects)).to_event(1))
-        eta = numpyro.deterministic("eta", self.chol @ z / jnp.sqrt(batch["prior_weight"]))
-        numpyro.factor("log_likelihood", self.log_likelihood(eta, batch, sampling=True))
+    def _chain(self, num_warmup: int, num_samples: int, rng: Array, z0: Array, batch):
+        """One NUTS chain (NumPyro's kernel: dense mass matrix and step size adapted over
+        the warm-up, target acceptance 0.85) → draws, divergences, leapfrog steps."""
+        from numpyro.infer.hmc import hmc
 
-    def mcmc(self, num_warmup: int, num_samples: int, num_chains: int, shapes: tuple):
-        """One MCMC object per configuration: `jit_model_args` reuses its compilation."""
-        key = (num_warmup, num_samples, num_chains, shapes)
-        if key not in self._mcmc:
-            from numpyro.infer import MCMC, NUTS
+        init_kernel, sample_kernel = hmc(
+            potential_fn=lambda z: self.potential(z, batch), algo="NUTS"
+        )
+        state = init_kernel(z0, num_warmup, dense_mass=True, target_accept_prob=0.85, rng_key=rng)
 
-            kernel = NUTS(self.numpyro_model, dense_mass=True, target_accept_prob=0.85)
-            self._mcmc[key] = MCMC(
-                kernel,
-                num_warmup=num_warmup,
-                num_samples=num_samples,
-                num_chains=num_chains,
-                # vectorised chains turn every data-dependent branch of the ODE engine's
-                # event walk into both branches (a steady-state Newton solve at every
-                # entry): 40x slower per gradient for warfarin, measured
-                chain_method="vectorized" if self.linear else "sequential",
-                progress_bar=False,
-                jit_model_args=True,
-            )
-        return self._mcmc[key]
+        def step(state, _):
+            state = sample_kernel(state)
+            return state, (state.z, state.diverging, state.num_steps)
 
-    def nuts_many(self, num_warmup: int, num_samples: int):
-        """A compiled NUTS run of many chains of many patients at once:
-        ``(keys [n, chain], z0 [n, chain, R], batches stacked [n, ...])`` →
-        ``(z [n, chain, draw, R], diverging, leapfrog steps)``; see :func:`fit_nuts_many`."""
-        key = ("many", num_warmup, num_samples)
-        if key not in self._mcmc:
-            from numpyro.infer.hmc import hmc
+        _, (z, diverging, steps) = jax.lax.scan(step, state, None, length=num_warmup + num_samples)
+        return z[num_warmup:], diverging[num_warmup:], steps[num_warmup:]
 
-            def chain(rng, z0, batch):
-                def potential(z):
-                    # the same density as `numpyro_model`: z ~ N(0, I), η = L z / √w
-                    eta = self.chol @ z / jnp.sqrt(batch["prior_weight"])
-                    return 0.5 * jnp.sum(z**2) - self.log_likelihood(eta, batch, sampling=True)
+    def nuts(self, num_warmup: int, num_samples: int, *, many: bool = False):
+        """The compiled NUTS run, one per (warm-up, draws, ``many``) and data shapes:
+        ``(keys [chain], z0 [chain, R], batch)`` → ``(z [chain, draw, R], diverging,
+        leapfrog steps)``; with ``many`` (linear models), every argument and result has a
+        leading patient axis (see :func:`fit_nuts_many`).
 
-                init_kernel, sample_kernel = hmc(potential_fn=potential, algo="NUTS")
-                state = init_kernel(
-                    z0, num_warmup, dense_mass=True, target_accept_prob=0.85, rng_key=rng
-                )
+        The whole run (adaptation included) is one compiled program, so a new patient or
+        one more observation of the same bucket sizes compiles nothing. (NumPyro's
+        ``MCMC`` recompiled its sampling loop on every ``run`` and each compilation kept
+        its code mapped: a warfarin study ran out of memory mappings.) A linear model's
+        chains are vectorised; an ODE model's run one after another inside the program,
+        because a vectorised ODE event walk runs both sides of every data-dependent
+        branch (a steady-state Newton solve at every entry; 40x per gradient, measured).
+        """
+        key = (int(num_warmup), int(num_samples), bool(many))
+        if key not in self._nuts:
+            chain = functools.partial(self._chain, key[0], key[1])
+            if self.linear:
+                chains = jax.vmap(chain, in_axes=(0, 0, None))
+            elif many:
+                raise ValueError("ODE models are sampled patient by patient")
+            else:
 
-                def step(state, _):
-                    state = sample_kernel(state)
-                    return state, (state.z, state.diverging, state.num_steps)
+                def chains(keys, z0, batch):
+                    return jax.lax.map(lambda kz: chain(kz[0], kz[1], batch), (keys, z0))
 
-                _, (z, diverging, steps) = jax.lax.scan(
-                    step, state, None, length=num_warmup + num_samples
-                )
-                return z[num_warmup:], diverging[num_warmup:], steps[num_warmup:]
-
-            over_chains = jax.vmap(chain, in_axes=(0, 0, None))
-            self._mcmc[key] = jax.jit(jax.vmap(over_chains))
-        return self._mcmc[key]
+            self._nuts[key] = jax.jit(jax.vmap(chains) if many else chains)
+        return self._nuts[key]
 
 
 def _forward_mode_jacobian(predict):
@@ -887,16 +892,9 @@ class PatientTwin:
                     "(with_doses) or check the times (h on the doses' clock)"
                 )
 
-    def _zero_without_drug(self) -> set[str]:
+    def _zero_without_drug(self) -> frozenset[str]:
         """Outputs that are 0 without drug (levels), as opposed to baselines (INR)."""
-        typical = self.model.typical_parameters(self.covariates)
-        empty = DosingEvents.from_doses([[Dose(0.0, 0.0, 0)]])
-        out = np.asarray(predict_outputs(self.model.structural, typical, empty, jnp.array([0.0])))[
-            0, 0
-        ]
-        return {
-            name for name, v in zip(self.model.structural.output_names, out, strict=True) if v == 0
-        }
+        return _engine(self.model).zero_without_drug(self.covariates)
 
     # ---- dosing helpers
     @property
@@ -1029,7 +1027,7 @@ class PatientTwin:
             name: getattr(engine, name)._cache_size()
             for name in ("map", "value_and_grad", "predict", "prior_draws")
         }
-        counts["nuts_configurations"] = len(engine._mcmc)
+        counts["nuts"] = sum(f._cache_size() for f in engine._nuts.values())
         return counts
 
     # ---- fitting
@@ -1114,46 +1112,13 @@ class PatientTwin:
             ):
                 if int(v) < 1:
                     raise PatientTwinError(f"`{name}` must be ≥ 1, got {v!r}")
-            draws, extra = self._nuts(
-                engine, batch, eta, prior_weight, num_warmup, num_samples, num_chains, seed
-            )
+            ((draws, extra),) = _sample_nuts(
+                engine, [batch], [eta], [jax.random.PRNGKey(seed)], prior_weight,
+                num_warmup, num_samples, num_chains,
+            )  # fmt: skip
             diagnostics.update(extra)
         diagnostics["seconds"] = _time.perf_counter() - start
         return TwinPosterior(self, method, prior_weight, eta, cov, draws, diagnostics)
-
-    def _nuts(
-        self, engine, batch, eta_mode, prior_weight, num_warmup, num_samples, num_chains, seed
-    ):
-        shapes = (batch["times"].shape[0], batch["events"].n_events)
-        mcmc = engine.mcmc(int(num_warmup), int(num_samples), int(num_chains), shapes)
-        key = jax.random.PRNGKey(seed)
-        z_mode = np.linalg.solve(np.asarray(engine.chol), eta_mode) * math.sqrt(prior_weight)
-        jitter = 0.1 * np.asarray(
-            jax.random.normal(jax.random.fold_in(key, 1), (num_chains, z_mode.size))
-        )
-        start = z_mode[None] + jitter
-        # numpyro takes one chain's start without the chain axis
-        init = {"eta_z": jnp.asarray(start[0] if num_chains == 1 else start)}
-        try:
-            mcmc.run(key, batch, init_params=init, extra_fields=("diverging", "num_steps"))
-        except Exception as error:  # a runtime check raised inside the compiled sampler
-            if "non-finite" not in str(error):
-                raise
-            raise PatientTwinError(
-                f"NUTS stopped for this {self.model.name!r} twin: a solve inside the sampler "
-                f"returned non-finite values ({str(error).splitlines()[-1][:200]}). "
-                "fit('laplace') gives the posterior's normal approximation meanwhile."
-            ) from None
-        eta = np.asarray(mcmc.get_samples(group_by_chain=True)["eta"])  # [chain, draw, R]
-        fields = mcmc.get_extra_fields(group_by_chain=True)
-        extra = {
-            "divergences": int(np.sum(np.asarray(fields["diverging"]))),
-            "mean_leapfrog_steps": float(np.mean(np.asarray(fields["num_steps"]))),
-            "num_chains": int(num_chains),
-            "num_samples": int(num_samples),
-        }
-        extra.update(_chain_diagnostics(eta))
-        return eta.reshape(-1, eta.shape[-1]), extra
 
 
 def fit_nuts_many(
@@ -1168,10 +1133,13 @@ def fit_nuts_many(
 ) -> list[TwinPosterior]:
     """NUTS posteriors of many twins of one drug model, sampled together.
 
-    Every chain of every patient is one lane of a single compiled program (NumPyro's NUTS
-    kernel, vectorised over patients and chains): for a cohort this costs about as much
-    as a few single fits. Each chain adapts its own step size and dense mass matrix, as
-    :meth:`PatientTwin.fit` does with ``"nuts"``, and starts near the patient's MAP.
+    For linear models every chain of every patient is one lane of a single compiled
+    program (NumPyro's NUTS kernel, vectorised over patients and chains): for a cohort
+    this costs about as much as a few single fits. ODE models are sampled patient by
+    patient with one compiled program (a vectorised ODE event walk runs both sides of
+    its data-dependent branches). Each chain adapts its own step size and dense mass
+    matrix, as :meth:`PatientTwin.fit` does with ``"nuts"``, and starts near the
+    patient's MAP.
 
     Parameters
     ----------
@@ -1180,11 +1148,11 @@ def fit_nuts_many(
     prior_weight, num_warmup, num_samples, num_chains
         As in :meth:`PatientTwin.fit`.
     seed
-        Patient ``i``'s chains use ``fold_in(key(seed), i)``; for ODE models, whose
-        twins are sampled one after another (a vectorised ODE event walk runs both sides
-        of its data-dependent branches), ``twins[i].fit("nuts", seed=seed + i)``.
+        Patient ``i``'s chains use ``fold_in(key(seed), i)`` (``fit("nuts", seed=s)``
+        uses ``key(s)``).
     block
-        Patients per compiled call (memory bound; the last block is padded).
+        Patients per compiled call of a linear model (memory bound; the last block is
+        padded).
 
     Returns
     -------
@@ -1215,69 +1183,101 @@ def fit_nuts_many(
         if int(v) < 1:
             raise PatientTwinError(f"`{name}` must be ≥ 1, got {v!r}")
     engine = _engine(model)
-    if not engine.linear:
-        settings = dict(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains)
-        return [
-            t.fit("nuts", prior_weight=prior_weight, seed=seed + i, **settings)
-            for i, t in enumerate(twins)
-        ]
-    run = engine.nuts_many(int(num_warmup), int(num_samples))
     start = _time.perf_counter()
     modes = [t.fit("map", prior_weight=prior_weight) for t in twins]
-    batches = [t._batch(prior_weight) for t in twins]
-    chol = np.asarray(engine.chol)
     root = jax.random.PRNGKey(seed)
-    keys, starts = [], []
-    for i, post in enumerate(modes):
-        key = jax.random.fold_in(root, i)
-        z_mode = np.linalg.solve(chol, post.eta_mode) * math.sqrt(prior_weight)
-        jitter = np.asarray(jax.random.normal(key, (num_chains, z_mode.size)))
-        keys.append(jax.random.split(jax.random.fold_in(key, 1), num_chains))
-        starts.append(z_mode[None] + 0.1 * jitter)
-    # patients of equal data shapes run together, in blocks of one compiled size
-    groups: dict[tuple, list[int]] = {}
-    for i, b in enumerate(batches):
-        groups.setdefault((b["times"].shape[0], b["events"].n_events), []).append(i)
-    z = [None] * len(twins)
-    fields: list[Any] = [None] * len(twins)
-    for members in groups.values():
-        for lo in range(0, len(members), block):
-            chunk = members[lo : lo + block]
-            padded = chunk + [chunk[-1]] * (min(block, len(members)) - len(chunk))
-            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[batches[i] for i in padded])
-            out = run(
-                jnp.stack([keys[i] for i in padded]),
-                jnp.asarray(np.stack([starts[i] for i in padded])),
-                stacked,
-            )
-            zs, diverging, steps = (np.asarray(a) for a in out)
-            for k, i in enumerate(chunk):
-                z[i], fields[i] = zs[k], (diverging[k], steps[k])
+    sampled = _sample_nuts(
+        engine, [t._batch(prior_weight) for t in twins], [m.eta_mode for m in modes],
+        [jax.random.fold_in(root, i) for i in range(len(twins))], prior_weight,
+        num_warmup, num_samples, num_chains, block=block,
+    )  # fmt: skip
     seconds = (_time.perf_counter() - start) / len(twins)
-    posteriors = []
-    for i, post in enumerate(modes):
-        eta = z[i] @ chol.T / math.sqrt(prior_weight)  # [chain, draw, R]
-        diagnostics = {
-            **post.diagnostics,
-            "divergences": int(np.sum(fields[i][0])),
-            "mean_leapfrog_steps": float(np.mean(fields[i][1])),
-            "num_chains": int(num_chains),
-            "num_samples": int(num_samples),
-            "seconds": seconds,
-        }
-        diagnostics.update(_chain_diagnostics(eta))
-        posteriors.append(
-            TwinPosterior(
-                post.twin,
-                "nuts",
-                prior_weight,
-                post.eta_mode,
-                post.covariance,
-                eta.reshape(-1, eta.shape[-1]),
-                diagnostics,
-            )
+    return [
+        TwinPosterior(
+            post.twin,
+            "nuts",
+            prior_weight,
+            post.eta_mode,
+            post.covariance,
+            draws,
+            {**post.diagnostics, **extra, "seconds": seconds},
         )
-    return posteriors
+        for post, (draws, extra) in zip(modes, sampled, strict=True)
+    ]
+
+
+def _sample_nuts(
+    engine: _Engine,
+    batches: Sequence[Mapping[str, Any]],
+    eta_modes: Sequence[np.ndarray],
+    keys: Sequence[Array],
+    prior_weight: float,
+    num_warmup: int,
+    num_samples: int,
+    num_chains: int,
+    *,
+    block: int = 128,
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """NUTS draws of η ``[chain × draw, R]`` and diagnostics for each patient.
+
+    Patient ``i``'s chains start at its mode in whitened coordinates, each jittered by
+    0.1 SD (``keys[i]``), and sample with ``split(fold_in(keys[i], 1), num_chains)``.
+    Linear models run patients of equal data shapes together, in blocks of ``block``
+    (the last padded); ODE models one patient per call (see :meth:`_Engine.nuts`).
+    """
+    chol = np.asarray(engine.chol)
+    starts, chain_keys = [], []
+    for key, eta in zip(keys, eta_modes, strict=True):
+        z_mode = np.linalg.solve(chol, eta) * math.sqrt(prior_weight)
+        jitter = np.asarray(jax.random.normal(key, (num_chains, z_mode.size)))
+        starts.append(z_mode[None] + 0.1 * jitter)
+        chain_keys.append(jax.random.split(jax.random.fold_in(key, 1), num_chains))
+    # (patients, padded size) per compiled call; size 0: one patient, no patient axis
+    calls: list[tuple[list[int], int]] = [([i], 0) for i in range(len(batches))]
+    if engine.linear and len(batches) > 1:
+        groups: dict[tuple, list[int]] = {}
+        for i, b in enumerate(batches):
+            groups.setdefault((b["times"].shape[0], b["events"].n_events), []).append(i)
+        # every block of a group has the size of its first: one compilation per group
+        calls = [
+            (members[lo : lo + block], min(block, len(members)))
+            for members in groups.values()
+            for lo in range(0, len(members), block)
+        ]
+    out: list[Any] = [None] * len(batches)
+    for chunk, size in calls:
+        try:
+            if size == 0:
+                (i,) = chunk
+                run = engine.nuts(num_warmup, num_samples)
+                result = [run(chain_keys[i], jnp.asarray(starts[i]), batches[i])]
+            else:
+                padded = chunk + [chunk[-1]] * (size - len(chunk))
+                run = engine.nuts(num_warmup, num_samples, many=True)
+                stacked = run(
+                    jnp.stack([chain_keys[i] for i in padded]),
+                    jnp.asarray(np.stack([starts[i] for i in padded])),
+                    jax.tree.map(lambda *xs: jnp.stack(xs), *[batches[i] for i in padded]),
+                )
+                stacked = [np.asarray(a) for a in stacked]
+                result = [tuple(a[k] for a in stacked) for k in range(len(chunk))]
+        except RuntimeError as error:  # a runtime check raised inside the compiled sampler
+            raise PatientTwinError(
+                f"NUTS stopped for the {engine.model.name!r} twin(s) {chunk}: "
+                f"{str(error).splitlines()[-1][:200]}. fit('laplace') gives the posterior's "
+                "normal approximation meanwhile."
+            ) from None
+        for i, (z, diverging, steps) in zip(chunk, result, strict=True):
+            eta = np.asarray(z) @ chol.T / math.sqrt(prior_weight)  # [chain, draw, R]
+            extra = {
+                "divergences": int(np.sum(np.asarray(diverging))),
+                "mean_leapfrog_steps": float(np.mean(np.asarray(steps))),
+                "num_chains": int(num_chains),
+                "num_samples": int(num_samples),
+            }
+            extra.update(_chain_diagnostics(eta))
+            out[i] = (eta.reshape(-1, eta.shape[-1]), extra)
+    return out
 
 
 def _chain_diagnostics(eta: np.ndarray) -> dict[str, float]:
