@@ -4,6 +4,8 @@ Run: ``nice .venv/bin/python benchmarks/bench_twin.py`` (writes
 ``benchmarks/results/twin.json``). One vancomycin patient (80 kg, CrCL 60 mL/min, 1 g
 every 12 h, a peak and a trough). Every timed run uses new levels (so nothing is cached
 but the compilation); times are the median of ``--repeats`` runs after one warm-up run.
+The XLA compilations during each timed NUTS fit are counted (JAX's own events): 0 means
+the sampler was reused whole.
 
 ``--warfarin`` times the ODE twin instead (writes ``benchmarks/results/twin_warfarin.json``):
 warfarin, 62 y, 78 kg, CYP2C9 *1/*3, VKORC1 A/A, 5 mg daily, INRs on days 3 and 5 (each
@@ -63,12 +65,14 @@ def _bench_warfarin(rng: np.random.Generator, repeats: int) -> dict:
     for label, seed in (("nuts_first_call", 0), ("nuts", 1)):
         twin = _warfarin(rng)
         start = time.perf_counter()
-        post = twin.fit("nuts", seed=seed, **settings)
+        with _Compilations() as compiled:
+            post = twin.fit("nuts", seed=seed, **settings)
         seconds = time.perf_counter() - start
         laplace = twin.fit("laplace")
         sd = np.sqrt(np.diag(laplace.covariance))
         report[label] = {
             "seconds": seconds,
+            "xla_compilations": compiled.count,
             "settings": settings,
             "mean_leapfrog_steps": post.diagnostics["mean_leapfrog_steps"],
             "divergences": post.diagnostics["divergences"],
@@ -80,6 +84,24 @@ def _bench_warfarin(rng: np.random.Generator, repeats: int) -> dict:
             "nuts_sd_over_laplace_sd": list(post.samples.std(axis=0) / sd),
         }
     return report
+
+
+class _Compilations:
+    """Counts XLA compilations (JAX's ``backend_compile_duration`` events) while active."""
+
+    def __init__(self):
+        self.count = 0
+
+    def _listen(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
 def _timed(fn, repeats: int) -> tuple[float, list[float]]:
@@ -148,8 +170,10 @@ def main() -> None:
     _twin(rng).fit("nuts", **nuts_kwargs)
     report["nuts_first_call_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    post = _twin(rng).fit("nuts", seed=1, **nuts_kwargs)
+    with _Compilations() as compiled:
+        post = _twin(rng).fit("nuts", seed=1, **nuts_kwargs)
     report["nuts_s"] = time.perf_counter() - start
+    report["nuts_xla_compilations"] = compiled.count
     report["nuts_settings"] = nuts_kwargs
     report["nuts_diagnostics"] = {
         k: v for k, v in post.diagnostics.items() if k in ("divergences", "max_r_hat", "min_ess")
