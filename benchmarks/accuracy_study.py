@@ -14,8 +14,10 @@ patients, MAP/Laplace; writes ``results/accuracy.json`` and prints a table).
 
 The warfarin twin by NUTS (ODE model, ~3 min per patient on one core) runs on its own:
 ``nice .venv/bin/python benchmarks/accuracy_study.py --only warfarin --warfarin-nuts
---warfarin-nuts-patients 20 --nuts-warmup 200 --nuts-samples 100
---out benchmarks/results/accuracy_warfarin_nuts.json``.
+--warfarin-nuts-patients 16 --nuts-warmup 150 --nuts-samples 100
+--out benchmarks/results/accuracy_warfarin_nuts.json``; vancomycin NUTS with other
+numbers of levels, e.g. ``--only vancomycin --nuts-levels 4 --nuts-patients 100
+--out benchmarks/results/accuracy_vancomycin_nuts4.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from twinsim.twin._accuracy import format_table, run_study, warfarin_study  # noqa: E402
+from twinsim.twin._accuracy import (  # noqa: E402
+    format_table,
+    run_study,
+    vancomycin_study,
+    warfarin_study,
+)
 
 
 def main() -> None:
@@ -44,6 +51,14 @@ def main() -> None:
     parser.add_argument(
         "--nuts-patients", type=int, default=None, help="vancomycin patients fitted by NUTS too"
     )
+    parser.add_argument(
+        "--nuts-levels",
+        type=int,
+        nargs="+",
+        default=[2],
+        choices=(1, 2, 4),
+        help="vancomycin: the numbers of levels fitted by NUTS",
+    )
     parser.add_argument("--scipy-patients", type=int, default=100, help="scipy MAP checks")
     parser.add_argument(
         "--warfarin-nuts", action="store_true", help="NUTS for warfarin too (ODE model; slow)"
@@ -51,7 +66,7 @@ def main() -> None:
     parser.add_argument(
         "--warfarin-nuts-patients", type=int, default=None, help="warfarin patients by NUTS"
     )
-    parser.add_argument("--only", choices=("all", "warfarin"), default="all")
+    parser.add_argument("--only", choices=("all", "vancomycin", "warfarin"), default="all")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "accuracy.json")
     args = parser.parse_args()
     nuts = {
@@ -64,7 +79,16 @@ def main() -> None:
         if args.warfarin_nuts
         else {"nuts_levels": ()}
     )
-    if args.only == "warfarin":
+    vancomycin_options = {
+        "nuts": nuts,
+        "nuts_patients": args.nuts_patients,
+        "nuts_levels": tuple(args.nuts_levels),
+        "scipy_check": args.scipy_patients,
+    }
+    if args.only == "vancomycin":
+        vanco = vancomycin_study(args.n_patients, args.seed, progress=True, **vancomycin_options)
+        record = {"vancomycin": vanco, "jax": jax.__version__}
+    elif args.only == "warfarin":
         record = {
             "warfarin": warfarin_study(
                 args.n_warfarin, args.seed, progress=True, **warfarin_options
@@ -76,11 +100,7 @@ def main() -> None:
             args.n_patients,
             args.seed,
             n_warfarin=args.n_warfarin,
-            vancomycin_options={
-                "nuts": nuts,
-                "nuts_patients": args.nuts_patients,
-                "scipy_check": args.scipy_patients,
-            },
+            vancomycin_options=vancomycin_options,
             warfarin_options=warfarin_options,
             progress=True,
         )
