@@ -513,6 +513,7 @@ def warfarin_study(
         point = {m: np.zeros(n_patients) for m in ["prior", "map", *methods[2:]]}
         lo = {m: np.zeros(n_patients) for m in ("laplace", *methods[2:])}
         hi = {m: np.zeros(n_patients) for m in lo}
+        diagnostics: list[dict[str, Any]] = []
         for i in range(n_patients):
             twin = PatientTwin.create(
                 "warfarin", _row(cov, i, names), doses,
@@ -541,6 +542,7 @@ def warfarin_study(
                 draws = inr_at(row, fits["nuts"].eta_draws(n_draws))
                 point["nuts"][i] = np.median(draws)
                 lo["nuts"][i], hi["nuts"][i] = np.quantile(draws, [0.05, 0.95])
+                diagnostics.append(fits["nuts"].diagnostics)
             if progress and (i + 1) % 20 == 0:
                 print(f"  warfarin, {k} INR(s): {i + 1}/{n_patients} patients", flush=True)
         groups = {
@@ -548,6 +550,8 @@ def warfarin_study(
             "ancestry": np.asarray(cov["ancestry"]),
         }
         results[str(k)] = _summarise(chosen, point, lo, hi, truth, groups, n_nuts)
+        if diagnostics:
+            results[str(k)]["nuts_diagnostics"] = _nuts_diagnostics(diagnostics)
     return {
         "drug": "warfarin",
         "model": pm.citation,
