@@ -26,6 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from twinsim.simulators._compilations import recorded_compilations
 from twinsim.twin import Observation, PatientTwin
 
 RESULTS = Path(__file__).parent / "results" / "twin.json"
@@ -65,14 +66,14 @@ def _bench_warfarin(rng: np.random.Generator, repeats: int) -> dict:
     for label, seed in (("nuts_first_call", 0), ("nuts", 1)):
         twin = _warfarin(rng)
         start = time.perf_counter()
-        with _Compilations() as compiled:
+        with recorded_compilations() as compiled:
             post = twin.fit("nuts", seed=seed, **settings)
         seconds = time.perf_counter() - start
         laplace = twin.fit("laplace")
         sd = np.sqrt(np.diag(laplace.covariance))
         report[label] = {
             "seconds": seconds,
-            "xla_compilations": compiled.count,
+            "xla_compilations": len(compiled),
             "settings": settings,
             "mean_leapfrog_steps": post.diagnostics["mean_leapfrog_steps"],
             "divergences": post.diagnostics["divergences"],
@@ -84,24 +85,6 @@ def _bench_warfarin(rng: np.random.Generator, repeats: int) -> dict:
             "nuts_sd_over_laplace_sd": list(post.samples.std(axis=0) / sd),
         }
     return report
-
-
-class _Compilations:
-    """Counts XLA compilations (JAX's ``backend_compile_duration`` events) while active."""
-
-    def __init__(self):
-        self.count = 0
-
-    def _listen(self, event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
 def _timed(fn, repeats: int) -> tuple[float, list[float]]:
@@ -170,10 +153,10 @@ def main() -> None:
     _twin(rng).fit("nuts", **nuts_kwargs)
     report["nuts_first_call_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    with _Compilations() as compiled:
+    with recorded_compilations() as compiled:
         post = _twin(rng).fit("nuts", seed=1, **nuts_kwargs)
     report["nuts_s"] = time.perf_counter() - start
-    report["nuts_xla_compilations"] = compiled.count
+    report["nuts_xla_compilations"] = len(compiled)
     report["nuts_settings"] = nuts_kwargs
     report["nuts_diagnostics"] = {
         k: v for k, v in post.diagnostics.items() if k in ("divergences", "max_r_hat", "min_ess")

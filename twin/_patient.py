@@ -653,8 +653,6 @@ class _Engine:
             chain = functools.partial(self._chain, key[0], key[1])
             if self.linear:
                 chains = jax.vmap(chain, in_axes=(0, 0, None))
-            elif many:
-                raise ValueError("ODE models are sampled patient by patient")
             else:
 
                 def chains(keys, z0, batch):
@@ -1226,52 +1224,52 @@ def _sample_nuts(
     (the last padded); ODE models one patient per call (see :meth:`_Engine.nuts`).
     """
     chol = np.asarray(engine.chol)
-    starts, chain_keys = [], []
+    starts, chain_keys = [], []  # per patient: [chain, R] and [chain, key]
     for key, eta in zip(keys, eta_modes, strict=True):
         z_mode = np.linalg.solve(chol, eta) * math.sqrt(prior_weight)
         jitter = np.asarray(jax.random.normal(key, (num_chains, z_mode.size)))
         starts.append(z_mode[None] + 0.1 * jitter)
-        chain_keys.append(jax.random.split(jax.random.fold_in(key, 1), num_chains))
-    # (patients, padded size) per compiled call; size 0: one patient, no patient axis
-    calls: list[tuple[list[int], int]] = [([i], 0) for i in range(len(batches))]
-    if engine.linear and len(batches) > 1:
+        chain_keys.append(np.asarray(jax.random.split(jax.random.fold_in(key, 1), num_chains)))
+    # a linear model's patients of equal data shapes run together, in blocks of one size
+    # (each group's first); otherwise one patient per call, without a patient axis
+    many = engine.linear and len(batches) > 1
+    calls: list[tuple[list[int], int]] = [([i], 1) for i in range(len(batches))]
+    if many:
         groups: dict[tuple, list[int]] = {}
         for i, b in enumerate(batches):
             groups.setdefault((b["times"].shape[0], b["events"].n_events), []).append(i)
-        # every block of a group has the size of its first: one compilation per group
         calls = [
             (members[lo : lo + block], min(block, len(members)))
             for members in groups.values()
             for lo in range(0, len(members), block)
         ]
+    run = engine.nuts(num_warmup, num_samples, many=many)
     out: list[Any] = [None] * len(batches)
     for chunk, size in calls:
+        padded = chunk + [chunk[-1]] * (size - len(chunk))
         try:
-            if size == 0:
-                (i,) = chunk
-                run = engine.nuts(num_warmup, num_samples)
-                result = [run(chain_keys[i], jnp.asarray(starts[i]), batches[i])]
-            else:
-                padded = chunk + [chunk[-1]] * (size - len(chunk))
-                run = engine.nuts(num_warmup, num_samples, many=True)
+            if many:
                 stacked = run(
-                    jnp.stack([chain_keys[i] for i in padded]),
-                    jnp.asarray(np.stack([starts[i] for i in padded])),
+                    np.stack([chain_keys[i] for i in padded]),
+                    np.stack([starts[i] for i in padded]),
                     jax.tree.map(lambda *xs: jnp.stack(xs), *[batches[i] for i in padded]),
                 )
-                stacked = [np.asarray(a) for a in stacked]
-                result = [tuple(a[k] for a in stacked) for k in range(len(chunk))]
+            else:
+                (i,) = chunk
+                stacked = [np.asarray(a)[None] for a in run(chain_keys[i], starts[i], batches[i])]
         except RuntimeError as error:  # a runtime check raised inside the compiled sampler
             raise PatientTwinError(
-                f"NUTS stopped for the {engine.model.name!r} twin(s) {chunk}: "
-                f"{str(error).splitlines()[-1][:200]}. fit('laplace') gives the posterior's "
-                "normal approximation meanwhile."
+                f"NUTS stopped for the {engine.model.name!r} twin(s) at position(s) {chunk} "
+                f"of this call: {str(error).splitlines()[-1][:200]}. fit('laplace') gives "
+                "the posterior's normal approximation meanwhile."
             ) from None
-        for i, (z, diverging, steps) in zip(chunk, result, strict=True):
-            eta = np.asarray(z) @ chol.T / math.sqrt(prior_weight)  # [chain, draw, R]
+        z_all, diverging_all, steps_all = (np.asarray(a) for a in stacked)
+        result = zip(z_all, diverging_all, steps_all, strict=False)  # padding dropped
+        for i, (z, diverging, steps) in zip(chunk, result, strict=False):
+            eta = z @ chol.T / math.sqrt(prior_weight)  # [chain, draw, R]
             extra = {
-                "divergences": int(np.sum(np.asarray(diverging))),
-                "mean_leapfrog_steps": float(np.mean(np.asarray(steps))),
+                "divergences": int(np.sum(diverging)),
+                "mean_leapfrog_steps": float(np.mean(steps)),
                 "num_chains": int(num_chains),
                 "num_samples": int(num_samples),
             }

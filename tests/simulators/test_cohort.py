@@ -17,6 +17,7 @@ from twinsim.simulators import (
     simulate_cohort,
     subject_keys,
 )
+from twinsim.simulators._compilations import recorded_compilations
 
 SEED = 20240601
 TYPICAL = np.array([5.0, 50.0])  # one_compartment: cl (L/h), v (L)
@@ -263,12 +264,6 @@ def test_nothing_compiles_after_the_first_chunk():
     second chunk and the ragged third must compile nothing at all. The check is not
     vacuous: the first chunk compiles, and a direct call at a new batch size compiles again.
     """
-    compiled = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(kwargs.get("fun_name"))
-
     # a model of its own, so nothing is in the compilation caches yet
     model = ODEModel(
         name="fresh_iv1", states=("central",), parameters=("cl", "v"),
@@ -282,13 +277,10 @@ def test_nothing_compiles_after_the_first_chunk():
         per_chunk.append(list(compiled))
         compiled.clear()
 
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with recorded_compilations() as compiled:
         simulate_cohort(model, 11, _params_fn, events_fn, TIMES, chunk_size=4, on_chunk=on_chunk)
         # 40 subjects pad to 64, a shape the chunks of 4 (padded to 32) never used
         simulate(model, _params_fn(np.arange(40)), events_fn(None), TIMES)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert len(per_chunk) == 3
     assert per_chunk[0], "the first chunk should have compiled (is the listener blind?)"
     assert per_chunk[1:] == [[], []], f"compiled again after the first chunk: {per_chunk[1:]}"

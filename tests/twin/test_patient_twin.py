@@ -24,6 +24,7 @@ import scipy.stats
 
 from twinsim.priors import DRUG_LIBRARY, ObservationData, drug_metadata
 from twinsim.simulators import DosingEvents
+from twinsim.simulators._compilations import recorded_compilations
 from twinsim.twin import (
     Observation,
     PatientTwin,
@@ -330,22 +331,13 @@ def test_a_second_nuts_fit_compiles_nothing():
     Regression: NumPyro's ``MCMC.run`` recompiled its sampling loop on every run (14
     programs per vancomycin fit; for warfarin 2 × 16 s, and each compilation kept its
     code mapped until the process ran out of memory mappings)."""
-    compiled = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(kwargs.get("fun_name"))
-
     twin = _vanco_twin(levels=((37.0, 32.0), (42.0, 22.0), (47.5, 14.0)))
     settings = {"num_warmup": 50, "num_samples": 50, "num_chains": 2}
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with recorded_compilations() as compiled:
         first = twin.fit("nuts", seed=1, **settings)
         assert compiled, "the first NUTS fit should have compiled (is the listener blind?)"
         compiled.clear()
         second = twin.with_observations(Observation(30.0, 18.0)).fit("nuts", seed=1, **settings)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled == [], f"the second NUTS fit compiled {compiled}"
     assert second.samples.shape == first.samples.shape == (100, 3)
     assert not np.allclose(first.samples, second.samples)

@@ -97,7 +97,7 @@ def test_warfarin_nuts_samples_the_posterior_laplace_approximates(twin):
     the NUTS mean lies within 0.5 Laplace SD of the mode and each SD within 0.7–1.4 × the
     Laplace SD (measured with 2 × 100: 0.25 SD and 0.93–1.17)."""
     laplace = twin.fit("laplace")
-    # through the cohort entry point, which samples ODE twins one by one with fit("nuts")
+    # through the cohort entry point (ODE twins: one patient per compiled call)
     (post,) = fit_nuts_many([twin], num_warmup=60, num_samples=60, num_chains=2, seed=3)
     assert post.method == "nuts"
     assert post.samples.shape == (120, len(twin.model.random_effects))
