@@ -1,12 +1,14 @@
 """twinsim — digital-twin patient simulation engine on JAX.
 
-Subpackages (imports go one way, left to right):
+Floors of the house, bottom to top; each imports only those below it (a contract that
+import-linter checks, ``[tool.importlinter]`` in pyproject.toml):
 
-- :mod:`twinsim.priors`     mechanistic PK/PD models, covariates, variability
-- :mod:`twinsim.simulators` dosing events and the linear / ODE engines
-- :mod:`twinsim.twin`       the digital twin (individual posterior, latent model)
-- :mod:`twinsim.scenarios`  pydantic specs, workflows, file I/O, the CLI
+- :mod:`twinsim.simulators` the model type, dosing events, the linear / ODE engines, metrics
+- :mod:`twinsim.priors`     PK/PD building blocks, covariates, variability, the drug library
+- :mod:`twinsim.twin`       the digital twin (individual posterior, virtual populations)
+- :mod:`twinsim.scenarios`  pydantic specs, one module per workflow, file I/O
 - :mod:`twinsim.dashboard`  the Dash app
+- :mod:`twinsim.cli`        the ``twinsim`` command line (also ``python -m twinsim``)
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -80,8 +80,8 @@ class DashboardServer:
         """Start the server and wait until it answers HTTP."""
         command = [
             sys.executable,
-            "-c",
-            "from twinsim.scenarios._cli import main; main()",
+            "-m",
+            "twinsim",
             "dashboard",
             "--port",
             str(self.port),

@@ -4,6 +4,9 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # float64 throughout the numerical core
 
+from ..simulators._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
+from ..simulators._model import Named as Named  # noqa: E402
+from ..simulators._model import ODEModel as ODEModel  # noqa: E402
 from ._covariates import ANCESTRIES as ANCESTRIES  # noqa: E402
 from ._covariates import COMEDICATIONS as COMEDICATIONS  # noqa: E402
 from ._covariates import COVARIATE_COLUMNS as COVARIATE_COLUMNS  # noqa: E402
@@ -28,9 +31,6 @@ from ._library import DRUG_METADATA as DRUG_METADATA  # noqa: E402
 from ._library import DrugLibraryError as DrugLibraryError  # noqa: E402
 from ._library import drug_metadata as drug_metadata  # noqa: E402
 from ._library import drug_model as drug_model  # noqa: E402
-from ._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
-from ._model import Named as Named  # noqa: E402
-from ._model import ODEModel as ODEModel  # noqa: E402
 from ._pd import extend_model as extend_model  # noqa: E402
 from ._pd import with_effect_compartment as with_effect_compartment  # noqa: E402
 from ._pd import with_emax as with_emax  # noqa: E402

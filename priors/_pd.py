@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._model import ModelDefinitionError, Named, ODEModel
+from ..simulators._model import ModelDefinitionError, Named, ODEModel
 
 __all__ = [
     "extend_model",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ._model import ModelDefinitionError, Named, ODEModel
+from ..simulators._model import ModelDefinitionError, Named, ODEModel
 
 __all__ = [
     "michaelis_menten",

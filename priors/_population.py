@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ._model import ModelDefinitionError, Named, ODEModel
+from ..simulators._model import ModelDefinitionError, Named, ODEModel
 
 __all__ = [
     "Covariate",

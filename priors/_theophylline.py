@@ -58,8 +58,8 @@ import math
 
 import numpy as np
 
+from ..simulators._model import Named, ODEModel
 from ._covariates import smoking_induction
-from ._model import Named, ODEModel
 from ._pk import MAMMILLARY_CITATION, one_compartment
 from ._population import Covariate, PopulationModel, ResidualError
 

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._model import Named, ODEModel
+from ..simulators._model import Named, ODEModel
 from ._pd import _occupancy, extend_model
 from ._pk import two_compartment
 from ._population import Covariate, PopulationModel, ResidualError

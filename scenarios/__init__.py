@@ -59,7 +59,6 @@ from ._whatif import TargetSpec as TargetSpec
 from ._whatif import WhatIfResult as WhatIfResult
 from ._whatif import WhatIfSpec as WhatIfSpec
 from ._whatif import load_whatif as load_whatif
-from ._whatif import run_whatif as run_whatif
 from ._whatif import target_figure as target_figure
 from ._whatif import whatif_examples as whatif_examples
 from ._whatif import whatif_figure as whatif_figure
@@ -70,6 +69,7 @@ from ._whatif_session import WhatIfFit as WhatIfFit
 from ._whatif_session import WhatIfSession as WhatIfSession
 from ._whatif_session import fit_whatif as fit_whatif
 from ._whatif_session import forecast_whatif as forecast_whatif
+from ._whatif_session import run_whatif as run_whatif
 from ._whatif_session import search_whatif as search_whatif
 from ._workflows import FailedSubjectsWarning as FailedSubjectsWarning
 from ._workflows import LargeCohortWarning as LargeCohortWarning

@@ -100,7 +100,6 @@ __all__ = [
     "WhatIfResult",
     "WhatIfSpec",
     "load_whatif",
-    "run_whatif",
     "target_figure",
     "whatif_examples",
     "whatif_figure",
@@ -1310,42 +1309,6 @@ def write_whatif_report(
 # ---------------------------------------------------------------------------- workflow
 #: Spacing of the forecast curves, h (at most; the grid ends exactly at the horizon).
 FORECAST_STEP_H = 0.5
-
-
-def run_whatif(
-    spec: WhatIfSpec,
-    *,
-    command: str | None = None,
-    provenance: Mapping[str, Any] | None = None,
-) -> WhatIfResult:
-    """Answer a what-if: fit the patient's twin, forecast each regimen, recommend one.
-
-    Steps: the drug's population model and the patient's covariates make a
-    :class:`~twinsim.twin.PatientTwin` with the doses given and the levels measured;
-    it is fitted with ``spec.fit``; each candidate regimen (after the history) is
-    forecast from ``t = 0`` to the end of the horizon (medians and 90 % bands, metrics,
-    PTA); with ``spec.recommend`` the twin searches practical regimens and the best
-    ones are forecast the same way.
-
-    Parameters
-    ----------
-    spec
-        The what-if.
-    command
-        The command line, for the provenance record.
-    provenance
-        More keys for the provenance record (e.g. ``spec_file``).
-
-    Returns
-    -------
-    WhatIfResult
-    """
-    # the stages an interactive session caches (fit, search, forecast), run in one go
-    from ._whatif_session import fit_whatif, forecast_whatif, search_whatif
-
-    fitted = fit_whatif(spec)
-    found = search_whatif(spec, fitted)
-    return forecast_whatif(spec, fitted, found, command=command, provenance=provenance)
 
 
 def _forecast(

@@ -1,4 +1,8 @@
-"""Simulation core: dosing events, the exact linear engine and the diffrax ODE engine."""
+"""Simulation core: the model type, dosing events, the exact linear engine and the diffrax ODE engine.
+
+The bottom floor of the house: it imports jax, diffrax and equinox and nothing of
+``twinsim`` above it (``priors`` builds its drug models on :class:`ODEModel` from here).
+"""
 
 import jax
 
@@ -30,5 +34,8 @@ from ._metrics import exposure_metrics as exposure_metrics  # noqa: E402
 from ._metrics import half_life as half_life  # noqa: E402
 from ._metrics import tmax as tmax  # noqa: E402
 from ._metrics import trough as trough  # noqa: E402
+from ._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
+from ._model import Named as Named  # noqa: E402
+from ._model import ODEModel as ODEModel  # noqa: E402
 from ._superposition import predict_linear as predict_linear  # noqa: E402
 from ._superposition import predict_outputs as predict_outputs  # noqa: E402

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..priors._model import ODEModel
 from ._engine import SimulationError, Solution, map_in_blocks, padded_size, simulate
 from ._events import DosingEvents
+from ._model import ODEModel
 
 __all__ = [
     "CohortReport",

@@ -32,8 +32,8 @@ import optimistix as optx
 from jax.scipy.linalg import expm
 from jaxtyping import Array, Bool, Float, Int
 
-from ..priors._model import ODEModel
 from ._events import DosingEvents, bucket_size
+from ._model import ODEModel
 
 __all__ = ["SimulationError", "Solution", "SolveStatus", "simulate"]
 

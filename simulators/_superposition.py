@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..priors._model import ODEModel
 from ._engine import SimulationError, _effective_doses, simulate
 from ._events import DosingEvents
+from ._model import ODEModel
 
 __all__ = ["expm_small", "predict_linear", "predict_outputs"]
 

@@ -7,6 +7,7 @@ import base64
 import pytest
 from typer.testing import CliRunner
 
+from twinsim.cli import app as cli
 from twinsim.dashboard import create_app
 from twinsim.dashboard._clinician import (
     accept,
@@ -16,7 +17,6 @@ from twinsim.dashboard._clinician import (
     upload_levels,
 )
 from twinsim.dashboard._form import example_form
-from twinsim.scenarios._cli import app as cli
 from twinsim.scenarios._whatif_session import WhatIfSession
 
 

@@ -16,6 +16,7 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
+from twinsim.cli import app, example_specs
 from twinsim.scenarios import (
     SimulationSpec,
     load_spec,
@@ -23,7 +24,6 @@ from twinsim.scenarios import (
     resolve_model,
     spec_json_schema,
 )
-from twinsim.scenarios._cli import app, example_specs
 from twinsim.scenarios._provenance import provenance_path
 from twinsim.simulators import lognormal_parameters, omega_from_cv, simulate
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
+from twinsim.cli import app
 from twinsim.scenarios import read_nonmem
-from twinsim.scenarios._cli import app
 from twinsim.scenarios._fit import example_data_path, fit_data, fit_model
 
 runner = CliRunner()

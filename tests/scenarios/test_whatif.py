@@ -16,15 +16,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from twinsim.scenarios import SpecError
-from twinsim.scenarios._cli import app
+from twinsim.cli import app
+from twinsim.scenarios import SpecError, run_whatif
 from twinsim.scenarios._whatif import (
     FitOptions,
     ObservationSpec,
     TargetSpec,
     WhatIfSpec,
     load_whatif,
-    run_whatif,
     whatif_examples,
     whatif_figure,
     whatif_json_schema,

@@ -1,4 +1,7 @@
-"""The ``twinsim`` command line.
+"""The ``twinsim`` command line (``twinsim.cli``, also ``python -m twinsim``).
+
+The top floor of the house: the only module that imports both the workflows
+(:mod:`twinsim.scenarios`) and the dashboard (:mod:`twinsim.dashboard`).
 
 ::
 
@@ -62,11 +65,11 @@ def _consoles() -> tuple[Console, Console]:
 
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
-    from ..simulators import EventError, MetricsError, SimulationError
-    from ._nonmem import NonmemError
-    from ._outputs import OutputError
-    from ._regimen import SpecError
-    from ._units import UnitError
+    from .scenarios._nonmem import NonmemError
+    from .scenarios._outputs import OutputError
+    from .scenarios._regimen import SpecError
+    from .scenarios._units import UnitError
+    from .simulators import EventError, MetricsError, SimulationError
 
     return (
         SpecError,
@@ -113,7 +116,7 @@ def _command_line(ctx: typer.Context) -> str:
 @contextlib.contextmanager
 def _reported_warnings(err: Console) -> Iterator[None]:
     """Print twinsim's workflow warnings (failed subjects, ...) plainly; pass others on."""
-    from ._workflows import WorkflowWarning
+    from .scenarios._workflows import WorkflowWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WorkflowWarning)
@@ -154,7 +157,7 @@ def _summary_table(dataset: Any, title: str) -> Table:
     """Subjects, failures and the Cmax/AUC summary of a run."""
     import numpy as np
 
-    from ._workflows import exposure_summary
+    from .scenarios._workflows import exposure_summary
 
     status = np.asarray(dataset["status"].values)
     table = Table(title=title, show_header=True, header_style="bold")
@@ -228,8 +231,8 @@ def simulate(
     """Simulate the cohort of a spec file and write it with a provenance record."""
     out_console, err = _consoles()
     with _clean_errors(err):
-        from ._specs import load_spec
-        from ._workflows import cohort_size, output_target, run_simulation
+        from .scenarios._specs import load_spec
+        from .scenarios._workflows import cohort_size, output_target, run_simulation
 
         spec = load_spec(spec_file)
         requested = out if out is not None else Path(f"{spec_file.stem}.nc")
@@ -250,7 +253,7 @@ def simulate(
             )
         if not quiet:
             out_console.print(_summary_table(dataset, f"{spec.model}: {spec_file.name}"))
-        from ._provenance import provenance_path
+        from .scenarios._provenance import provenance_path
 
         out_console.print(f"wrote {target}", markup=False)
         out_console.print(f"provenance {provenance_path(target)}", markup=False)
@@ -276,10 +279,10 @@ def nonmem(
     """
     out_console, err = _consoles()
     with _clean_errors(err):
-        from ._nonmem import write_nonmem
-        from ._provenance import provenance_record, write_provenance
-        from ._specs import load_spec
-        from ._workflows import cohort_size, run_simulation, simulated_nonmem
+        from .scenarios._nonmem import write_nonmem
+        from .scenarios._provenance import provenance_record, write_provenance
+        from .scenarios._specs import load_spec
+        from .scenarios._workflows import cohort_size, run_simulation, simulated_nonmem
 
         spec = load_spec(spec_file)
         with (
@@ -322,7 +325,7 @@ def schema(
     """Print (or write) the JSON Schema of a spec file, for editors and form builders."""
     out_console, err = _consoles()
     with _clean_errors(err):
-        from ._specs import spec_json_schema
+        from .scenarios._specs import spec_json_schema
 
         text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False)
         if out is None:
@@ -358,7 +361,7 @@ def example_path(name: str) -> Path:
     SpecError
         For an unknown name; the message lists the examples.
     """
-    from ._regimen import SpecError
+    from .scenarios._regimen import SpecError
 
     examples = example_specs()
     if name not in examples:
@@ -375,9 +378,9 @@ def examples() -> None:
     a what-if file with `twinsim whatif PATH`)."""
     out_console, err = _consoles()
     with _clean_errors(err):
-        from ._specs import load_spec
-        from ._whatif import load_whatif, whatif_examples
-        from ._workflows import cohort_size
+        from .scenarios._specs import load_spec
+        from .scenarios._whatif import load_whatif, whatif_examples
+        from .scenarios._workflows import cohort_size
 
         for name, path in example_specs().items():
             spec = load_spec(path)
@@ -409,10 +412,10 @@ def demo(
     """
     out_console, err = _consoles()
     with _clean_errors(err):
-        from ._outputs import metrics_table, to_frame
-        from ._provenance import provenance_path
-        from ._specs import load_spec
-        from ._workflows import cohort_size, concentration_band_figure, run_simulation
+        from .scenarios._outputs import metrics_table, to_frame
+        from .scenarios._provenance import provenance_path
+        from .scenarios._specs import load_spec
+        from .scenarios._workflows import cohort_size, concentration_band_figure, run_simulation
 
         spec_file = example_path(DEMO_EXAMPLE)
         spec = load_spec(spec_file)
@@ -501,10 +504,10 @@ def fit(
     """
     out_console, err = _consoles()
     with _clean_errors(err):
-        from ..priors import PopulationModelError
-        from ..twin import fit_population
-        from ._fit import fit_data, fit_model, write_fit_report
-        from ._nonmem import read_nonmem
+        from .priors import PopulationModelError
+        from .scenarios._fit import fit_data, fit_model, write_fit_report
+        from .scenarios._nonmem import read_nonmem
+        from .twin import fit_population
 
         try:
             population = fit_model(model, error=error)
@@ -601,8 +604,8 @@ def whatif(
     """
     out_console, err = _consoles()
     with _clean_errors(err):
-        from ..twin import PatientTwinError
-        from ._whatif import load_whatif, run_whatif, write_whatif_report
+        from .scenarios import load_whatif, run_whatif, write_whatif_report
+        from .twin import PatientTwinError
 
         spec = load_whatif(spec_file)
         if method is not None:
@@ -629,7 +632,7 @@ def whatif(
 
 def _whatif_table(result: Any) -> Table:
     """The regimens of a what-if: PTA and each metric's median (90 % interval)."""
-    from ._whatif import METRIC_LABELS
+    from .scenarios._whatif import METRIC_LABELS
 
     units: dict[str, str] = {}
     for forecast in result.forecasts:
@@ -683,7 +686,7 @@ def dashboard(
             "127.0.0.1 unless you mean it",
             markup=False,
         )
-    from ..dashboard import serve
+    from .dashboard import serve
 
     shown = f"[{host}]" if ":" in host else host
     out_console.print(f"twinsim dashboard on http://{shown}:{port}/ (Ctrl+C stops)", markup=False)
