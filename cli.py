@@ -116,7 +116,7 @@ def _command_line(ctx: typer.Context) -> str:
 @contextlib.contextmanager
 def _reported_warnings(err: Console) -> Iterator[None]:
     """Print twinsim's workflow warnings (failed subjects, ...) plainly; pass others on."""
-    from .scenarios._workflows import WorkflowWarning
+    from .scenarios._cohort._run import WorkflowWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WorkflowWarning)
@@ -157,7 +157,7 @@ def _summary_table(dataset: Any, title: str) -> Table:
     """Subjects, failures and the Cmax/AUC summary of a run."""
     import numpy as np
 
-    from .scenarios._workflows import exposure_summary
+    from .scenarios._cohort._run import exposure_summary
 
     status = np.asarray(dataset["status"].values)
     table = Table(title=title, show_header=True, header_style="bold")
@@ -231,8 +231,8 @@ def simulate(
     """Simulate the cohort of a spec file and write it with a provenance record."""
     out_console, err = _consoles()
     with _clean_errors(err):
-        from .scenarios._specs import load_spec
-        from .scenarios._workflows import cohort_size, output_target, run_simulation
+        from .scenarios._cohort._run import cohort_size, output_target, run_simulation
+        from .scenarios._cohort._spec import load_spec
 
         spec = load_spec(spec_file)
         requested = out if out is not None else Path(f"{spec_file.stem}.nc")
@@ -279,10 +279,10 @@ def nonmem(
     """
     out_console, err = _consoles()
     with _clean_errors(err):
+        from .scenarios._cohort._run import cohort_size, run_simulation, simulated_nonmem
+        from .scenarios._cohort._spec import load_spec
         from .scenarios._nonmem import write_nonmem
         from .scenarios._provenance import provenance_record, write_provenance
-        from .scenarios._specs import load_spec
-        from .scenarios._workflows import cohort_size, run_simulation, simulated_nonmem
 
         spec = load_spec(spec_file)
         with (
@@ -325,7 +325,7 @@ def schema(
     """Print (or write) the JSON Schema of a spec file, for editors and form builders."""
     out_console, err = _consoles()
     with _clean_errors(err):
-        from .scenarios._specs import spec_json_schema
+        from .scenarios._cohort._spec import spec_json_schema
 
         text = json.dumps(spec_json_schema(), indent=2, ensure_ascii=False)
         if out is None:
@@ -378,9 +378,9 @@ def examples() -> None:
     a what-if file with `twinsim whatif PATH`)."""
     out_console, err = _consoles()
     with _clean_errors(err):
-        from .scenarios._specs import load_spec
-        from .scenarios._whatif import load_whatif, whatif_examples
-        from .scenarios._workflows import cohort_size
+        from .scenarios import load_whatif, whatif_examples
+        from .scenarios._cohort._run import cohort_size
+        from .scenarios._cohort._spec import load_spec
 
         for name, path in example_specs().items():
             spec = load_spec(path)
@@ -412,10 +412,10 @@ def demo(
     """
     out_console, err = _consoles()
     with _clean_errors(err):
+        from .scenarios._cohort._run import cohort_size, concentration_band_figure, run_simulation
+        from .scenarios._cohort._spec import load_spec
         from .scenarios._outputs import metrics_table, to_frame
         from .scenarios._provenance import provenance_path
-        from .scenarios._specs import load_spec
-        from .scenarios._workflows import cohort_size, concentration_band_figure, run_simulation
 
         spec_file = example_path(DEMO_EXAMPLE)
         spec = load_spec(spec_file)
@@ -632,7 +632,7 @@ def whatif(
 
 def _whatif_table(result: Any) -> Table:
     """The regimens of a what-if: PTA and each metric's median (90 % interval)."""
-    from .scenarios._whatif import METRIC_LABELS
+    from .scenarios import METRIC_LABELS
 
     units: dict[str, str] = {}
     for forecast in result.forecasts:

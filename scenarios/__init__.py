@@ -1,11 +1,37 @@
-"""Pydantic specs, workflows, file I/O and the command line.
+"""Workflows on pydantic specs, and the file formats they share.
 
-Specs (:class:`SimulationSpec`, :class:`PatientSpec`, :class:`RegimenSpec`, ...) are read
-from YAML/JSON with :func:`load_spec`, validated once with messages naming each bad field,
-and converted to the core's units (h, mg, L, kg, cm, mg/L). NONMEM data sets are read and
-written with :func:`read_nonmem` and :func:`write_nonmem`.
+One module or small package per workflow:
+
+- ``_cohort/``: cohort simulation (:class:`SimulationSpec`, :func:`run_simulation`);
+- ``_whatif/``: the clinician's what-if (:class:`WhatIfSpec`, :class:`WhatIfSession`,
+  :func:`run_whatif`, the HTML report);
+- ``_fit.py``: population fit of a NONMEM data set (:func:`fit_data`, the VPC report).
+
+Shared by all of them: ``_patient`` (:class:`PatientSpec`), ``_units`` (quantities with
+units, converted once to the core's h, mg, L, kg, cm, mg/L), ``_regimen`` (regimen text and
+:class:`RegimenSpec`), ``_nonmem`` (:func:`read_nonmem`, :func:`write_nonmem`), ``_levels``
+(levels files), ``_outputs`` (xarray/pandas adapters, NetCDF, Zarr) and ``_provenance``.
+Specs are read from YAML/JSON, validated once with messages naming each bad field. The
+command line that runs them is :mod:`twinsim.cli`, one floor up.
 """
 
+from ._cohort._run import FailedSubjectsWarning as FailedSubjectsWarning
+from ._cohort._run import LargeCohortWarning as LargeCohortWarning
+from ._cohort._run import WorkflowWarning as WorkflowWarning
+from ._cohort._run import cohort_size as cohort_size
+from ._cohort._run import concentration_band_figure as concentration_band_figure
+from ._cohort._run import exposure_summary as exposure_summary
+from ._cohort._run import output_target as output_target
+from ._cohort._run import read_provenance as read_provenance
+from ._cohort._run import run_simulation as run_simulation
+from ._cohort._run import simulated_nonmem as simulated_nonmem
+from ._cohort._spec import MODEL_REGISTRY as MODEL_REGISTRY
+from ._cohort._spec import SimulationSpec as SimulationSpec
+from ._cohort._spec import TimeGrid as TimeGrid
+from ._cohort._spec import VariabilitySpec as VariabilitySpec
+from ._cohort._spec import load_spec as load_spec
+from ._cohort._spec import resolve_model as resolve_model
+from ._cohort._spec import spec_json_schema as spec_json_schema
 from ._fit import FitDataError as FitDataError
 from ._fit import example_data_path as example_data_path
 from ._fit import fit_data as fit_data
@@ -29,6 +55,7 @@ from ._outputs import to_dataset as to_dataset
 from ._outputs import to_frame as to_frame
 from ._outputs import write_netcdf as write_netcdf
 from ._outputs import write_zarr_chunk as write_zarr_chunk
+from ._patient import PatientSpec as PatientSpec
 from ._provenance import provenance_path as provenance_path
 from ._provenance import provenance_record as provenance_record
 from ._provenance import write_provenance as write_provenance
@@ -36,48 +63,30 @@ from ._regimen import DoseSpec as DoseSpec
 from ._regimen import RegimenSpec as RegimenSpec
 from ._regimen import SpecError as SpecError
 from ._regimen import parse_regimen_text as parse_regimen_text
-from ._specs import MODEL_REGISTRY as MODEL_REGISTRY
-from ._specs import PatientSpec as PatientSpec
-from ._specs import SimulationSpec as SimulationSpec
-from ._specs import TimeGrid as TimeGrid
-from ._specs import VariabilitySpec as VariabilitySpec
-from ._specs import load_spec as load_spec
-from ._specs import resolve_model as resolve_model
-from ._specs import spec_json_schema as spec_json_schema
 from ._units import CORE_UNITS as CORE_UNITS
 from ._units import UnitError as UnitError
 from ._units import accepted_units as accepted_units
 from ._units import parse_quantity as parse_quantity
-from ._whatif import METRIC_LABELS as METRIC_LABELS
-from ._whatif import CandidateSpec as CandidateSpec
-from ._whatif import FitOptions as FitOptions
-from ._whatif import Metric as Metric
-from ._whatif import ObservationSpec as ObservationSpec
-from ._whatif import RecommendOptions as RecommendOptions
-from ._whatif import RegimenForecast as RegimenForecast
-from ._whatif import TargetSpec as TargetSpec
-from ._whatif import WhatIfResult as WhatIfResult
-from ._whatif import WhatIfSpec as WhatIfSpec
-from ._whatif import load_whatif as load_whatif
-from ._whatif import target_figure as target_figure
-from ._whatif import whatif_examples as whatif_examples
-from ._whatif import whatif_figure as whatif_figure
-from ._whatif import whatif_html as whatif_html
-from ._whatif import whatif_json_schema as whatif_json_schema
-from ._whatif import write_whatif_report as write_whatif_report
-from ._whatif_session import WhatIfFit as WhatIfFit
-from ._whatif_session import WhatIfSession as WhatIfSession
-from ._whatif_session import fit_whatif as fit_whatif
-from ._whatif_session import forecast_whatif as forecast_whatif
-from ._whatif_session import run_whatif as run_whatif
-from ._whatif_session import search_whatif as search_whatif
-from ._workflows import FailedSubjectsWarning as FailedSubjectsWarning
-from ._workflows import LargeCohortWarning as LargeCohortWarning
-from ._workflows import WorkflowWarning as WorkflowWarning
-from ._workflows import cohort_size as cohort_size
-from ._workflows import concentration_band_figure as concentration_band_figure
-from ._workflows import exposure_summary as exposure_summary
-from ._workflows import output_target as output_target
-from ._workflows import read_provenance as read_provenance
-from ._workflows import run_simulation as run_simulation
-from ._workflows import simulated_nonmem as simulated_nonmem
+from ._whatif._report import METRIC_LABELS as METRIC_LABELS
+from ._whatif._report import Metric as Metric
+from ._whatif._report import RegimenForecast as RegimenForecast
+from ._whatif._report import WhatIfResult as WhatIfResult
+from ._whatif._report import target_figure as target_figure
+from ._whatif._report import whatif_figure as whatif_figure
+from ._whatif._report import whatif_html as whatif_html
+from ._whatif._report import write_whatif_report as write_whatif_report
+from ._whatif._session import WhatIfFit as WhatIfFit
+from ._whatif._session import WhatIfSession as WhatIfSession
+from ._whatif._session import fit_whatif as fit_whatif
+from ._whatif._session import forecast_whatif as forecast_whatif
+from ._whatif._session import run_whatif as run_whatif
+from ._whatif._session import search_whatif as search_whatif
+from ._whatif._spec import CandidateSpec as CandidateSpec
+from ._whatif._spec import FitOptions as FitOptions
+from ._whatif._spec import ObservationSpec as ObservationSpec
+from ._whatif._spec import RecommendOptions as RecommendOptions
+from ._whatif._spec import TargetSpec as TargetSpec
+from ._whatif._spec import WhatIfSpec as WhatIfSpec
+from ._whatif._spec import load_whatif as load_whatif
+from ._whatif._spec import whatif_examples as whatif_examples
+from ._whatif._spec import whatif_json_schema as whatif_json_schema

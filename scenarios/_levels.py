@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._regimen import SpecError
-from ._whatif import ObservationSpec
+from ._whatif._spec import ObservationSpec
 
 __all__ = ["MAX_LEVELS_BYTES", "LevelsData", "LevelsError", "read_levels"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._specs import SimulationSpec
+    from ._cohort._spec import SimulationSpec
 
 __all__ = [
     "PROVENANCE_SUFFIX",

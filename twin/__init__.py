@@ -1,18 +1,18 @@
 """The digital twin: individual posterior, latent generative model, virtual populations."""
 
+from ._clinical import Observation as Observation
+from ._clinical import PatientTwinError as PatientTwinError
+from ._clinical import Regimen as Regimen
+from ._clinical import Target as Target
+from ._clinical import default_target as default_target
 from ._fitting import FitError as FitError
 from ._fitting import PopulationFit as PopulationFit
 from ._fitting import fit_population as fit_population
-from ._patient import Observation as Observation
+from ._nuts import fit_nuts_many as fit_nuts_many
 from ._patient import PatientTwin as PatientTwin
-from ._patient import PatientTwinError as PatientTwinError
-from ._patient import Prediction as Prediction
-from ._patient import Recommendation as Recommendation
-from ._patient import Regimen as Regimen
-from ._patient import Target as Target
-from ._patient import TwinPosterior as TwinPosterior
-from ._patient import default_target as default_target
-from ._patient import fit_nuts_many as fit_nuts_many
+from ._posterior import TwinPosterior as TwinPosterior
+from ._prediction import Prediction as Prediction
+from ._recommend import Recommendation as Recommendation
 from ._virtual import Demographics as Demographics
 from ._virtual import Lifestyle as Lifestyle
 from ._virtual import PopulationReport as PopulationReport

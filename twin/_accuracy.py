@@ -50,7 +50,10 @@ import numpy as np
 from ..priors._library import drug_model
 from ..priors._vancomycin import VANCOMYCIN_CRCL_OPTIONS
 from ..simulators import Dose, DosingEvents, simulate
-from ._patient import Observation, PatientTwin, TwinPosterior, fit_nuts_many
+from ._clinical import Observation
+from ._nuts import fit_nuts_many
+from ._patient import PatientTwin
+from ._posterior import TwinPosterior
 from ._virtual import VirtualPopulationConfig, generate_population
 
 __all__ = [

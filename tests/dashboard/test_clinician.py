@@ -17,7 +17,7 @@ from twinsim.dashboard._clinician import (
     upload_levels,
 )
 from twinsim.dashboard._form import example_form
-from twinsim.scenarios._whatif_session import WhatIfSession
+from twinsim.scenarios._whatif._session import WhatIfSession
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from twinsim.scenarios import TargetSpec, load_whatif, run_whatif, whatif_examples
-from twinsim.scenarios._whatif_session import WhatIfSession, fit_key, search_key
+from twinsim.scenarios._whatif._session import WhatIfSession, fit_key, search_key
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +75,9 @@ def test_least_recently_used_fits_are_dropped(spec) -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    from twinsim.scenarios import _whatif_session
+    from twinsim.scenarios._whatif import _session
 
-    for module in (_whatif_session,):
+    for module in (_session,):
         result = doctest.testmod(
             module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
         )

@@ -16,9 +16,7 @@ import pytest
 import xarray as xr
 
 from twinsim.scenarios import SimulationSpec, metrics_table, open_zarr_cohort
-from twinsim.scenarios._outputs import NOT_COMPUTED, OutputError
-from twinsim.scenarios._provenance import provenance_path
-from twinsim.scenarios._workflows import (
+from twinsim.scenarios._cohort._run import (
     FailedSubjectsWarning,
     LargeCohortWarning,
     concentration_band_figure,
@@ -26,6 +24,8 @@ from twinsim.scenarios._workflows import (
     read_provenance,
     run_simulation,
 )
+from twinsim.scenarios._outputs import NOT_COMPUTED, OutputError
+from twinsim.scenarios._provenance import provenance_path
 from twinsim.simulators import SimulationError, lognormal_parameters, omega_from_cv
 
 TIMES = {"start": "0 h", "stop": "36 h", "step": "3 h"}  # 13 output times
@@ -221,9 +221,9 @@ def test_zarr_store_resumes_after_an_interruption(tmp_path):
 
 def test_large_cohort_streams_to_zarr_instead_of_netcdf(tmp_path, monkeypatch):
     """Above LARGE_COHORT_VALUES a NetCDF path becomes a Zarr store next to it, with a warning."""
-    from twinsim.scenarios import _workflows
+    from twinsim.scenarios._cohort import _run
 
-    monkeypatch.setattr(_workflows, "LARGE_COHORT_VALUES", 6 * 13 - 1)
+    monkeypatch.setattr(_run, "LARGE_COHORT_VALUES", 6 * 13 - 1)
     with pytest.warns(LargeCohortWarning, match=r"78 output values.*big\.zarr"):
         dataset = run_simulation(cohort_spec(), out=tmp_path / "big.nc", chunk_size=4)
     assert not (tmp_path / "big.nc").exists()

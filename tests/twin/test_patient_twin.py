@@ -33,7 +33,7 @@ from twinsim.twin import (
     Target,
     default_target,
 )
-from twinsim.twin._patient import _engine
+from twinsim.twin._compiled import _engine
 
 VANCO = {"weight": 80.0, "crcl": 60.0, "dialysis": 0.0}
 

@@ -20,7 +20,7 @@ import pytest
 
 from twinsim.twin import Observation, PatientTwin, fit_nuts_many
 from twinsim.twin._accuracy import scipy_map, scipy_objective
-from twinsim.twin._patient import _engine
+from twinsim.twin._compiled import _engine
 
 # a fresh process (`make test`): see the `isolated` marker in pyproject.toml
 pytestmark = pytest.mark.isolated

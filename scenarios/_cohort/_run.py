@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..simulators import SimulationError, SolveStatus, lognormal_parameters, simulate_cohort
-from ._nonmem import NonmemData
-from ._outputs import (
+from ...simulators import SimulationError, SolveStatus, lognormal_parameters, simulate_cohort
+from .._nonmem import NonmemData
+from .._outputs import (
     RESERVED_NAMES,
     OutputError,
     ZarrCohortWriter,
@@ -45,8 +45,8 @@ from ._outputs import (
     to_dataset,
     write_netcdf,
 )
-from ._provenance import provenance_path, provenance_record, write_provenance
-from ._specs import SimulationSpec
+from .._provenance import provenance_path, provenance_record, write_provenance
+from ._spec import SimulationSpec
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._whatif import FORECAST_STEP_H, WhatIfResult, WhatIfSpec, _fit_summary, _forecast
+from ._report import FORECAST_STEP_H, WhatIfResult, _fit_summary, _forecast
+from ._spec import WhatIfSpec
 
 if TYPE_CHECKING:
-    from ..twin import Recommendation, TwinPosterior
+    from ...twin import Recommendation, TwinPosterior
 
 __all__ = [
     "WhatIfFit",
@@ -120,7 +121,7 @@ def fit_whatif(spec: WhatIfSpec) -> WhatIfFit:
     twinsim.twin.PatientTwinError
         Inputs the twin cannot use (e.g. a drug level before any dose), with the reason.
     """
-    from ..twin import Observation, PatientTwin
+    from ...twin import Observation, PatientTwin
 
     twin = PatientTwin.create(
         spec.drug,
@@ -202,7 +203,7 @@ def forecast_whatif(
     -------
     WhatIfResult
     """
-    from ._provenance import provenance_record
+    from .._provenance import provenance_record
 
     target = spec.resolved_target()
     regimens = spec.candidate_doses()

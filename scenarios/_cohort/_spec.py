@@ -1,0 +1,506 @@
+"""Simulation specs: who is simulated, with which model, parameters, regimen and times.
+
+A spec is what a scenario file (YAML or JSON), the command line or a dashboard form says;
+it is validated once, here, with messages that name each bad field as a dotted path,
+and converted to the core's units and arrays. Example file::
+
+    model: pk_1cmt_oral
+    parameters: {cl: 2.8 L/h, v: 32 L, ka: 1.5 1/h, f_oral: 1}
+    variability: {cl: 30%, v: {omega: 0.04}}
+    n_subjects: 50
+    seed: 1
+    regimen: 320 mg q12h x 3 d
+    times: {start: 0 h, stop: 3 d, step: 30 min}
+    patient: {id: A, age: 45 y, sex: female, weight: 150 lb, height: 5 ft 6 in,
+              serum_creatinine: 80 µmol/L}
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
+from .._units import CORE_UNITS, UnitError, parse_quantity
+
+if TYPE_CHECKING:
+    from ...priors import ODEModel
+    from ...simulators import Dose, DosingEvents
+from .._patient import PatientSpec, _raise, read_spec_mapping
+
+__all__ = [
+    "MODEL_REGISTRY",
+    "OutputTimes",
+    "SimulationSpec",
+    "TimeGrid",
+    "VariabilitySpec",
+    "load_spec",
+    "resolve_model",
+    "spec_json_schema",
+]
+
+
+# ---------------------------------------------------------------------------- models
+def _priors(factory: str, **options: Any) -> Callable[[], ODEModel]:
+    """A model factory from :mod:`twinsim.priors`, imported when first used."""
+
+    def build() -> ODEModel:
+        from ... import priors
+
+        return getattr(priors, factory)(**options)
+
+    build.__doc__ = (
+        f"twinsim.priors.{factory}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+    )
+    return build
+
+
+#: Model names a spec may use, each mapped to a zero-argument factory. The names are the
+#: models' own ``ODEModel.name``.
+MODEL_REGISTRY: dict[str, Callable[[], ODEModel]] = {
+    "pk_1cmt_iv": _priors("one_compartment"),
+    "pk_1cmt_oral": _priors("one_compartment", absorption="first_order"),
+    "pk_1cmt_oral_lag": _priors("one_compartment", absorption="first_order", lag=True),
+    "pk_2cmt_iv": _priors("two_compartment"),
+    "pk_2cmt_oral": _priors("two_compartment", absorption="first_order"),
+    "pk_2cmt_oral_lag": _priors("two_compartment", absorption="first_order", lag=True),
+    "pk_3cmt_iv": _priors("three_compartment"),
+    "pk_3cmt_oral": _priors("three_compartment", absorption="first_order"),
+    "pk_1cmt_mm_iv": _priors("michaelis_menten"),
+    "pk_1cmt_mm_oral": _priors("michaelis_menten", absorption="first_order"),
+}
+
+
+@functools.cache
+def resolve_model(name: str) -> ODEModel:
+    """The model registered as ``name`` in :data:`MODEL_REGISTRY` (built once, then cached).
+
+    Raises
+    ------
+    SpecError
+        For an unknown name; the message lists the known ones.
+
+    Examples
+    --------
+    >>> resolve_model("pk_1cmt_oral").parameters
+    ('cl', 'v', 'ka', 'f_oral')
+    """
+    if name not in MODEL_REGISTRY:
+        raise SpecError([_unknown_model_message(name)], title="unknown model")
+    return MODEL_REGISTRY[name]()
+
+
+def _unknown_model_message(name: Any) -> str:
+    close = difflib.get_close_matches(str(name), list(MODEL_REGISTRY), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"`model` {name!r} is not a known model{hint}; known models: {', '.join(MODEL_REGISTRY)}"
+
+
+def _parameter_kind(unit: str) -> str | None:
+    """Quantity kind whose core unit is ``unit`` (``"L/h"`` → ``"clearance"``)."""
+    for kind, core in CORE_UNITS.items():
+        if core == unit and kind not in ("creatinine", "amount_per_weight"):
+            return kind
+    return None
+
+
+# ---------------------------------------------------------------------------- variability
+def _variability_shorthand(value: Any) -> Any:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"cv": value}
+    return value
+
+
+class VariabilitySpec(SpecModel):
+    """Between-subject variability of one parameter, log-normal: ``θ_i = θ · exp(η_i)``.
+
+    Give the coefficient of variation ``cv`` (a fraction, or ``"30%"``; a bare number or
+    text in the parent mapping means ``cv``) or ``omega``, the variance of η (NONMEM's
+    ``$OMEGA``). They are related by ``omega = log(1 + cv²)``.
+
+    Examples
+    --------
+    >>> round(VariabilitySpec(cv="30%").omega_squared, 5)
+    0.08618
+    """
+
+    cv: Annotated[float | None, quantity("fraction")] = None
+    omega: float | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> VariabilitySpec:
+        if (self.cv is None) == (self.omega is None):
+            raise ValueError(
+                f"give `cv` (e.g. '30%') or `omega` (variance of η), exactly one; got cv={self.cv}, "
+                f"omega={self.omega}"
+            )
+        if self.cv is not None and not 0 < self.cv <= 2:
+            hint = f" (did you mean '{self.cv:g}%'?)" if 2 < self.cv <= 200 else ""
+            raise ValueError(f"`cv` must be a fraction in (0, 2], got {self.cv:g}{hint}")
+        if self.omega is not None and not self.omega > 0:
+            raise ValueError(f"`omega` (variance of η) must be > 0, got {self.omega:g}")
+        return self
+
+    @property
+    def omega_squared(self) -> float:
+        """Variance of η on the log scale (NONMEM ``$OMEGA``)."""
+        if self.omega is not None:
+            return self.omega
+        assert self.cv is not None
+        return math.log1p(self.cv**2)
+
+    @property
+    def eta_sd(self) -> float:
+        """Standard deviation of η."""
+        return math.sqrt(self.omega_squared)
+
+
+# ---------------------------------------------------------------------------- times
+class TimeGrid(SpecModel):
+    """Regular output times ``start, start + step, ...`` up to and including ``stop``."""
+
+    start: Hours = 0.0
+    stop: Hours
+    step: Hours
+
+    def values(self) -> tuple[float, ...]:
+        """The grid, h (``stop`` is included when it falls on the grid, within 1e-9 steps)."""
+        count = math.floor((self.stop - self.start) / self.step + 1e-9) + 1
+        return tuple(self.start + k * self.step for k in range(count))
+
+
+_MAX_TIMES = 1_000_000
+
+
+def _times_input(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    problems = []
+    grid: dict[str, float] = {}
+    for key in ("start", "stop", "step"):
+        if key not in value:
+            if key != "start":
+                problems.append(((key,), "is required for a time grid {start, stop, step}", value))
+            continue
+        try:
+            grid[key] = parse_quantity(value[key], "time")
+        except UnitError as error:
+            problems.append(((key,), str(error), value[key]))
+    problems += [
+        ((key,), "is not a field of a time grid; use start, stop, step", value[key])
+        for key in value
+        if key not in ("start", "stop", "step")
+    ]
+    _raise("times", problems)
+    start, stop, step = grid.get("start", 0.0), grid["stop"], grid["step"]
+    if not step > 0:
+        _raise("times", [(("step",), f"must be > 0 h, got {step:g}", value["step"])])
+    if stop < start:
+        _raise(
+            "times", [(("stop",), f"must be ≥ start ({start:g} h), got {stop:g} h", value["stop"])]
+        )
+    if (stop - start) / step >= _MAX_TIMES:
+        _raise(
+            "times",
+            [
+                (
+                    ("step",),
+                    f"gives more than {_MAX_TIMES} output times from {start:g} to {stop:g} h; use a larger step",
+                    value["step"],
+                )
+            ],
+        )
+    return list(TimeGrid(start=start, stop=stop, step=step).values())
+
+
+OutputTimes = Annotated[
+    tuple[Hours, ...],
+    BeforeValidator(_times_input, json_schema_input_type=list[float | str] | TimeGrid),
+]
+
+
+# ---------------------------------------------------------------------------- simulation
+class SimulationSpec(SpecModel):
+    """What to simulate: model, parameters, variability, regimen, output times, patients.
+
+    Parameters
+    ----------
+    model
+        A name from :data:`MODEL_REGISTRY` (e.g. ``"pk_2cmt_oral"``).
+    parameters
+        ``{name: value}`` for every parameter of the model, each > 0, in the model's units
+        (``model.parameter_units``) or as text with a unit (``"2 mL/min"``).
+    variability
+        ``{parameter: cv}`` or ``{parameter: {cv | omega}}``: log-normal between-subject
+        variability (see :class:`VariabilitySpec`).
+    n_subjects
+        Virtual subjects drawn from the variability for each patient (or for the typical
+        patient when no patient is given).
+    seed
+        Root seed of the run.
+    regimen
+        A :class:`RegimenSpec` or its text form.
+    times
+        Output times (h): a strictly increasing list, or ``{start, stop, step}``.
+    patients
+        A list of :class:`PatientSpec`; ``patient:`` with one patient is accepted too.
+
+    Examples
+    --------
+    >>> spec = SimulationSpec(
+    ...     model="pk_1cmt_oral",
+    ...     parameters={"cl": "2.8 L/h", "v": 32, "ka": 1.5, "f_oral": 1},
+    ...     regimen="320 mg q12h x 1 d",
+    ...     times={"start": 0, "stop": "1 d", "step": "6 h"},
+    ... )
+    >>> spec.times, [d.time for d in spec.doses()[0]]
+    ((0.0, 6.0, 12.0, 18.0, 24.0), [0.0, 12.0])
+    """
+
+    model: str = Field(json_schema_extra={"enum": list(MODEL_REGISTRY)})
+    parameters: dict[str, float]
+    variability: dict[str, Annotated[VariabilitySpec, BeforeValidator(_variability_shorthand)]] = (
+        Field(default_factory=dict)
+    )
+    n_subjects: int = Field(1, ge=1)
+    seed: int = Field(0, ge=0)
+    regimen: RegimenSpec
+    times: OutputTimes
+    patients: tuple[PatientSpec, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_patient(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "patient" in data:
+            if "patients" in data:
+                raise ValueError("give `patient` (one) or `patients` (a list), not both")
+            data = dict(data)
+            data["patients"] = [data.pop("patient")]
+        return data
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in MODEL_REGISTRY:
+            raise ValueError(_unknown_model_message(name).removeprefix("`model` "))
+        return name
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters(cls, values: Any, info: ValidationInfo) -> Any:
+        name = info.data.get("model")
+        if name is None or not isinstance(values, dict):
+            return values  # the model error is reported on its own; pydantic reports the type
+        model = resolve_model(name)
+        units = dict(model.parameter_units)
+        listing = ", ".join(f"{p} ({units.get(p, '?')})" for p in model.parameters)
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        converted: dict[str, float] = {}
+        for key, raw in values.items():
+            if key not in model.parameters:
+                problems.append(
+                    (
+                        (key,),
+                        f"is not a parameter of model {name!r}; its parameters: {listing}",
+                        raw,
+                    )
+                )
+                continue
+            unit = units.get(key, "")
+            kind = _parameter_kind(unit)
+            try:
+                value = parse_quantity(raw, kind) if kind else parse_quantity(raw, "fraction")
+            except UnitError as error:
+                problems.append(((key,), str(error), raw))
+                continue
+            if not value > 0:
+                problems.append(
+                    ((key,), f"must be > 0 {unit}, got {value:g}; give a positive value", raw)
+                )
+                continue
+            converted[key] = value
+        missing = [p for p in model.parameters if p not in values]
+        if missing:
+            problems.append(
+                (
+                    (),
+                    f"is missing {', '.join(missing)} for model {name!r}; its parameters: {listing}",
+                    values,
+                )
+            )
+        _raise("parameters", problems)
+        return {p: converted[p] for p in model.parameters}
+
+    @field_validator("variability", mode="before")
+    @classmethod
+    def _variability_names(cls, values: Any, info: ValidationInfo) -> Any:
+        name = info.data.get("model")
+        if name is None or not isinstance(values, dict):
+            return values
+        model = resolve_model(name)
+        _raise(
+            "variability",
+            [
+                (
+                    (key,),
+                    f"is not a parameter of model {name!r}; its parameters: {', '.join(model.parameters)}",
+                    raw,
+                )
+                for key, raw in values.items()
+                if key not in model.parameters
+            ],
+        )
+        return values
+
+    @field_validator("times")
+    @classmethod
+    def _increasing(cls, times: tuple[float, ...]) -> tuple[float, ...]:
+        if not times:
+            raise ValueError(
+                "is empty; give at least one output time, e.g. [0, 1, 2] or {stop: 24 h, step: 1 h}"
+            )
+        if times[0] < 0:
+            raise ValueError(
+                f"must be ≥ 0 h, got {times[0]:g} h first; times count from the first dose's time origin"
+            )
+        for i in range(1, len(times)):
+            if not times[i] > times[i - 1]:
+                raise ValueError(
+                    f"must be strictly increasing, but times[{i}] = {times[i]:g} h follows "
+                    f"times[{i - 1}] = {times[i - 1]:g} h; sort them and remove repeats"
+                )
+        return times
+
+    @field_validator("patients")
+    @classmethod
+    def _unique_ids(cls, patients: tuple[PatientSpec, ...]) -> tuple[PatientSpec, ...]:
+        seen: dict[str, int] = {}
+        for i, patient in enumerate(patients):
+            if patient.id in seen:
+                raise ValueError(
+                    f"has the id {patient.id!r} twice (patients[{seen[patient.id]}] and patients[{i}]); "
+                    "give each patient its own id"
+                )
+            seen[patient.id] = i
+        return patients
+
+    @model_validator(mode="after")
+    def _weights_for_per_kg_doses(self) -> SimulationSpec:
+        if not self.regimen.uses_weight:
+            return self
+        per_kg = next(d.amount_per_kg for d in self.regimen.doses if d.amount_per_kg is not None)
+        why = f"the regimen doses per kg ({per_kg:g} mg/kg)"
+        if not self.patients:
+            _raise(
+                "spec",
+                [
+                    (
+                        ("patients",),
+                        f"is empty, but {why}; give a patient with a weight, e.g. patient: {{weight: 70 kg}}",
+                        [],
+                    )
+                ],
+            )
+        _raise(
+            "spec",
+            [
+                (
+                    ("patients", i, "weight"),
+                    f"is required because {why}; give it, e.g. weight: 70 kg",
+                    None,
+                )
+                for i, patient in enumerate(self.patients)
+                if patient.weight is None
+            ],
+        )
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        patients = target["properties"]["patients"]
+        target["properties"]["patient"] = {
+            "description": "one patient (instead of `patients`)",
+            **patients["items"],
+        }
+        return schema
+
+    # ------------------------------------------------------------------ conversions
+    def model_definition(self) -> ODEModel:
+        """The :class:`~twinsim.priors.ODEModel` named by ``model``."""
+        return resolve_model(self.model)
+
+    def parameter_vector(self) -> np.ndarray:
+        """Typical parameter values in the model's parameter order, shape ``[parameter]``."""
+        return np.array(
+            [self.parameters[p] for p in self.model_definition().parameters], dtype=float
+        )
+
+    def doses(self) -> list[list[Dose]]:
+        """One dose list per patient (one list when no patient is given), to the last output time."""
+        model = self.model_definition()
+        patients: tuple[PatientSpec | None, ...] = self.patients or (None,)
+        return [
+            self.regimen.to_doses(model, None if p is None else p.weight, until=self.times[-1])
+            for p in patients
+        ]
+
+    def dosing_events(self) -> DosingEvents:
+        """:class:`~twinsim.simulators.DosingEvents` of :meth:`doses`, one row per patient."""
+        from ...simulators import DosingEvents
+
+        return DosingEvents.from_doses(self.doses())
+
+
+# ---------------------------------------------------------------------------- files
+def load_spec(path: str | os.PathLike[str]) -> SimulationSpec:
+    """Read a :class:`SimulationSpec` from a YAML (``.yaml``/``.yml``) or JSON file.
+
+    Raises
+    ------
+    SpecError
+        The file is missing, is not valid YAML/JSON, is not a mapping, or the spec is
+        invalid (one line per bad field).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "spec.yaml").write_text(
+    ...     "model: pk_1cmt_iv\\nparameters: {cl: 5, v: 50}\\nregimen: 1 g once\\ntimes: [0, 1, 2]\\n"
+    ... )
+    >>> load_spec(folder / "spec.yaml").regimen.doses[0].amount
+    1000.0
+    """
+    data = read_spec_mapping(
+        path, what="spec", fields="spec fields (model, parameters, regimen, times, ...)"
+    )
+    try:
+        return SimulationSpec.model_validate(data)
+    except SpecError as error:
+        raise SpecError(error.problems, title=f"invalid spec {str(path)!r}") from None
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of :class:`SimulationSpec` (for editors and form builders).
+
+    Examples
+    --------
+    >>> sorted(spec_json_schema()["required"])
+    ['model', 'parameters', 'regimen', 'times']
+    """
+    return SimulationSpec.model_json_schema()
