@@ -319,7 +319,10 @@ def test_twinsim_whatif_invalid_spec_is_one_message_and_exit_code_2(tmp_path):
 def test_docstring_examples_run():
     import doctest
 
-    from twinsim.scenarios import _whatif
+    from twinsim.scenarios._whatif import _report, _spec
 
-    result = doctest.testmod(_whatif, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 6 and result.failed == 0
+    results = [
+        doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        for module in (_spec, _report)
+    ]
+    assert sum(r.attempted for r in results) >= 6 and sum(r.failed for r in results) == 0
