@@ -46,5 +46,6 @@ from ._metrics import trough as trough  # noqa: E402
 from ._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
 from ._model import Named as Named  # noqa: E402
 from ._model import ODEModel as ODEModel  # noqa: E402
+from ._model import ParameterError as ParameterError  # noqa: E402
 from ._superposition import predict_linear as predict_linear  # noqa: E402
 from ._superposition import predict_outputs as predict_outputs  # noqa: E402

@@ -113,7 +113,10 @@ def simulate(
     model
         An :class:`~twinsim.priors.ODEModel`.
     params
-        Parameters in ``model.parameters`` order, one row per subject (or one row for all).
+        Parameters by name, ``{"cl": 5.0, "v": 50.0}`` (a scalar or one value per
+        subject each; a pandas DataFrame or a numpy structured array works too), checked
+        against ``model.parameters``; or an array in ``model.parameters`` order, one row per
+        subject (or one row for all).
     events
         Dosing table, one row per subject (or one row for all).
     times
@@ -165,7 +168,7 @@ def simulate(
     >>> model = ODEModel(name="iv1", states=("central",), parameters=("cl", "v"),
     ...     rhs=lambda t, y, p: {"central": -p.cl / p.v * y.central},
     ...     outputs={"conc": lambda y, p: y.central / p.v}, linear=True)
-    >>> sol = simulate(model, jnp.array([5.0, 50.0]), DosingEvents.repeated(100.0, 12.0, 1),
+    >>> sol = simulate(model, jnp.array([5.0, 50.0]), DosingEvents.repeated(100.0, 12.0, 1, compartment=0),
     ...                jnp.array([1.0, 2.0]))
     >>> [round(float(c), 4) for c in sol.outputs[0, :, 0]]
     [1.8097, 1.6375]
@@ -262,7 +265,7 @@ def _pad_subjects(tree, n: Array, n_padded: int):
 
 
 def _check_inputs(model, params, events, times):
-    params = jnp.asarray(params, dtype=jnp.float64)
+    params = model.parameter_array(params)  # by name ({'cl': 5, ...}) or in model order
     times = jnp.asarray(times, dtype=jnp.float64)
     if params.ndim == 1:
         params = params[None, :]
