@@ -175,10 +175,24 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
     return app
 
 
+#: Worker threads of the WSGI server: a page's callbacks run side by side (a forecast is
+#: computed under the what-if session's lock, one at a time, the rest are quick).
+SERVER_THREADS = 4
+
+
 def serve(
-    host: str = "127.0.0.1", port: int = 8050, *, warm_up: bool = True, debug: bool = False
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    *,
+    warm_up: bool = True,
+    debug: bool = False,
+    threads: int = SERVER_THREADS,
 ) -> None:
-    """Serve the dashboard on ``host:port`` until interrupted.
+    """Serve the dashboard on ``host:port`` until interrupted (Ctrl+C).
+
+    The server is waitress, a production WSGI server (Flask's development server warns
+    against use beyond development); ``debug=True`` serves with Dash's development
+    server instead, for its in-page error reports.
 
     Parameters
     ----------
@@ -189,6 +203,31 @@ def serve(
     warm_up
         Compile the models in the background at start (see :func:`create_app`).
     debug
-        Dash's debug mode (reloader off: the warm-up would run twice).
+        Dash's debug mode on its development server (reloader off: the warm-up would run
+        twice).
+    threads
+        Worker threads of the waitress server.
+
+    Examples
+    --------
+    >>> from twinsim.dashboard import serve
+    >>> serve(port=8050)  # doctest: +SKIP
     """
-    create_app(warm_up=warm_up).run(host=host, port=port, debug=debug, use_reloader=False)
+    app = create_app(warm_up=warm_up)
+    if debug:
+        app.run(host=host, port=port, debug=True, use_reloader=False)
+        return
+    import waitress
+
+    try:
+        waitress.serve(
+            app.server,
+            host=host,
+            port=port,
+            threads=threads,
+            # the server refuses larger bodies before Flask sees them
+            max_request_body_size=MAX_REQUEST_BYTES,
+            ident="waitress",
+        )
+    except KeyboardInterrupt:  # Ctrl+C is how the command line stops the server
+        pass

@@ -104,13 +104,13 @@ class DashboardServer:
         self.stop()
         raise TimeoutError(f"the dashboard did not answer on {self.url} within {timeout:g} s")
 
-    def stop(self) -> None:
-        """Stop the server (SIGINT, then SIGKILL after 10 s)."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGINT, then SIGKILL after ``timeout`` s)."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(10)
+            self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)

@@ -425,7 +425,7 @@ class ObservationData(NamedTuple):
         Examples
         --------
         >>> from twinsim.simulators import DosingEvents
-        >>> data = ObservationData.build(DosingEvents.repeated(100.0, 24.0, 1, n_subjects=2),
+        >>> data = ObservationData.build(DosingEvents.repeated(100.0, 24.0, 1, n_subjects=2, compartment=0),
         ...                              [[1.0, 2.0], [1.0]], [[3.0, 2.0], [2.5]])
         >>> data.times.shape, data.mask.tolist()
         ((2, 2), [[True, True], [True, False]])
@@ -1003,7 +1003,7 @@ class PopulationModel:
         >>> pm = PopulationModel(name="iv", structural=one_compartment(),
         ...     theta={"cl": 5.0, "v": 50.0}, random_effects=("cl",), omega=[0.09],
         ...     residual={"conc": ResidualError(proportional=0.1)})
-        >>> sim = pm.simulate(0, None, DosingEvents.repeated(100.0, 12.0, 1), jnp.array([1.0, 6.0]),
+        >>> sim = pm.simulate(0, None, DosingEvents.repeated(100.0, 12.0, 1, compartment=0), jnp.array([1.0, 6.0]),
         ...                   ids=range(3))
         >>> sim.observed.shape
         (3, 2, 1)

@@ -129,7 +129,7 @@ class NonmemData:
         Examples
         --------
         >>> from twinsim.simulators import Dose
-        >>> data = NonmemData.from_doses([[Dose(0.0, 100.0, 0)], [Dose(0.0, 200.0, 0)]])
+        >>> data = NonmemData.from_doses([[Dose(0.0, 100.0, compartment=0)], [Dose(0.0, 200.0, compartment=0)]])
         >>> data.ids, data.doses[1][0].amount
         ((1, 2), 200.0)
         """
@@ -611,7 +611,7 @@ def write_nonmem(data: NonmemData, path: str | os.PathLike[str]) -> Path:
     >>> import tempfile, pathlib
     >>> from twinsim.simulators import Dose
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "data.csv"
-    >>> _ = write_nonmem(NonmemData.from_doses([[Dose(0.0, 100.0, 0, interval=12.0, additional=3)]]), path)
+    >>> _ = write_nonmem(NonmemData.from_doses([[Dose(0.0, 100.0, compartment=0, interval=12.0, additional=3)]]), path)
     >>> path.read_text().splitlines()
     ['ID,TIME,AMT,EVID,CMT,RATE,II,ADDL,SS,DV,MDV', '1,0,100,1,1,0,12,3,0,.,1']
     """

@@ -267,7 +267,7 @@ def to_dataset(
     ...     outputs={"conc": lambda y, p: y.central / p.v}, output_units={"conc": "mg/L"},
     ...     linear=True)
     >>> sol = simulate(model, jnp.array([[5.0, 50.0], [4.0, 40.0]]),
-    ...                DosingEvents.repeated(100.0, 12.0, 1), jnp.array([1.0, 2.0]))
+    ...                DosingEvents.repeated(100.0, 12.0, 1, compartment=0), jnp.array([1.0, 2.0]))
     >>> ds = to_dataset(sol, model=model, covariates={"weight_kg": [70.0, 56.0]})
     >>> dict(ds["conc"].sizes), ds["conc"].attrs["units"], ds["status_name"].values.tolist()
     ({'subject': 2, 'time': 2}, 'mg/L', ['success', 'success'])
@@ -653,7 +653,7 @@ class ZarrCohortWriter:
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     writer = ZarrCohortWriter(f"{folder}/cohort.zarr", model=model, n_subjects=5,
     ...                               chunk_size=2, times=times)
-    ...     done = writer.fill(lambda s: simulate(model, params[s], DosingEvents.repeated(100.0, 12.0, 1), times))
+    ...     done = writer.fill(lambda s: simulate(model, params[s], DosingEvents.repeated(100.0, 12.0, 1, compartment=0), times))
     ...     ds = open_zarr_cohort(f"{folder}/cohort.zarr")
     ...     done, dict(ds.sizes)
     ([0, 1, 2], {'subject': 5, 'time': 2, 'output': 1})

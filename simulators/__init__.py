@@ -2,12 +2,21 @@
 
 The bottom floor of the house: it imports jax, diffrax and equinox and nothing of
 ``twinsim`` above it (``priors`` builds its drug models on :class:`ODEModel` from here).
+Importing it turns on float64 and JAX's persistent compilation cache (a folder under the
+user's cache directory, ``TWINSIM_CACHE_DIR`` to move it or ``off``; see
+:func:`enable_compilation_cache`).
 """
 
 import jax
 
 jax.config.update("jax_enable_x64", True)  # float64 throughout the numerical core
 
+from ._cache import enable_compilation_cache as enable_compilation_cache  # noqa: E402
+
+# compiled programs persist on disk: a second start loads them instead of compiling
+enable_compilation_cache()
+
+from ._cache import compilation_cache_dir as compilation_cache_dir  # noqa: E402
 from ._cohort import CohortReport as CohortReport  # noqa: E402
 from ._cohort import lognormal_parameters as lognormal_parameters  # noqa: E402
 from ._cohort import omega_from_cv as omega_from_cv  # noqa: E402
@@ -37,5 +46,6 @@ from ._metrics import trough as trough  # noqa: E402
 from ._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
 from ._model import Named as Named  # noqa: E402
 from ._model import ODEModel as ODEModel  # noqa: E402
+from ._model import ParameterError as ParameterError  # noqa: E402
 from ._superposition import predict_linear as predict_linear  # noqa: E402
 from ._superposition import predict_outputs as predict_outputs  # noqa: E402

@@ -294,11 +294,12 @@ def simulate_cohort(
     compilation serves the whole cohort and nothing compiles after the first chunk. Only one chunk is alive at a time: memory is bounded by ``chunk_size``,
     not by ``n_subjects``. With per-subject randomness (:func:`lognormal_parameters`,
     :func:`subject_keys`) the results do not depend on ``chunk_size``: bit for bit with the
-    linear engine and with the ODE engine's ``ode_strategy="vmap"`` (each subject its own
-    steps). The ODE engine's default ``ode_strategy="batch"`` integrates a chunk whose
-    subjects share their dose and output times as one system with one step size, so a
-    subject's result then depends on its chunk-mates at the level of ``rtol``/``atol``;
-    pass ``ode_strategy="vmap"`` when bitwise reproducibility across chunkings matters.
+    linear engine and with the ODE engine's default ``ode_strategy="vmap"`` (each subject
+    its own steps, as in :func:`simulate`). ``ode_strategy="batch"`` (opt-in) integrates a
+    chunk whose subjects share their dose and output times as one system with one step
+    size, so a subject's result then depends on its chunk-mates at the level of
+    ``rtol``/``atol``; keep the default when bitwise reproducibility across chunkings
+    matters.
 
     Parameters
     ----------
@@ -307,7 +308,8 @@ def simulate_cohort(
     n_subjects
         Cohort size; subjects are numbered ``0 … n_subjects − 1``.
     params_fn
-        ``params_fn(subject_ids) -> [len(subject_ids), P]``: the parameters of those
+        ``params_fn(subject_ids) -> [len(subject_ids), P]`` (in ``model.parameters``
+        order, or by name: a mapping of one array per parameter): the parameters of those
         subjects (ids as a numpy int64 array of length ``chunk_size``; in the last chunk
         the last id is repeated to fill it, and those rows are dropped). It must depend
         only on the ids, e.g. ``lambda ids: lognormal_parameters(seed, ids, typical, omega)``.
@@ -354,7 +356,7 @@ def simulate_cohort(
     >>> report = simulate_cohort(
     ...     model, 5,
     ...     lambda ids: lognormal_parameters(0, ids, [5.0, 50.0], omega_from_cv([0.3, 0.3])),
-    ...     lambda ids: DosingEvents.repeated(100.0, 12.0, 2),
+    ...     lambda ids: DosingEvents.repeated(100.0, 12.0, 2, compartment=0),
     ...     jnp.array([0.5, 12.0, 24.0]), chunk_size=2,
     ...     on_chunk=lambda start, stop, sol: peaks.update({start: sol.outputs.shape}),
     ... )
@@ -393,7 +395,7 @@ def simulate_cohort(
         # the last chunk repeats its last subject: every chunk, and every call of
         # params_fn/events_fn, has one shape, so nothing compiles again
         ids = np.minimum(np.arange(start, start + chunk_size, dtype=np.int64), stop - 1)
-        params = jnp.asarray(params_fn(ids), dtype=jnp.float64)
+        params = model.parameter_array(params_fn(ids), where="params_fn(ids)")
         if params.ndim != 2 or params.shape[0] != chunk_size:
             raise SimulationError(
                 f"`params_fn` returned shape {tuple(params.shape)} {where}, expected ({chunk_size}, "

@@ -113,7 +113,10 @@ def simulate(
     model
         An :class:`~twinsim.priors.ODEModel`.
     params
-        Parameters in ``model.parameters`` order, one row per subject (or one row for all).
+        Parameters by name, ``{"cl": 5.0, "v": 50.0}`` (a scalar or one value per
+        subject each; a pandas DataFrame or a numpy structured array works too), checked
+        against ``model.parameters``; or an array in ``model.parameters`` order, one row per
+        subject (or one row for all).
     events
         Dosing table, one row per subject (or one row for all).
     times
@@ -165,7 +168,7 @@ def simulate(
     >>> model = ODEModel(name="iv1", states=("central",), parameters=("cl", "v"),
     ...     rhs=lambda t, y, p: {"central": -p.cl / p.v * y.central},
     ...     outputs={"conc": lambda y, p: y.central / p.v}, linear=True)
-    >>> sol = simulate(model, jnp.array([5.0, 50.0]), DosingEvents.repeated(100.0, 12.0, 1),
+    >>> sol = simulate(model, jnp.array([5.0, 50.0]), DosingEvents.repeated(100.0, 12.0, 1, compartment=0),
     ...                jnp.array([1.0, 2.0]))
     >>> [round(float(c), 4) for c in sol.outputs[0, :, 0]]
     [1.8097, 1.6375]
@@ -262,7 +265,7 @@ def _pad_subjects(tree, n: Array, n_padded: int):
 
 
 def _check_inputs(model, params, events, times):
-    params = jnp.asarray(params, dtype=jnp.float64)
+    params = model.parameter_array(params)  # by name ({'cl': 5, ...}) or in model order
     times = jnp.asarray(times, dtype=jnp.float64)
     if params.ndim == 1:
         params = params[None, :]
@@ -1172,6 +1175,50 @@ _SENSITIVITIES = {"reverse": diffrax.RecursiveCheckpointAdjoint, "forward": diff
 _SOLVERS = {"tsit5": diffrax.Tsit5, "dopri8": diffrax.Dopri8, "kvaerno5": diffrax.Kvaerno5}
 
 
+class _StartStep(diffrax.AbstractAdaptiveStepSizeController):
+    """An adaptive controller whose first step is ``dt0`` held here, not ``diffeqsolve``'s.
+
+    ``diffeqsolve`` checks a traced ``dt0`` (``(t1 - t0) * dt0 >= 0``) with
+    ``equinox.error_if``, which puts a host callback into the compiled program, and JAX
+    never writes a program with host callbacks to its persistent compilation cache: every
+    ODE program would be compiled again by every process. The scaled segments integrate
+    over the constant ``s`` in [0, 1], so with a constant ``dt0`` passed to ``diffeqsolve``
+    (:data:`_CONSTANT_DT0`) its check is decided at trace time, and the step the walk carries
+    from segment to segment comes in here. The steps taken are the same as before.
+    """
+
+    controller: diffrax.AbstractAdaptiveStepSizeController
+    dt0: Array
+
+    @property
+    def rtol(self):
+        return self.controller.rtol
+
+    @property
+    def atol(self):
+        return self.controller.atol
+
+    @property
+    def norm(self):
+        return self.controller.norm
+
+    def wrap(self, direction):
+        return _StartStep(self.controller.wrap(direction), self.dt0 * direction)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        del dt0  # the constant stand-in; the real first step is ours
+        return self.controller.init(terms, t0, t1, y0, self.dt0, args, func, error_order)
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        return self.controller.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, state
+        )
+
+
+#: ``dt0`` given to ``diffeqsolve`` with :class:`_StartStep` (any positive constant).
+_CONSTANT_DT0 = 1.0
+
+
 def _status_of(result) -> Array:
     return jnp.where(
         result == diffrax.RESULTS.successful,
@@ -1243,11 +1290,13 @@ def _solve_ode(
             ode_solver,
             0.0,
             1.0,
-            jax.lax.stop_gradient(jnp.minimum(dt0 / span, 1.0)),
+            _CONSTANT_DT0,
             x,
             args=(p, r, t0, span),
             saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=controller,
+            stepsize_controller=_StartStep(
+                controller, jax.lax.stop_gradient(jnp.minimum(dt0 / span, 1.0))
+            ),
             max_steps=max_steps,
             throw=False,
             adjoint=adjoint,
@@ -1275,11 +1324,14 @@ def _solve_ode(
                 ode_solver,
                 0.0,
                 1.0,
-                jax.lax.stop_gradient(jnp.minimum(jnp.min(dt0) / (tb - ta), 1.0)),
+                _CONSTANT_DT0,
                 x,
                 args=(p, r, ta, tb - ta),
                 saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=batch_controller,
+                stepsize_controller=_StartStep(
+                    batch_controller,
+                    jax.lax.stop_gradient(jnp.minimum(jnp.min(dt0) / (tb - ta), 1.0)),
+                ),
                 max_steps=max_steps,
                 throw=False,
                 adjoint=solve_adjoint,

@@ -8,24 +8,30 @@ and are resolved to steady state by the engines.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from dataclasses import KW_ONLY, dataclass
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-__all__ = ["Dose", "DosingEvents", "EventError", "bucket_size"]
+__all__ = ["Dose", "DosingEvents", "EventError", "as_dose", "bucket_size"]
 
 
 class EventError(ValueError):
     """A dosing record is invalid."""
 
 
-class Dose(NamedTuple):
-    """One dosing record, in the NONMEM sense.
+@dataclass(frozen=True)
+class Dose:
+    """One dosing record, in the NONMEM sense: ``Dose(time, amount, compartment=..., ...)``.
+
+    Only ``time`` and ``amount`` are positional; every other field is named, so a rate
+    cannot be taken for a compartment or a duration for a rate (``Dose(72, 200, 1, 1.0)``
+    is a ``TypeError``).
 
     Attributes
     ----------
@@ -34,7 +40,8 @@ class Dose(NamedTuple):
     amount
         Amount, mg (before bioavailability).
     compartment
-        0-based compartment index (NONMEM ``CMT`` − 1).
+        0-based compartment index (NONMEM ``CMT`` − 1); ``model.route_compartment("oral")``
+        or ``model.route_compartment("iv")`` gives the right one for a model.
     rate
         Zero-order infusion rate, mg/h; 0 for a bolus (NONMEM ``RATE``).
     duration
@@ -45,16 +52,44 @@ class Dose(NamedTuple):
         Dosing interval, h (NONMEM ``II``): for ``steady_state`` and ``additional``.
     additional
         Number of further doses every ``interval`` (NONMEM ``ADDL``).
+
+    Examples
+    --------
+    >>> Dose(0.0, 1000.0, compartment=1, duration=1.0)  # 1 g over 1 h into compartment 1
+    Dose(time=0.0, amount=1000.0, compartment=1, rate=0.0, duration=1.0, steady_state=False, interval=0.0, additional=0)
+    >>> Dose(72.0, 200.0, 1, 1.0)
+    Traceback (most recent call last):
+    TypeError: Dose.__init__() takes 3 positional arguments but 5 were given
     """
 
     time: float
     amount: float
+    _: KW_ONLY
     compartment: int
     rate: float = 0.0
     duration: float = 0.0
     steady_state: bool = False
     interval: float = 0.0
     additional: int = 0
+
+    def replace(self, **changes: object) -> Dose:
+        """A copy with some fields changed (``dose.replace(time=12.0)``)."""
+        return dataclasses.replace(self, **changes)
+
+
+def as_dose(value: object, where: str = "dose") -> Dose:
+    """``value`` if it is a :class:`Dose`, else an :class:`EventError` saying how to write one.
+
+    A bare tuple is refused: its fields after time and amount (compartment, rate,
+    duration, ...) would be taken by position, the mistake :class:`Dose` prevents.
+    """
+    if isinstance(value, Dose):
+        return value
+    raise EventError(
+        f"`{where}` must be a Dose, got {type(value).__name__} {value!r}; write "
+        "Dose(time, amount, compartment=..., rate=..., ...) (the fields after time and amount "
+        "are named)"
+    )
 
 
 def bucket_size(n: int, minimum: int = 4) -> int:
@@ -120,7 +155,7 @@ class DosingEvents(eqx.Module):
 
     Examples
     --------
-    >>> ev = DosingEvents.from_doses([[Dose(0.0, 100.0, 0, interval=12.0, additional=2)]])
+    >>> ev = DosingEvents.from_doses([[Dose(0.0, 100.0, compartment=0, interval=12.0, additional=2)]])
     >>> ev.time.shape, [float(t) for t in ev.time[0, :3]]
     ((1, 4), [0.0, 12.0, 24.0])
     """
@@ -146,16 +181,46 @@ class DosingEvents(eqx.Module):
     def from_doses(
         cls, doses: Sequence[Sequence[Dose]], *, pad_to: int | None = None
     ) -> DosingEvents:
-        """Build the table from one list of doses per subject (ADDL expanded, sorted by time)."""
+        """Build the table from one list of doses per subject (ADDL expanded, sorted by time).
+
+        Parameters
+        ----------
+        doses
+            One list of :class:`Dose` per subject: ``[[Dose(...), ...], [Dose(...)], ...]``;
+            a single subject is ``[[Dose(...), Dose(...)]]``. A flat list of doses is an
+            :class:`EventError` (it would be ambiguous: one subject with several doses, or
+            several subjects with one dose each).
+        pad_to
+            Width of the table (default: the next bucket size of the longest regimen).
+
+        Raises
+        ------
+        EventError
+            For a flat list, an entry that is not a :class:`Dose`, or an invalid dose.
+        """
+        if isinstance(doses, Dose) or (
+            isinstance(doses, Sequence) and any(isinstance(d, Dose) for d in doses)
+        ):
+            raise EventError(
+                "`doses` must be one list of Dose per subject, e.g. [[Dose(0, 100, "
+                "compartment=1), Dose(12, 100, compartment=1)]] for one subject; got a flat "
+                "list of Dose; wrap it in a list for one subject ([doses]), or give one list "
+                "per subject ([[dose] for dose in doses] for one dose each)"
+            )
         expanded: list[list[Dose]] = []
         for i, subject_doses in enumerate(doses):
+            if not isinstance(subject_doses, Sequence):
+                raise EventError(
+                    f"`doses[{i}]` must be the list of Dose of subject {i}, got "
+                    f"{type(subject_doses).__name__} {subject_doses!r}; give one list of Dose "
+                    "per subject"
+                )
             rows: list[Dose] = []
-            for j, raw in enumerate(subject_doses):
-                d = raw if isinstance(raw, Dose) else Dose(*raw)
-                _check_dose(d, f"subject[{i}].doses[{j}]")
-                rows.append(d._replace(additional=0))
+            for j, d in enumerate(subject_doses):
+                _check_dose(as_dose(d, f"doses[{i}][{j}]"), f"subject[{i}].doses[{j}]")
+                rows.append(d.replace(additional=0))
                 rows.extend(
-                    d._replace(time=d.time + k * d.interval, steady_state=False, additional=0)
+                    d.replace(time=d.time + k * d.interval, steady_state=False, additional=0)
                     for k in range(1, int(d.additional) + 1)
                 )
             rows.sort(key=lambda r: r.time)  # stable: same-time records keep their order
@@ -192,24 +257,58 @@ class DosingEvents(eqx.Module):
         interval: float,
         n_doses: int,
         *,
-        compartment: int = 0,
+        compartment: int | None = None,
         n_subjects: int = 1,
         start: float = 0.0,
         rate: float = 0.0,
         duration: float = 0.0,
     ) -> DosingEvents:
-        """The same regimen (``n_doses`` doses every ``interval`` h) for ``n_subjects`` subjects."""
+        """The same regimen (``n_doses`` doses every ``interval`` h) for ``n_subjects`` subjects.
+
+        Parameters
+        ----------
+        amount, interval, n_doses
+            mg per dose, h between doses, number of doses.
+        compartment
+            Required: the compartment the doses go into, best named by route with the
+            model, ``model.route_compartment("oral")`` (the depot) or
+            ``model.route_compartment("iv")`` (central). There is no default: compartment
+            0 is the depot of an oral model but the central compartment of an IV one.
+        n_subjects, start, rate, duration
+            Subjects sharing the table; time of the first dose, h; infusion rate, mg/h, or
+            duration, h (0: bolus).
+
+        Raises
+        ------
+        EventError
+            Without ``compartment``, or for an invalid dose.
+
+        Examples
+        --------
+        >>> from twinsim.priors import one_compartment
+        >>> model = one_compartment(absorption="first_order")
+        >>> ev = DosingEvents.repeated(100.0, 12.0, 3, compartment=model.route_compartment("oral"))
+        >>> [float(t) for t in ev.time[0, :3]], int(ev.compartment[0, 0])
+        ([0.0, 12.0, 24.0], 0)
+        """
+        if compartment is None:
+            raise EventError(
+                "`DosingEvents.repeated` needs `compartment=`: the compartment the doses go "
+                "into, e.g. compartment=model.route_compartment('oral') (depot) or "
+                "model.route_compartment('iv') (central); there is no default because "
+                "compartment 0 is the depot of an oral model but the central compartment of "
+                "an IV one"
+            )
         if n_doses < 1:
             raise EventError(f"`n_doses` must be ≥ 1, got {n_doses}; give the number of doses")
         dose = Dose(
             start,
             amount,
-            compartment,
-            rate,
-            duration,
-            False,
-            interval if n_doses > 1 else 0.0,
-            n_doses - 1,
+            compartment=compartment,
+            rate=rate,
+            duration=duration,
+            interval=interval if n_doses > 1 else 0.0,
+            additional=n_doses - 1,
         )
         one = cls.from_doses([[dose]])
         return one.broadcast(n_subjects)

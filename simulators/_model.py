@@ -20,11 +20,39 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["ModelDefinitionError", "Named", "ODEModel"]
+__all__ = ["ModelDefinitionError", "Named", "ODEModel", "ParameterError"]
 
 
 class ModelDefinitionError(ValueError):
     """A model was defined inconsistently (unknown name, wrong shape, ...)."""
+
+
+class ParameterError(ValueError):
+    """Parameter values do not match the model's parameters (unknown, missing, wrong shape)."""
+
+
+def _named_fields(values: Any) -> list[str] | None:
+    """The names of a mapping-like set of parameter values, or ``None`` for a plain array.
+
+    A mapping (``{"cl": 5.0, ...}``), a pandas Series or DataFrame (its index or columns)
+    and a numpy structured array (its field names) are named; anything else is an array in
+    ``model.parameters`` order.
+    """
+    if isinstance(values, Mapping):
+        return list(values.keys())
+    names = getattr(getattr(values, "dtype", None), "names", None)
+    if names:  # numpy structured array
+        return list(names)
+    if hasattr(values, "columns") and hasattr(values, "to_numpy"):  # pandas DataFrame
+        return [str(c) for c in values.columns]
+    if hasattr(values, "index") and hasattr(values, "to_numpy") and hasattr(values, "items"):
+        return [str(k) for k in values.index]  # pandas Series
+    return None
+
+
+def _column(values: Any, name: str) -> Any:
+    column = values[name]
+    return column.to_numpy() if hasattr(column, "to_numpy") else column
 
 
 class Named:
@@ -216,6 +244,70 @@ class ODEModel(eqx.Module):
             raise ModelDefinitionError(
                 f"model {self.name!r} has no parameter {name!r}; known: {list(self.parameters)}"
             ) from None
+
+    def parameter_array(self, values: Any, *, where: str = "params") -> Array:
+        """Parameter values as an array ``[..., parameter]`` in ``self.parameters`` order.
+
+        Parameters
+        ----------
+        values
+            By name: a mapping ``{"cl": 5.0, "v": 50.0}`` (scalars, or one value per
+            subject), a pandas Series or DataFrame, or a numpy structured array; every
+            name of the model must be given and no other. Or an array whose last axis is in
+            ``self.parameters`` order (checked where it is used).
+        where
+            The argument's name, for the error message.
+
+        Returns
+        -------
+        jax.Array
+            float64, ``[parameter]`` for scalars, ``[subject, parameter]`` otherwise.
+
+        Raises
+        ------
+        ParameterError
+            For names the model does not have (listing them and the model's names), for
+            names it needs that are missing, or for values of different lengths.
+
+        Examples
+        --------
+        >>> model = ODEModel(name="iv1", states=("central",), parameters=("cl", "v"),
+        ...                  rhs=lambda t, y, p: {"central": -p.cl / p.v * y.central},
+        ...                  outputs={"conc": lambda y, p: y.central / p.v})
+        >>> model.parameter_array({"v": 50.0, "cl": 5.0}).tolist()
+        [5.0, 50.0]
+        >>> model.parameter_array({"cl": 5.0, "vd": 50.0})
+        Traceback (most recent call last):
+        twinsim.simulators._model.ParameterError: `params` has a name model 'iv1' does not have: ['vd'], and lacks ['v']; the model's parameters are ['cl', 'v'] (in this order)
+        """
+        names = _named_fields(values)
+        if names is None:
+            return jnp.asarray(values, dtype=jnp.float64)
+        unknown = [n for n in names if n not in self.parameters]
+        missing = [n for n in self.parameters if n not in names]
+        if unknown or missing:
+            parts = []
+            if unknown:
+                parts.append(
+                    f"has {'a name' if len(unknown) == 1 else 'names'} model {self.name!r} does "
+                    f"not have: {unknown}"
+                )
+            if missing:
+                parts.append(f"lacks {missing}")
+            raise ParameterError(
+                f"`{where}` {', and '.join(parts)}; the model's parameters are "
+                f"{list(self.parameters)} (in this order)"
+            )
+        columns = [jnp.asarray(_column(values, n), dtype=jnp.float64) for n in self.parameters]
+        shapes = {tuple(c.shape) for c in columns}
+        if any(c.ndim > 1 for c in columns) or len(shapes - {()}) > 1:
+            detail = {n: tuple(c.shape) for n, c in zip(self.parameters, columns, strict=True)}
+            raise ParameterError(
+                f"`{where}` values must be scalars or one value per subject (1-D, all of one "
+                f"length), got shapes {detail}; give each parameter one number or one array "
+                "of the subjects' values"
+            )
+        return jnp.stack(jnp.broadcast_arrays(*columns), axis=-1)
 
     def state_index(self, name: str) -> int:
         """Position of state ``name`` (0-based; NONMEM's CMT is this + 1)."""

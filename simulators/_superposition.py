@@ -116,7 +116,8 @@ def predict_linear(
     model
         A linear :class:`~twinsim.priors.ODEModel` (``linear=True``).
     params
-        ``[subject, P]`` parameters (one row per subject).
+        ``[subject, P]`` parameters in ``model.parameters`` order (one row per subject), or
+        by name: ``{"cl": ..., "v": ...}`` (see :meth:`ODEModel.parameter_array`).
     events
         Dosing table with one row per subject (or one shared row); no steady-state records.
     times
@@ -141,7 +142,7 @@ def predict_linear(
     >>> from twinsim.simulators import DosingEvents, predict_linear
     >>> model = one_compartment(absorption=True)
     >>> out = predict_linear(model, jnp.array([[2.8, 31.5, 1.5, 1.0]]),
-    ...                      DosingEvents.repeated(320.0, 24.0, 1), jnp.array([0.0, 1.0, 24.0]))
+    ...                      DosingEvents.repeated(320.0, 24.0, 1, compartment=0), jnp.array([0.0, 1.0, 24.0]))
     >>> [round(float(c), 4) for c in out[0, :, 0]]
     [0.0, 7.4707, 1.279]
     """
@@ -150,7 +151,7 @@ def predict_linear(
             f"`predict_linear` needs a linear model, but model {model.name!r} has linear=False; "
             "use simulate(..., method='ode') or predict_outputs"
         )
-    params = jnp.atleast_2d(jnp.asarray(params, jnp.float64))
+    params = jnp.atleast_2d(model.parameter_array(params))
     n = params.shape[0]
     if events.n_subjects == 1 and n > 1:
         events = events.broadcast(n)
@@ -233,7 +234,7 @@ def predict_outputs(
     >>> from twinsim.priors import one_compartment
     >>> from twinsim.simulators import DosingEvents, predict_outputs
     >>> out = predict_outputs(one_compartment(), jnp.array([[5.0, 50.0]]),
-    ...                       DosingEvents.repeated(100.0, 12.0, 1), jnp.array([1.0]))
+    ...                       DosingEvents.repeated(100.0, 12.0, 1, compartment=0), jnp.array([1.0]))
     >>> round(float(out[0, 0, 0]), 4)
     1.8097
     """
@@ -241,7 +242,7 @@ def predict_outputs(
         raise SimulationError(
             f"`method` must be 'auto', 'superposition', 'linear' or 'ode', got {method!r}"
         )
-    params = jnp.atleast_2d(jnp.asarray(params, jnp.float64))
+    params = jnp.atleast_2d(model.parameter_array(params))
     use_superposition = method == "superposition" or (
         method == "auto"
         and model.linear

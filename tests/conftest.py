@@ -1,4 +1,14 @@
-"""Shared test setup: float64 everywhere, fixed seeds, a small hypothesis profile."""
+"""Shared test setup: float64 everywhere, fixed seeds, a small hypothesis profile, and a
+compilation cache of the repository's own (never the user's ``~/.cache``)."""
+
+import os
+from pathlib import Path
+
+# Before twinsim is imported (it opens the cache at import): the suite's compiled programs
+# go to <repo>/.jax-cache (git-ignored), shared by the xdist workers and the subprocesses
+# the tests start, and kept between runs (a warm suite is faster). TWINSIM_CACHE_DIR set
+# by the caller wins (`off` runs the suite cold).
+os.environ.setdefault("TWINSIM_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".jax-cache"))
 
 import jax
 import numpy as np

@@ -489,7 +489,7 @@ def warfarin_study(
     horizon = design["predict_time_h"]
     n_total = int(horizon // design["interval_h"])
     future = [
-        Dose(k * design["interval_h"], design["dose_mg"], doses[0].compartment)
+        Dose(k * design["interval_h"], design["dose_mg"], compartment=doses[0].compartment)
         for k in range(n_total)
     ]
     events = DosingEvents.from_doses([future])

@@ -339,5 +339,13 @@ class Regimen:
         for k in range(n):
             amount = self.loading_mg if (k == 0 and self.loading_mg is not None) else self.amount_mg
             duration = twin._infusion_h(amount, self.route, self.infusion_h)
-            out.append(Dose(start + k * self.interval_h, float(amount), compartment, 0.0, duration))
+            out.append(
+                Dose(
+                    start + k * self.interval_h,
+                    float(amount),
+                    compartment=compartment,
+                    rate=0.0,
+                    duration=duration,
+                )
+            )
         return out

@@ -91,7 +91,7 @@ class _Engine:
         twin compiled a program each time)."""
         if self._drug_free is None:
             typical = self.model.typical_parameters(covariates)
-            empty = DosingEvents.from_doses([[Dose(0.0, 0.0, 0)]])
+            empty = DosingEvents.from_doses([[Dose(0.0, 0.0, compartment=0)]])
             out = predict_outputs(self.model.structural, typical, empty, jnp.array([0.0]))
             self._drug_free = frozenset(
                 name for name, v in zip(self.outputs, np.asarray(out)[0, 0], strict=True) if v == 0

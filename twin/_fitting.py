@@ -204,9 +204,9 @@ def fit_population(
     >>> from twinsim.simulators import DosingEvents
     >>> pm = PopulationModel(name="iv", structural=one_compartment(), theta={"cl": 4.0, "v": 40.0},
     ...     random_effects=("cl",), omega=[0.1], residual={"conc": ResidualError(proportional=0.1)})
-    >>> sim = pm.simulate(1, None, DosingEvents.repeated(100.0, 24.0, 1), np.array([1.0, 4.0, 12.0]),
+    >>> sim = pm.simulate(1, None, DosingEvents.repeated(100.0, 24.0, 1, compartment=0), np.array([1.0, 4.0, 12.0]),
     ...                   ids=range(8))
-    >>> data = ObservationData.build(DosingEvents.repeated(100.0, 24.0, 1, n_subjects=8),
+    >>> data = ObservationData.build(DosingEvents.repeated(100.0, 24.0, 1, n_subjects=8, compartment=0),
     ...                              [[1.0, 4.0, 12.0]] * 8, np.asarray(sim.observed[..., 0]))
     >>> fit = fit_population(pm, data, method="laplace")
     >>> 3.0 < fit.estimate("theta_cl") < 6.0

@@ -75,6 +75,7 @@ import numpy as np
 from ..priors._library import DrugLibraryError, drug_metadata
 from ..priors._population import PopulationModel
 from ..simulators import Dose, DosingEvents, bucket_size
+from ..simulators._events import as_dose
 from ._clinical import _PRACTICAL, Observation, PatientTwinError, default_target
 from ._compiled import _engine, _inverse_pd
 from ._nuts import _sample_nuts
@@ -229,7 +230,7 @@ class PatientTwin:
             elif isinstance(item, Dose):
                 added.append(item)
             else:
-                added.extend(Dose(*d) if not isinstance(d, Dose) else d for d in item)
+                added.extend(as_dose(d, "doses[]") for d in item)
         n_states = len(self.model.structural.states)
         for i, d in enumerate(added):
             if not 0 <= int(d.compartment) < n_states:
@@ -342,9 +343,9 @@ class PatientTwin:
         return Dose(
             float(time),
             float(amount),
-            self._compartment(route),
-            0.0,
-            self._infusion_h(float(amount), route, infusion_h),
+            compartment=self._compartment(route),
+            rate=0.0,
+            duration=self._infusion_h(float(amount), route, infusion_h),
         )
 
     @property
@@ -388,7 +389,7 @@ class PatientTwin:
         if n_obs:
             times[n_obs:] = times[n_obs - 1]
         events = DosingEvents.from_doses(
-            [list(self.doses) or [Dose(0.0, 0.0, 0)]],
+            [list(self.doses) or [Dose(0.0, 0.0, compartment=0)]],
             pad_to=bucket_size(max(len(self.doses), 1)),
         )
         if bool(np.any(np.asarray(events.steady_state) & np.asarray(events.mask))):

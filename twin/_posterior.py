@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from ..simulators import Dose, DosingEvents
+from ..simulators import DosingEvents
+from ..simulators._events import as_dose
 from ._clinical import _PRACTICAL, PatientTwinError, Regimen
 from ._prediction import _predict
 from ._recommend import Recommendation, _named_regimens, _nearest, _positive_grid, _shortlist, _why
@@ -157,7 +158,7 @@ class TwinPosterior:
                 dose_lists.append(reg.to_doses()[0])
                 reg_start = min((d.time for d in dose_lists[-1]), default=start)
             else:
-                dose_lists.append([d if isinstance(d, Dose) else Dose(*d) for d in reg])
+                dose_lists.append([as_dose(d, "regimen[]") for d in reg])
                 reg_start = min((d.time for d in dose_lists[-1]), default=start)
             if not dose_lists[-1] and not twin.doses:
                 raise PatientTwinError(f"regimen {name!r} has no doses and none were given")

@@ -726,7 +726,7 @@ class WhatIfSpec(SpecModel):
         out = {}
         for candidate in self.candidates:
             doses = candidate.regimen.to_doses(structural, self.patient.weight, until=self.horizon)
-            out[candidate.label] = [d._replace(time=d.time + start) for d in doses]
+            out[candidate.label] = [d.replace(time=d.time + start) for d in doses]
         return out
 
     def observation_records(self) -> list[dict[str, Any]]:

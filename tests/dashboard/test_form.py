@@ -33,7 +33,7 @@ def test_examples_round_trip_through_the_form(name: str) -> None:
         np.testing.assert_array_equal(spec.covariates()[column], values, err_msg=column)
     # one row per dose given: the interval to the next dose is not a column (the regimens'
     # start is), and it does not change a dose that is not at steady state
-    assert spec.history_doses() == [d._replace(interval=0.0) for d in expected.history_doses()]
+    assert spec.history_doses() == [d.replace(interval=0.0) for d in expected.history_doses()]
     assert spec.observation_records() == expected.observation_records()
     assert spec.candidate_doses() == expected.candidate_doses()
     assert (spec.candidate_start, spec.horizon) == (expected.candidate_start, expected.horizon)

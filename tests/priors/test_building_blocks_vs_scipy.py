@@ -66,7 +66,7 @@ def _regimen(compartment: int, duration: float = 0.0) -> DosingEvents:
                 Dose(
                     0.0,
                     amount,
-                    compartment,
+                    compartment=compartment,
                     duration=duration,
                     interval=INTERVAL,
                     additional=N_DOSES - 1,

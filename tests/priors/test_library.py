@@ -114,7 +114,7 @@ def _steady_state_auc24(model, params, amount, interval, infusion_h):
     dose = Dose(
         0.0,
         amount,
-        0,
+        compartment=0,
         duration=infusion_h,
         steady_state=True,
         interval=interval,
@@ -191,7 +191,7 @@ def test_outside_the_estimated_ranges_warns():
         "crcl": np.array([200.0, 100.0]),
         "dialysis": np.array([0.0, 0.0]),
     }
-    events = DosingEvents.repeated(1000.0, 12.0, 2, duration=1.0)
+    events = DosingEvents.repeated(1000.0, 12.0, 2, duration=1.0, compartment=0)
     with pytest.warns(CovariateRangeWarning) as record:
         sim = model.simulate(0, covariates, events, jnp.array([1.0, 12.0, 24.0]))
     messages = " ".join(str(w.message) for w in record)
@@ -216,7 +216,7 @@ def warfarin_steady_state():
     params = model.typical_parameters(
         {"age": np.full(8, 71.0), "cyp2c9": np.array(cyp2c9), "vkorc1": np.array(vkorc1)}
     )
-    dose = Dose(0.0, 5.0, 0, steady_state=True, interval=24.0, additional=1)
+    dose = Dose(0.0, 5.0, compartment=0, steady_state=True, interval=24.0, additional=1)
     events = DosingEvents.from_doses([[dose]]).broadcast(8)
     times = jnp.linspace(0.0, 24.0, 49)
     sol = simulate(model.structural, params, events, times, method="ode")
@@ -261,7 +261,7 @@ def test_warfarin_inr_starts_at_baseline_and_rises_with_the_transit_delay():
     concentration (chains with MTT 11.6 h and 120 h); doses are racemic mg."""
     model = drug_model("warfarin")
     params = model.typical_parameters({"age": [71.0], "cyp2c9": ["*1/*1"], "vkorc1": ["G/A"]})
-    events = DosingEvents.repeated(5.0, 24.0, 7)
+    events = DosingEvents.repeated(5.0, 24.0, 7, compartment=0)
     times = jnp.array([0.0, 6.0, 24.0, 72.0, 168.0])
     sol = simulate(model.structural, params, events, times, method="ode")
     conc, inr = np.asarray(sol.outputs[0, :, 0]), np.asarray(sol.outputs[0, :, 1])
@@ -295,7 +295,7 @@ def test_warfarin_variability_is_read_as_variances():
 
 # --------------------------------------------------------------------------- theophylline
 
-THEO_DOSES = [Dose(0.0, 200.0, 0, interval=12.0, additional=9)]  # 200 mg q12h, 5 days
+THEO_DOSES = [Dose(0.0, 200.0, compartment=0, interval=12.0, additional=9)]  # 200 mg q12h, 5 days
 THEO_TIMES = np.array(
     [0.0, 1.0, 3.0, 12.0, 24.0, 30.0, 31.5, 36.0, 48.0, 60.0, 84.0, 96.0, 108.0, 120.0]
 )
@@ -383,7 +383,7 @@ def test_smoking_raises_theophylline_clearance_and_the_effect_decays_after_quitt
             jnp.linspace(12.0 * (n_doses - 1), 12.0 * n_doses, 49)[1:],
         ]
     )
-    events = DosingEvents.repeated(200.0, 12.0, n_doses, n_subjects=3)
+    events = DosingEvents.repeated(200.0, 12.0, n_doses, n_subjects=3, compartment=0)
     sol = simulate(model.structural, params, events, times, method="ode")
     conc = np.asarray(sol.outputs[:, :, 0])
     last = slice(n_doses - 1, None)
@@ -506,7 +506,7 @@ def test_theophylline_typical_predictions_are_unbiased_on_the_data_of_the_fit():
     params = model.typical_parameters(
         {"weight": weight, "smoking": np.zeros(12), "smoking_quit_time": np.full(12, math.inf)}
     )
-    events = DosingEvents.from_doses([[Dose(0.0, float(a), 0)] for a in amount])
+    events = DosingEvents.from_doses([[Dose(0.0, float(a), compartment=0)] for a in amount])
     sol = simulate(model.structural, params, events, jnp.asarray(times), at_dose="post")
     residual = conc - np.asarray(sol.outputs[:, :, 0])
     assert abs(residual.mean()) < 0.5

@@ -210,7 +210,7 @@ def test_simulation_is_deterministic_and_batch_invariant_with_residual_error():
         "weight": np.array([60.0, 80.0, 90.0]),
         "genotype": np.array(["*1/*1", "*1/*3", "*1/*1"]),
     }
-    events = DosingEvents.repeated(320.0, 24.0, 1)
+    events = DosingEvents.repeated(320.0, 24.0, 1, compartment=0)
     times = jnp.array([0.5, 2.0, 8.0, 24.0])
     full = pm.simulate(3, cov, events, times, ids=[0, 1, 2])
     again = pm.simulate(3, cov, events, times, ids=[0, 1, 2])
@@ -237,7 +237,9 @@ def test_between_occasion_variability():
         residual={"conc": ResidualError(additive=0.01)},
     )
     # two separate doses a week apart: occasion 1 from 0 h, occasion 2 from 168 h
-    events = DosingEvents.from_doses([[Dose(0.0, 100.0, 0), Dose(168.0, 100.0, 0)]])
+    events = DosingEvents.from_doses(
+        [[Dose(0.0, 100.0, compartment=0), Dose(168.0, 100.0, compartment=0)]]
+    )
     times = jnp.array([2.0, 170.0])
     sim = pm.simulate(
         1, None, events, times, ids=range(4000), occasions=[0.0, 168.0], residual=False
@@ -273,14 +275,14 @@ def test_superposition_matches_the_engine():
     )  # fmt: skip
     doses = [
         [
-            Dose(0.0, 100.0, 0),
-            Dose(12.0, 50.0, 1, rate=25.0),
-            Dose(30.0, 80.0, 0, interval=12.0, additional=2),
+            Dose(0.0, 100.0, compartment=0),
+            Dose(12.0, 50.0, compartment=1, rate=25.0),
+            Dose(30.0, 80.0, compartment=0, interval=12.0, additional=2),
         ],
-        [Dose(0.0, 200.0, 1, duration=1.5)],
-        [Dose(5.0, 100.0, 0)],
-        [Dose(0.0, 100.0, 1), Dose(0.0, 100.0, 0)],
-        [Dose(1.0, 60.0, 1, rate=10.0), Dose(4.0, 60.0, 1, rate=10.0)],
+        [Dose(0.0, 200.0, compartment=1, duration=1.5)],
+        [Dose(5.0, 100.0, compartment=0)],
+        [Dose(0.0, 100.0, compartment=1), Dose(0.0, 100.0, compartment=0)],
+        [Dose(1.0, 60.0, compartment=1, rate=10.0), Dose(4.0, 60.0, compartment=1, rate=10.0)],
     ]
     events = DosingEvents.from_doses(doses)
     times = np.sort(rng.uniform(0, 72, (5, 40)), axis=1)
@@ -294,7 +296,7 @@ def test_superposition_matches_the_engine():
 
 def test_superposition_gradient_matches_finite_differences():
     model = one_compartment(absorption=True)
-    events = DosingEvents.repeated(320.0, 12.0, 3)
+    events = DosingEvents.repeated(320.0, 12.0, 3, compartment=0)
     times = jnp.linspace(0.5, 30.0, 12)
 
     def total(p):
@@ -314,7 +316,7 @@ def test_superposition_gradient_matches_finite_differences():
 
 def _data(pm, n=4, seed=2):
     cov = {"weight": np.full(n, 70.0), "genotype": np.array(["*1/*1"] * n)}
-    events = DosingEvents.repeated(320.0, 24.0, 1, n_subjects=n)
+    events = DosingEvents.repeated(320.0, 24.0, 1, n_subjects=n, compartment=0)
     times = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0])
     sim = pm.simulate(seed, cov, events, times, ids=range(n))
     return ObservationData.build(
@@ -371,7 +373,7 @@ def test_individual_model_prior_weight_scales_the_prior():
 
 
 def test_observation_data_validation():
-    events = DosingEvents.repeated(100.0, 24.0, 1, n_subjects=2)
+    events = DosingEvents.repeated(100.0, 24.0, 1, n_subjects=2, compartment=0)
     with pytest.raises(PopulationModelError, match=r"`times\[0\]` must be sorted"):
         ObservationData.build(events, [[2.0, 1.0], [1.0]], [[1.0, 1.0], [1.0]])
     with pytest.raises(PopulationModelError, match=r"`observed\[1\]\[0\]` is nan"):
@@ -405,7 +407,9 @@ def test_population_model_with_occasions_uses_each_occasions_parameters():
         occasion_omega=[0.0225],
         residual={"conc": ResidualError(proportional=0.1)},
     )
-    events = DosingEvents.from_doses([[Dose(0.0, 100.0, 0), Dose(168.0, 100.0, 0)]] * 2)
+    events = DosingEvents.from_doses(
+        [[Dose(0.0, 100.0, compartment=0), Dose(168.0, 100.0, compartment=0)]] * 2
+    )
     times = [[2.0, 6.0, 170.0, 174.0]] * 2
     data = ObservationData.build(
         events, times, [[1.7, 1.2, 1.9, 1.3], [1.5, 1.1, 1.6, 1.2]], occasion=[[0, 0, 1, 1]] * 2

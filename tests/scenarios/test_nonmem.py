@@ -88,7 +88,7 @@ def test_lowercase_headers_and_missing_optional_columns():
     )
     data = read_nonmem(frame)
     assert data.ids == (5, 9)
-    assert data.doses == ((Dose(0.0, 100.0, 0),), (Dose(0.0, 50.0, 0),))
+    assert data.doses == ((Dose(0.0, 100.0, compartment=0),), (Dose(0.0, 50.0, compartment=0),))
     obs = data.observations
     assert list(obs.columns) == ["ID", "TIME", "DV", "MDV", "CMT", "EVID"]
     assert obs["MDV"].tolist() == [0, 1, 0, 0]  # missing DV → MDV 1
@@ -115,9 +115,9 @@ def test_addl_ii_ss_rate_and_dur():
     )
     data = read_nonmem(frame)
     assert data.doses[0] == (
-        Dose(0.0, 500.0, 1, rate=250.0, steady_state=True, interval=12.0, additional=1),
-        Dose(24.0, 1000.0, 0, steady_state=True, interval=8.0),
-        Dose(48.0, 200.0, 2, duration=0.5),
+        Dose(0.0, 500.0, compartment=1, rate=250.0, steady_state=True, interval=12.0, additional=1),
+        Dose(24.0, 1000.0, compartment=0, steady_state=True, interval=8.0),
+        Dose(48.0, 200.0, compartment=2, duration=0.5),
     )
     events = data.events()
     assert np.asarray(events.time)[0, :4].tolist() == [0.0, 12.0, 24.0, 48.0]  # ADDL expanded
@@ -129,7 +129,7 @@ def test_time_and_amount_units_are_converted():
         {"ID": [1, 1], "TIME": [30, 90], "AMT": [0.5, 0], "RATE": [0.01, 0], "DV": [0, 4.0]}
     )
     data = read_nonmem(frame, time_unit="min", amount_unit="g")
-    assert data.doses[0] == (Dose(0.5, 500.0, 0, rate=600.0),)
+    assert data.doses[0] == (Dose(0.5, 500.0, compartment=0, rate=600.0),)
     assert data.observations["TIME"].tolist() == [1.5]
     with pytest.raises(
         NonmemError, match=r"`time_unit`/`amount_unit`: .*unknown time unit 'fortnight'"
@@ -243,23 +243,25 @@ def test_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        write_nonmem(NonmemData.from_doses([[Dose(0.0, 1.0, 0)]]), path)
+        write_nonmem(NonmemData.from_doses([[Dose(0.0, 1.0, compartment=0)]]), path)
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
 def test_write_errors():
     with pytest.raises(NonmemError, match=r"ID 'a' is not a number; NONMEM needs numeric IDs"):
-        write_nonmem(NonmemData.from_doses([[Dose(0.0, 1.0, 0)]], ids=["a"]), "unused.csv")
-    clash = NonmemData.from_doses([[Dose(0.0, 1.0, 0)]], covariates={"amt": [1]})
+        write_nonmem(
+            NonmemData.from_doses([[Dose(0.0, 1.0, compartment=0)]], ids=["a"]), "unused.csv"
+        )
+    clash = NonmemData.from_doses([[Dose(0.0, 1.0, compartment=0)]], covariates={"amt": [1]})
     with pytest.raises(
         NonmemError, match=r"covariate columns \['amt'\] clash with standard NONMEM columns"
     ):
         write_nonmem(clash, "unused.csv")
     with pytest.raises(NonmemError, match=r"subjects \[2\] have no dose and no observation record"):
-        write_nonmem(NonmemData.from_doses([[Dose(0.0, 1.0, 0)], []]), "unused.csv")
+        write_nonmem(NonmemData.from_doses([[Dose(0.0, 1.0, compartment=0)], []]), "unused.csv")
     with pytest.raises(NonmemError, match=r"`ids` has 2 entries but `doses` has 1 subjects"):
-        NonmemData.from_doses([[Dose(0.0, 1.0, 0)]], ids=[1, 2])
+        NonmemData.from_doses([[Dose(0.0, 1.0, compartment=0)]], ids=[1, 2])
 
 
 # ---------------------------------------------------------------------------- property
@@ -281,12 +283,12 @@ def _dose(draw):
     return Dose(
         draw(_times),
         amount,
-        draw(st.integers(0, 4)),
-        rate,
-        duration,
-        steady_state,
-        interval,
-        additional,
+        compartment=draw(st.integers(0, 4)),
+        rate=rate,
+        duration=duration,
+        steady_state=steady_state,
+        interval=interval,
+        additional=additional,
     )
 
 

@@ -58,7 +58,7 @@ COVARIATES = {
 @pytest.fixture(scope="module")
 def solution():
     """Five subjects, one 100 mg IV bolus at 0 h, shared output times (one engine compile)."""
-    return simulate(MODEL, PARAMS, DosingEvents.repeated(100.0, 24.0, 1), TIMES)
+    return simulate(MODEL, PARAMS, DosingEvents.repeated(100.0, 24.0, 1, compartment=0), TIMES)
 
 
 @dataclasses.dataclass

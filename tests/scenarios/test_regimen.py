@@ -71,7 +71,7 @@ def test_per_kg_doses_need_the_weight():
 
 
 def test_once():
-    assert doses_of("100 mg once") == [Dose(0.0, 100.0, DEPOT)]
+    assert doses_of("100 mg once") == [Dose(0.0, 100.0, compartment=DEPOT)]
 
 
 def test_steady_state():

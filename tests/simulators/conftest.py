@@ -151,12 +151,12 @@ def to_doses(administrations) -> list[Dose]:
         Dose(
             a.time,
             a.amount,
-            cmt[a.route],
-            a.rate,
-            a.duration,
-            a.steady_state,
-            a.interval,
-            a.additional,
+            compartment=cmt[a.route],
+            rate=a.rate,
+            duration=a.duration,
+            steady_state=a.steady_state,
+            interval=a.interval,
+            additional=a.additional,
         )
         for a in administrations
     ]

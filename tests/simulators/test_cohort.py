@@ -32,7 +32,10 @@ def _params_fn(ids):
 def _events_fn(ids):
     """Different regimens per subject, so padding and slicing of events is exercised."""
     return DosingEvents.from_doses(
-        [[Dose(0.0, 100.0 + 10.0 * int(i), 0, interval=12.0, additional=int(i) % 3)] for i in ids],
+        [
+            [Dose(0.0, 100.0 + 10.0 * int(i), compartment=0, interval=12.0, additional=int(i) % 3)]
+            for i in ids
+        ],
         pad_to=4,
     )
 
@@ -187,7 +190,7 @@ def test_chunk_size_invariance_linear_large_chunk_multistate_is_bitwise():
         parts = {}
         simulate_cohort(
             model, 1030, lambda ids: lognormal_parameters(SEED, ids, typical, omega),
-            lambda ids: DosingEvents.repeated(100.0, 12.0, 4), TIMES, chunk_size=chunk,
+            lambda ids: DosingEvents.repeated(100.0, 12.0, 4, compartment=0), TIMES, chunk_size=chunk,
             on_chunk=lambda start, stop, sol: parts.update({start: np.asarray(sol.outputs)}),
         )  # fmt: skip
         return np.concatenate([parts[k] for k in sorted(parts)])
@@ -199,7 +202,7 @@ def test_chunk_size_invariance_ode_vmap_is_bitwise():
     """The diffrax engine with ``ode_strategy="vmap"``: each subject has its own adaptive steps,
     so chunk 4 (padded last chunk of 2) and chunk 10 agree bit for bit (tolerance 0), for
     per-subject regimens and for a regimen shared by the cohort."""
-    for events_fn in (_events_fn, lambda ids: DosingEvents.repeated(100.0, 12.0, 3)):
+    for events_fn in (_events_fn, lambda ids: DosingEvents.repeated(100.0, 12.0, 3, compartment=0)):
         a, _, _ = _collect(10, 4, method="ode", ode_strategy="vmap", events_fn=events_fn)
         b, _, _ = _collect(10, 10, method="ode", ode_strategy="vmap", events_fn=events_fn)
         np.testing.assert_array_equal(a, b)
@@ -209,7 +212,7 @@ def test_chunk_size_ode_batch_strategy_agrees_within_tolerance():
     """The default batched-state ODE strategy shares one step size per chunk, so chunkings
     differ only at solver-tolerance level: rtol 1e-8/atol 1e-10 per step, compared at
     rtol 1e-6 and atol 1e-9 mg/L (100× margin for error accumulated over a few steps)."""
-    shared = lambda ids: DosingEvents.repeated(100.0, 12.0, 3)  # noqa: E731
+    shared = lambda ids: DosingEvents.repeated(100.0, 12.0, 3, compartment=0)  # noqa: E731
     a, _, _ = _collect(10, 4, method="ode", events_fn=shared)
     b, _, _ = _collect(10, 10, method="ode", events_fn=shared)
     exact, _, _ = _collect(10, 10, method="linear", events_fn=shared)
@@ -270,7 +273,7 @@ def test_nothing_compiles_after_the_first_chunk():
         rhs=lambda t, y, p: {"central": -p.cl / p.v * y.central},
         outputs={"conc": lambda y, p: y.central / p.v}, linear=True,
     )  # fmt: skip
-    events_fn = lambda ids: DosingEvents.repeated(100.0, 12.0, 3)  # noqa: E731
+    events_fn = lambda ids: DosingEvents.repeated(100.0, 12.0, 3, compartment=0)  # noqa: E731
     per_chunk = []
 
     def on_chunk(start, stop, sol):
@@ -319,11 +322,15 @@ def test_per_subject_times_are_sliced_with_their_chunk():
             r"`params_fn` returned shape \(1, 2\) for subjects 0\.\.1, expected \(2, 2\)",
         ),
         (
-            dict(events_fn=lambda ids: DosingEvents.repeated(100.0, 12.0, 2, n_subjects=3)),
+            dict(
+                events_fn=lambda ids: DosingEvents.repeated(
+                    100.0, 12.0, 2, n_subjects=3, compartment=0
+                )
+            ),
             r"`events_fn` returned 3 subjects for subjects 0\.\.1, expected 2",
         ),
         (
-            dict(events_fn=lambda ids: [Dose(0.0, 1.0, 0)]),
+            dict(events_fn=lambda ids: [Dose(0.0, 1.0, compartment=0)]),
             r"`events_fn` must return a DosingEvents table",
         ),
     ],

@@ -93,7 +93,7 @@ def test_negative_times_name_the_offending_value(setup):
 
 def test_dose_compartment_out_of_range(setup):
     model, params, _, times = setup
-    events = DosingEvents.from_doses([[Dose(0.0, 100.0, 5)]] * 3, pad_to=8)
+    events = DosingEvents.from_doses([[Dose(0.0, 100.0, compartment=5)]] * 3, pad_to=8)
     with pytest.raises(
         SimulationError, match=r"compartment 5 \(0-based\) is outside model 'test_pk2'.*0\.\.2"
     ):
@@ -101,7 +101,7 @@ def test_dose_compartment_out_of_range(setup):
 
 
 def test_linear_method_on_a_nonlinear_model(grid):
-    events = DosingEvents.from_doses([[Dose(0.0, 100.0, 0)]] * 3, pad_to=8)
+    events = DosingEvents.from_doses([[Dose(0.0, 100.0, compartment=0)]] * 3, pad_to=8)
     with pytest.raises(
         SimulationError, match=r"`method` 'linear' needs a linear model.*'test_mm_iv'.*linear=False"
     ):
@@ -139,7 +139,9 @@ def test_negative_dose():
     with pytest.raises(
         EventError, match=re.escape("`subject[1].doses[0].amount` must be ≥ 0 mg, got -50.0")
     ):
-        DosingEvents.from_doses([[Dose(0.0, 100.0, 1)], [Dose(0.0, -50.0, 1)]])
+        DosingEvents.from_doses(
+            [[Dose(0.0, 100.0, compartment=1)], [Dose(0.0, -50.0, compartment=1)]]
+        )
 
 
 def test_rate_and_duration_both_given():
@@ -148,14 +150,19 @@ def test_rate_and_duration_both_given():
         match=r"`subject\[0\]\.doses\[1\]\.duration` must be 0 when `rate` is given, got 2\.0",
     ):
         DosingEvents.from_doses(
-            [[Dose(0.0, 100.0, 1), Dose(12.0, 100.0, 1, rate=50.0, duration=2.0)]]
+            [
+                [
+                    Dose(0.0, 100.0, compartment=1),
+                    Dose(12.0, 100.0, compartment=1, rate=50.0, duration=2.0),
+                ]
+            ]
         )
 
 
 @pytest.mark.parametrize(
     ("dose", "infusion_h"),
-    [(Dose(0.0, 100.0, 1, duration=14.0, steady_state=True, interval=12.0), "14.0"),
-     (Dose(0.0, 100.0, 1, rate=5.0, steady_state=True, interval=12.0), "20.0")],
+    [(Dose(0.0, 100.0, compartment=1, duration=14.0, steady_state=True, interval=12.0), "14.0"),
+     (Dose(0.0, 100.0, compartment=1, rate=5.0, steady_state=True, interval=12.0), "20.0")],
     ids=["by_duration", "by_rate"],
 )  # fmt: skip
 def test_steady_state_infusion_longer_than_the_interval(dose, infusion_h):
@@ -170,14 +177,14 @@ def test_steady_state_without_interval():
     with pytest.raises(
         EventError, match=r"`subject\[0\]\.doses\[0\]\.interval` must be > 0 h.*got 0\.0"
     ):
-        DosingEvents.from_doses([[Dose(0.0, 100.0, 1, steady_state=True)]])
+        DosingEvents.from_doses([[Dose(0.0, 100.0, compartment=1, steady_state=True)]])
 
 
 def test_negative_dose_time():
     with pytest.raises(
         EventError, match=r"`subject\[0\]\.doses\[0\]\.time` must be ≥ 0 h, got -2\.0"
     ):
-        DosingEvents.from_doses([[Dose(-2.0, 100.0, 1)]])
+        DosingEvents.from_doses([[Dose(-2.0, 100.0, compartment=1)]])
 
 
 # --------------------------------------------------------------------------- per-subject failures

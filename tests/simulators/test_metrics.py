@@ -401,7 +401,7 @@ def test_two_compartment_iv_steady_state_auc_tau_is_dose_over_cl():
     )
     params = jnp.array([[4.5, 58.4, 6.5, 38.4], [2.0, 30.0, 3.0, 50.0]])
     events = DosingEvents.from_doses(
-        [[Dose(0.0, 1000.0, 0, duration=1.0, steady_state=True, interval=12.0)]]
+        [[Dose(0.0, 1000.0, compartment=0, duration=1.0, steady_state=True, interval=12.0)]]
     )
     times = jnp.linspace(0.0, 12.0, 241)
     solution = simulate(model, params, events, times)

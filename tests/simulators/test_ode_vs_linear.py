@@ -113,9 +113,21 @@ def test_doses_into_a_peripheral_compartment(n_cmt, linear_models, grid):
     (rtol 1e-6, atol 1e-9)."""
     last = grid["peripheral1"] + n_cmt - 2
     doses = [
-        [Dose(0.0, 100.0, grid["peripheral1"]), Dose(12.0, 50.0, last, duration=4.0)],
-        [Dose(1.0, 80.0, last, rate=20.0, interval=12.0, additional=2)],
-        [Dose(0.0, 30.0, grid["peripheral1"], steady_state=True, interval=8.0, additional=3)],
+        [
+            Dose(0.0, 100.0, compartment=grid["peripheral1"]),
+            Dose(12.0, 50.0, compartment=last, duration=4.0),
+        ],
+        [Dose(1.0, 80.0, compartment=last, rate=20.0, interval=12.0, additional=2)],
+        [
+            Dose(
+                0.0,
+                30.0,
+                compartment=grid["peripheral1"],
+                steady_state=True,
+                interval=8.0,
+                additional=3,
+            )
+        ],
     ]
     events = DosingEvents.from_doses(doses, pad_to=grid["pad_to"])
     params = grid["regimens"]["bolus"].params(n_cmt)
@@ -161,11 +173,11 @@ def test_entries_one_ulp_before_an_output_time(linear_models, grid):
     not advance t (t + dt == t) and the solve hit max_steps."""
     below = lambda t: float(np.nextafter(t, 0.0))  # noqa: E731
     doses = [
-        [Dose(0.0, 100.0, grid["central"], duration=below(8.0))],
-        [Dose(below(16.0), 250.0, grid["central"])],
+        [Dose(0.0, 100.0, compartment=grid["central"], duration=below(8.0))],
+        [Dose(below(16.0), 250.0, compartment=grid["central"])],
         [
-            Dose(below(2.0), 40.0, grid["depot"]),
-            Dose(0.5, 40.0, grid["central"], duration=below(0.5)),
+            Dose(below(2.0), 40.0, compartment=grid["depot"]),
+            Dose(0.5, 40.0, compartment=grid["central"], duration=below(0.5)),
         ],
     ]
     events = DosingEvents.from_doses(doses, pad_to=grid["pad_to"])

@@ -95,10 +95,10 @@ def doses(draw, compartments=(DEPOT, CENTRAL, PERIPHERAL)) -> Dose:
     compartment = draw(st.sampled_from(compartments))
     kind = draw(st.sampled_from(["bolus", "duration", "rate"]))
     if kind == "duration":
-        return Dose(time, amount, compartment, duration=draw(st.floats(0.1, 8.0)))
+        return Dose(time, amount, compartment=compartment, duration=draw(st.floats(0.1, 8.0)))
     if kind == "rate":
-        return Dose(time, amount, compartment, rate=amount / draw(st.floats(0.1, 8.0)))
-    return Dose(time, amount, compartment)
+        return Dose(time, amount, compartment=compartment, rate=amount / draw(st.floats(0.1, 8.0)))
+    return Dose(time, amount, compartment=compartment)
 
 
 def cohorts(n_subjects: int = N_SUBJECTS, max_doses: int = PAD_TO):
@@ -156,7 +156,7 @@ def test_mass_balance_and_non_negativity(cohort):
 
 
 def _scaled(regimen: list[Dose], factor: float) -> list[Dose]:
-    return [d._replace(amount=d.amount * factor, rate=d.rate * factor) for d in regimen]
+    return [d.replace(amount=d.amount * factor, rate=d.rate * factor) for d in regimen]
 
 
 @settings(max_examples=10)
@@ -242,9 +242,20 @@ def test_steady_state_is_the_limit_of_repeated_dosing(linear_models, params, dos
         duration = infusion_fraction * tau if kind == "infusion" else 0.0
         rows.append([cl, v, q, v2, ka, f, 0.0])
         ss_doses.append(
-            [Dose(7.0 * tau, amount, cmt, duration=duration, steady_state=True, interval=tau)]
+            [
+                Dose(
+                    7.0 * tau,
+                    amount,
+                    compartment=cmt,
+                    duration=duration,
+                    steady_state=True,
+                    interval=tau,
+                )
+            ]
         )
-        repeated.append([Dose(0.0, amount, cmt, duration=duration, interval=tau, additional=7)])
+        repeated.append(
+            [Dose(0.0, amount, compartment=cmt, duration=duration, interval=tau, additional=7)]
+        )
     taus = np.array([d[0].interval for d in ss_doses])
     times = 7.0 * taus[:, None] + taus[:, None] * np.arange(len(TIMES))[None, :] / len(TIMES)
     ss = simulate(model, np.array(rows), _events(ss_doses), times, method="linear")
@@ -291,14 +302,14 @@ def test_chunking_invariance_ode(shared_grid):
     if shared_grid:
         regimens = [
             [
-                Dose(0.0, float(amount), DEPOT, interval=12.0, additional=3),
-                Dose(30.0, float(amount), CENTRAL, duration=2.0),
+                Dose(0.0, float(amount), compartment=DEPOT, interval=12.0, additional=3),
+                Dose(30.0, float(amount), compartment=CENTRAL, duration=2.0),
             ]
             for amount in rng.uniform(10, 500, 6)
         ]
     else:
         regimens = [
-            [Dose(float(rng.uniform(0, 24)), float(rng.uniform(10, 500)), int(rng.integers(0, 3)), duration=d)
+            [Dose(float(rng.uniform(0, 24)), float(rng.uniform(10, 500)), compartment=int(rng.integers(0, 3)), duration=d)
              for d in rng.choice([0.0, 1.5], size=int(rng.integers(1, 6)))]
             for _ in range(6)
         ]  # fmt: skip
