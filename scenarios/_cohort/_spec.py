@@ -22,6 +22,7 @@ import functools
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
@@ -98,15 +99,81 @@ def resolve_model(name: str) -> ODEModel:
     >>> resolve_model("pk_1cmt_oral").parameters
     ('cl', 'v', 'ka', 'f_oral')
     """
+    if _is_model_file(name):
+        return _load_model_file(name)
     if name not in MODEL_REGISTRY:
         raise SpecError([_unknown_model_message(name)], title="unknown model")
     return MODEL_REGISTRY[name]()
 
 
+def _is_model_file(name: Any) -> bool:
+    """``path/to/file.py:object``: a user model in a Python file."""
+    return isinstance(name, str) and ".py:" in name
+
+
+def _load_model_file(name: str) -> ODEModel:
+    """The :class:`ODEModel` named ``object`` in ``file.py`` (``"file.py:object"``).
+
+    ``object`` is a model, or a function without arguments that returns one. A relative
+    path is relative to the working directory (:func:`load_spec` makes it relative to the
+    spec file first).
+    """
+    import importlib.util
+
+    from ...simulators import ODEModel
+
+    file_name, _, attribute = name.rpartition(":")
+    path = Path(file_name).expanduser()
+    if not path.is_file():
+        raise SpecError(
+            [f"`model` {name!r}: no file {str(path)!r}; give path/to/file.py:object, the path "
+             "relative to the spec file"],
+            title="unknown model",
+        )  # fmt: skip
+    module_name = f"twinsim_user_model_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's file: report any failure as a spec error
+        raise SpecError(
+            [f"`model` {name!r}: running {str(path)!r} failed: {type(error).__name__}: {error}"],
+            title="invalid model file",
+        ) from error
+    if not hasattr(module, attribute):
+        found = [
+            k
+            for k, v in vars(module).items()
+            if isinstance(v, ODEModel)
+            or (
+                callable(v)
+                and not k.startswith("_")
+                and getattr(v, "__module__", None) == module_name
+            )
+        ]
+        raise SpecError(
+            [f"`model` {name!r}: {str(path)!r} has no {attribute!r}; it defines {found}"],
+            title="unknown model",
+        )  # fmt: skip
+    model = getattr(module, attribute)
+    if not isinstance(model, ODEModel) and callable(model):
+        model = model()
+    if not isinstance(model, ODEModel):
+        raise SpecError(
+            [f"`model` {name!r} must be an ODEModel (or a function returning one), got "
+             f"{type(model).__name__}"],
+            title="invalid model file",
+        )  # fmt: skip
+    return model
+
+
 def _unknown_model_message(name: Any) -> str:
     close = difflib.get_close_matches(str(name), list(MODEL_REGISTRY), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"`model` {name!r} is not a known model{hint}; known models: {', '.join(MODEL_REGISTRY)}"
+    return (
+        f"`model` {name!r} is not a known model{hint}; known models: {', '.join(MODEL_REGISTRY)}"
+        ", or a user model as path/to/file.py:object"
+    )
 
 
 def _parameter_kind(unit: str) -> str | None:
@@ -294,6 +361,12 @@ class SimulationSpec(SpecModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
+        if _is_model_file(name):
+            try:
+                resolve_model(name)
+            except SpecError as error:
+                raise ValueError("; ".join(error.problems).removeprefix("`model` ")) from None
+            return name
         if name not in MODEL_REGISTRY:
             raise ValueError(_unknown_model_message(name).removeprefix("`model` "))
         return name
@@ -489,6 +562,10 @@ def load_spec(path: str | os.PathLike[str]) -> SimulationSpec:
     data = read_spec_mapping(
         path, what="spec", fields="spec fields (model, parameters, regimen, times, ...)"
     )
+    model = data.get("model") if isinstance(data, dict) else None
+    if _is_model_file(model) and not Path(model.rpartition(":")[0]).expanduser().is_absolute():
+        # a user model file is found next to the spec, wherever the command runs
+        data = {**data, "model": str(Path(path).parent / model)}
     try:
         return SimulationSpec.model_validate(data)
     except SpecError as error:
