@@ -341,12 +341,12 @@ class DosingEvents(eqx.Module):
                     Dose(
                         float(host["time"][i, j]),
                         float(host["amount"][i, j]),
-                        int(host["compartment"][i, j]),
-                        float(host["rate"][i, j]),
-                        float(host["duration"][i, j]),
-                        bool(host["steady_state"][i, j]),
-                        float(host["interval"][i, j]),
-                        0,
+                        compartment=int(host["compartment"][i, j]),
+                        rate=float(host["rate"][i, j]),
+                        duration=float(host["duration"][i, j]),
+                        steady_state=bool(host["steady_state"][i, j]),
+                        interval=float(host["interval"][i, j]),
+                        additional=0,
                     )
                 )
             out.append(rows)
