@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             "wall_s": round(wall, 3),
             "subjects_per_s": round(args.subjects / wall, 1),
             "cpu_s": round(cpu, 3),
+            "subjects_per_cpu_s": round(args.subjects / cpu, 1),
             "cores_busy": round(cpu / wall, 2),
             "busiest_thread_share_of_cpu": round(busiest / max(cpu, 1e-9), 2),
             "threads_above_10pct_of_cpu": sum(v > 0.1 * cpu for v in spent.values()),
@@ -97,13 +98,21 @@ def main(argv: list[str] | None = None) -> dict:
         peer = None
     if peer is not None:
         rr_params = params[: args.roadrunner_subjects]
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         peer.run(np.asarray(rr_params))
         wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         rate = args.roadrunner_subjects / wall
-        record["roadrunner"] = {"version": peer.version, "subjects_per_s": round(rate, 1)}
+        per_cpu = args.roadrunner_subjects / cpu
+        record["roadrunner"] = {
+            "version": peer.version,
+            "subjects_per_s": round(rate, 1),
+            "subjects_per_cpu_s": round(per_cpu, 1),
+        }
         for run in record["runs"].values():
             run["x_roadrunner"] = round(run["subjects_per_s"] / rate, 2)
+            # per CPU second: the comparison the machine's load moves least
+            run["x_roadrunner_per_cpu_s"] = round(run["subjects_per_cpu_s"] / per_cpu, 2)
         print("roadrunner", record["roadrunner"], flush=True)
     record["machine"]["load_average_at_end"] = list(os.getloadavg())
     common.write_json(args.out, record)

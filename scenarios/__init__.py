@@ -26,12 +26,14 @@ from ._cohort._run import read_provenance as read_provenance
 from ._cohort._run import run_simulation as run_simulation
 from ._cohort._run import simulated_nonmem as simulated_nonmem
 from ._cohort._spec import MODEL_REGISTRY as MODEL_REGISTRY
+from ._cohort._spec import PDStep as PDStep
 from ._cohort._spec import SimulationSpec as SimulationSpec
 from ._cohort._spec import TimeGrid as TimeGrid
 from ._cohort._spec import VariabilitySpec as VariabilitySpec
 from ._cohort._spec import load_spec as load_spec
 from ._cohort._spec import resolve_model as resolve_model
 from ._cohort._spec import spec_json_schema as spec_json_schema
+from ._cohort._spec import spec_model as spec_model
 from ._fit import FitDataError as FitDataError
 from ._fit import example_data_path as example_data_path
 from ._fit import fit_data as fit_data

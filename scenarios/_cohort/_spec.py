@@ -167,6 +167,86 @@ def _load_model_file(name: str) -> ODEModel:
     return model
 
 
+class PDStep(SpecModel):
+    """One PD building block appended to the model (a ``pd:`` list item names exactly one).
+
+    - ``effect_compartment: {driver: conc}`` adds the effect-site concentration ``ce``
+      (parameter ``ke0``), :func:`twinsim.priors.with_effect_compartment`;
+    - ``emax: {driver: ce, hill: true, output: effect, unit: "1"}`` adds a direct sigmoid
+      Emax output (``e0``, ``emax``, ``ec50``, ``gamma``), :func:`twinsim.priors.with_emax`;
+    - ``indirect_response: {kind: I, driver: conc, hill: false, unit: "1"}`` adds a
+      response state (``kin``, ``kout``, ``imax``/``emax``, ``ic50``/``ec50``),
+      :func:`twinsim.priors.with_indirect_response`.
+    """
+
+    effect_compartment: dict[str, Any] | None = None
+    emax: dict[str, Any] | None = None
+    indirect_response: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PDStep:
+        given = [k for k in _PD_BLOCKS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"each `pd` item names one building block ({', '.join(_PD_BLOCKS)}), got "
+                f"{given or 'none'}; write e.g. `- emax: {{driver: conc}}`"
+            )
+        return self
+
+    def block(self) -> tuple[str, dict[str, Any]]:
+        name = next(k for k in _PD_BLOCKS if getattr(self, k) is not None)
+        return name, dict(getattr(self, name))
+
+
+_PD_BLOCKS = ("effect_compartment", "emax", "indirect_response")
+
+
+def _pd_key(pd: Any) -> tuple:
+    return tuple((n, tuple(sorted(o.items()))) for n, o in (step.block() for step in pd))
+
+
+@functools.cache
+def _composed_model(name: str, pd_key: tuple) -> ODEModel:
+    from ... import priors
+
+    builders = {
+        "effect_compartment": priors.with_effect_compartment,
+        "emax": priors.with_emax,
+        "indirect_response": priors.with_indirect_response,
+    }
+    model = resolve_model(name)
+    for i, (block, options) in enumerate(pd_key):
+        options = dict(options)
+        try:
+            if block == "indirect_response":
+                if "kind" not in options:
+                    raise TypeError("needs `kind` (I, II, III or IV)")
+                model = builders[block](model, options.pop("kind"), **options)
+            else:
+                model = builders[block](model, **options)
+        except (TypeError, ValueError) as error:
+            import inspect
+
+            accepted = [
+                f"{k}={v.default!r}" if v.default is not inspect.Parameter.empty else k
+                for k, v in inspect.signature(builders[block]).parameters.items()
+                if k != "model"
+            ]
+            raise SpecError(
+                [f"item {i} ({block}): {error}; got {dict(pd_key[i][1])}, accepted: {accepted}"],
+                title="invalid pd block",
+            ) from None
+    return model
+
+
+def spec_model(name: str, pd: Any = ()) -> ODEModel:
+    """The model a spec simulates: ``model`` (registered name or ``file.py:object``) with
+    its ``pd:`` building blocks appended in order."""
+    if not pd:
+        return resolve_model(name)
+    return _composed_model(name, _pd_key(pd))
+
+
 def _unknown_model_message(name: Any) -> str:
     close = difflib.get_close_matches(str(name), list(MODEL_REGISTRY), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -338,6 +418,7 @@ class SimulationSpec(SpecModel):
     """
 
     model: str = Field(json_schema_extra={"enum": list(MODEL_REGISTRY)})
+    pd: tuple[PDStep, ...] = ()
     parameters: dict[str, float]
     variability: dict[str, Annotated[VariabilitySpec, BeforeValidator(_variability_shorthand)]] = (
         Field(default_factory=dict)
@@ -371,13 +452,26 @@ class SimulationSpec(SpecModel):
             raise ValueError(_unknown_model_message(name).removeprefix("`model` "))
         return name
 
+    @field_validator("pd")
+    @classmethod
+    def _pd_builds(cls, pd: tuple[PDStep, ...], info: ValidationInfo) -> tuple[PDStep, ...]:
+        name = info.data.get("model")
+        if name is not None and pd:
+            try:
+                spec_model(name, pd)
+            except SpecError as error:
+                raise ValueError("; ".join(error.problems)) from None
+        return pd
+
     @field_validator("parameters", mode="before")
     @classmethod
     def _parameters(cls, values: Any, info: ValidationInfo) -> Any:
         name = info.data.get("model")
+        if name is not None and "pd" not in info.data:
+            return {}  # the pd error is reported on its own (the parameters depend on it)
         if name is None or not isinstance(values, dict):
             return values  # the model error is reported on its own; pydantic reports the type
-        model = resolve_model(name)
+        model = spec_model(name, info.data["pd"])
         units = dict(model.parameter_units)
         listing = ", ".join(f"{p} ({units.get(p, '?')})" for p in model.parameters)
         problems: list[tuple[tuple[str | int, ...], str, Any]] = []
@@ -421,9 +515,11 @@ class SimulationSpec(SpecModel):
     @classmethod
     def _variability_names(cls, values: Any, info: ValidationInfo) -> Any:
         name = info.data.get("model")
+        if name is not None and "pd" not in info.data:
+            return {}
         if name is None or not isinstance(values, dict):
             return values
-        model = resolve_model(name)
+        model = spec_model(name, info.data["pd"])
         _raise(
             "variability",
             [
@@ -514,8 +610,8 @@ class SimulationSpec(SpecModel):
 
     # ------------------------------------------------------------------ conversions
     def model_definition(self) -> ODEModel:
-        """The :class:`~twinsim.priors.ODEModel` named by ``model``."""
-        return resolve_model(self.model)
+        """The :class:`~twinsim.priors.ODEModel` named by ``model``, with its ``pd`` blocks."""
+        return spec_model(self.model, self.pd)
 
     def parameter_vector(self) -> np.ndarray:
         """Typical parameter values in the model's parameter order, shape ``[parameter]``."""

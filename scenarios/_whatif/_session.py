@@ -14,6 +14,7 @@ The stages are public functions too: :func:`fit_whatif` (the twin's posterior),
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -54,7 +55,9 @@ def _plain(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    if hasattr(value, "_asdict"):  # Dose and other named tuples
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # Dose
+        return dataclasses.asdict(value)
+    if hasattr(value, "_asdict"):  # named tuples
         return value._asdict()
     return str(value)
 

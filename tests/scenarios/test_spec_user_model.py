@@ -73,3 +73,52 @@ def test_a_spec_simulates_a_user_model_found_next_to_it(tmp_path: Path, monkeypa
 def test_a_bad_model_file_is_a_spec_error(tmp_path: Path, model: str, message: str) -> None:
     with pytest.raises(SpecError, match=message):
         load_spec(_write(tmp_path, model))
+
+
+# ---------------------------------------------------------------------------- pd: block
+
+PD_SPEC = {
+    "model": "pk_1cmt_iv",
+    "pd": [{"indirect_response": {"kind": "I"}}],
+    "parameters": {"cl": "5 L/h", "v": "50 L", "kin": "10 1/h", "kout": "0.1 1/h",
+                   "imax": 0.9, "ic50": "2 mg/L"},
+    "regimen": "100 mg once",
+    "times": [0, 24, 1000],
+}  # fmt: skip
+
+
+def test_a_spec_appends_pd_building_blocks() -> None:
+    """An indirect response (type I) on a PK model, from the spec alone: the response
+    starts at its baseline kin/kout = 100, is inhibited after the dose, and returns to
+    100 once the drug is gone (at 1000 h the concentration is ~1e-42 mg/L; rtol 1e-6)."""
+    from twinsim.scenarios import SimulationSpec
+
+    spec = SimulationSpec.model_validate(PD_SPEC)
+    model = spec.model_definition()
+    assert model.parameters == ("cl", "v", "kin", "kout", "imax", "ic50")
+    response = run_simulation(spec)["response"].values.reshape(-1)
+    np.testing.assert_allclose(response[[0, 2]], [100.0, 100.0], rtol=1e-6)
+    assert response[1] < 100.0
+
+    chained = {
+        **PD_SPEC,
+        "pd": [{"effect_compartment": {}}, {"emax": {"driver": "ce", "hill": False}}],
+        "parameters": {"cl": 5, "v": 50, "ke0": 0.5, "e0": 1, "emax": 2, "ec50": 1},
+    }
+    model = SimulationSpec.model_validate(chained).model_definition()
+    assert model.output_names == ("conc", "ce", "effect")
+
+
+@pytest.mark.parametrize(
+    ("pd", "message"),
+    [
+        ([{"emax": {"drver": "conc"}}], r"`pd` item 0 \(emax\): .*unexpected keyword argument 'drver'.*accepted: .*driver='conc'"),
+        ([{"emax": {}, "effect_compartment": {}}], r"names one building block .*got \['effect_compartment', 'emax'\]"),
+        ([{"indirect_response": {}}], r"item 0 \(indirect_response\): needs `kind` \(I, II, III or IV\)"),
+    ],
+)  # fmt: skip
+def test_a_bad_pd_block_is_a_spec_error_naming_it(pd, message) -> None:
+    from twinsim.scenarios import SimulationSpec
+
+    with pytest.raises(SpecError, match=message):
+        SimulationSpec.model_validate({**PD_SPEC, "pd": pd})

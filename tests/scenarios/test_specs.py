@@ -252,7 +252,7 @@ def test_nested_errors_have_full_dotted_paths():
     with pytest.raises(SpecError, match=r"`regimen.doses\[0\].amount` must be > 0 mg, got -50"):
         SimulationSpec(**{**BASE, "regimen": "-50 mg once"})
     with pytest.raises(
-        SpecError, match=r"`colour` is not a known field; known fields here: model, parameters"
+        SpecError, match=r"`colour` is not a known field; known fields here: model, pd, parameters"
     ):
         spec(colour="blue")
     with pytest.raises(SpecError, match=r"`regimen` is required but missing"):
