@@ -27,6 +27,7 @@ from ._cases import fhir_bundle as fhir_bundle
 from ._cases import generate_cases as generate_cases
 from ._cases import load_case_spec as load_case_spec
 from ._cases import load_template as load_template
+from ._cases import try_dose as try_dose
 from ._cases import write_case_set as write_case_set
 from ._cohort._run import FailedSubjectsWarning as FailedSubjectsWarning
 from ._cohort._run import LargeCohortWarning as LargeCohortWarning

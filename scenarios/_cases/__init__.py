@@ -22,6 +22,7 @@ from ._generate import generate_cases as generate_cases
 from ._generate import inverse_cockcroft_gault as inverse_cockcroft_gault
 from ._generate import set_summary as set_summary
 from ._generate import simulate_rows as simulate_rows
+from ._generate import try_dose as try_dose
 from ._spec import TEMPLATE_DIR as TEMPLATE_DIR
 from ._spec import CaseError as CaseError
 from ._spec import CaseSpec as CaseSpec

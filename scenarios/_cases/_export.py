@@ -109,9 +109,9 @@ def case_figure(case: Mapping[str, Any], *, key: bool = True):
         )
     )
     interpret = next(q for q in case["questions"] if q["kind"] == "interpret_level")
-    if course["output"] == "inr" or case["drug"] != "vancomycin":
-        lo_hi = [o["label"] for o in interpret["options"]][1]
-        fig.add_annotation(text=lo_hi, xref="paper", yref="paper", x=1, y=1.08, showarrow=False)
+    if "range" in interpret:
+        low, high = interpret["range"]
+        fig.add_hrect(y0=low, y1=high, fillcolor="#2e8b57", opacity=0.08, line_width=0)
     if case.get("event"):
         fig.add_vline(x=case["event"]["time_h"] / 24, line_dash="dash", line_color="#7f8c8d")
         fig.add_annotation(

@@ -32,7 +32,7 @@ from ...twin import Lifestyle, PatientTwin, VirtualPopulationConfig, generate_po
 from ._course import changing_clearance_model, clearance_factor, inhibitor_clearance_ratio
 from ._spec import CaseError, CaseSpec, CaseTemplate
 
-__all__ = ["CaseSet", "draw_patients", "generate_cases", "set_summary", "simulate_rows"]
+__all__ = ["CaseSet", "draw_patients", "generate_cases", "set_summary", "simulate_rows", "try_dose"]
 
 #: Cases simulated together (one compiled program per template and row count).
 ROWS = 16
@@ -487,12 +487,16 @@ def _make_case(
         # stable on their own dose: the option whose level at the event is nearest mid-target
         rows = [_Row(row, _regimen_doses(template, d), event=False) for d in q.dose_options]
         out = simulate_rows(template, eta, rows, times)
+        # the mean level over the dosing interval before the event (peaks and troughs of a
+        # short interval both matter; for the slow INR it is the INR itself)
+        until = event.at if event else q.decision_time
+        window = (times >= until - template.regimen.interval - 1e-9) & (times <= until + 1e-9)
         at_event = [
-            _at(times, out[j, :, k_out], event.at if event else q.decision_time)
+            float(np.trapezoid(out[j, window, k_out], times[window]) / np.ptp(times[window]))
             for j in range(len(rows))
         ]
         dose = float(q.dose_options[int(np.argmin(np.abs(np.asarray(at_event) - mid)))])
-        titration = {"levels_at_event": [round(v, 3) for v in at_event]}
+        titration = {"mean_levels_before_event": [round(v, 3) for v in at_event]}
 
     course = _Row(row, _regimen_doses(template, dose))
     rows = [course]
@@ -607,6 +611,7 @@ def _make_case(
         "explanation": f"The twin's {_output_word(template)} at hour {q.interpret_time:g} is "
         f"{_fmt(value, digits)}{_unit_text(_unit(template))}, {category} the range {lo:g}–{hi:g} ({q.interpret_source}).",
         "value": value,
+        "range": [lo, hi],
     }
 
     # ---- predict what happens next
@@ -918,7 +923,8 @@ def narrative(template: CaseTemplate, case: Mapping[str, Any]) -> tuple[str, dic
         else "Does not smoke"
     )
     drinks = life["alcohol_units_per_week"]
-    drinking = f"drinks {drinks} units of alcohol a week" if drinks else "does not drink alcohol"
+    units = "unit" if drinks == 1 else "units"
+    drinking = f"drinks {drinks} {units} of alcohol a week" if drinks else "does not drink alcohol"
     lifestyle = f"{smoking}; {drinking}."
     unit = case["monitoring"]["unit"]
     unit_text = "" if unit == "1" else f" {unit}"
@@ -1002,3 +1008,51 @@ def generate_cases(spec: CaseSpec) -> CaseSet:
         for i in range(len(table["age"]))
     )
     return CaseSet(spec, template, cases, set_summary(table, spec, template))
+
+
+def try_dose(template: CaseTemplate, case: Mapping[str, Any], dose_mg: float) -> dict[str, Any]:
+    """This case's patient under ``dose_mg`` from the decision time on (a student's choice).
+
+    The twin is rebuilt from the case's JSON (covariates, random effects, doses), so the
+    answer is the same simulation the key was computed from.
+
+    Returns
+    -------
+    dict
+        ``time_h``, ``value`` (the course with the chosen dose), ``metric`` (the question's
+        measure at its time), ``target`` and ``meets`` (within the target).
+
+    Examples
+    --------
+    >>> spec = CaseSpec(template="theophylline_smoking_cessation", n_cases=1, seed=3)
+    >>> case_set = generate_cases(spec)
+    >>> result = try_dose(case_set.template, case_set.cases[0], 200.0)
+    >>> sorted(result)
+    ['dose_mg', 'meets', 'metric', 'metric_name', 'target', 'time_h', 'value']
+    """
+    if not (isinstance(dose_mg, int | float) and math.isfinite(dose_mg) and dose_mg >= 0):
+        raise CaseError([f"`dose` must be a number of mg ≥ 0, got {dose_mg!r}"])
+    q = template.questions
+    covariates = {k: (math.inf if v is None else v) for k, v in case["model"]["covariates"].items()}
+    row = {**covariates}
+    doses = tuple(
+        (d["time_h"], float(dose_mg) if d["time_h"] >= q.decision_time - 1e-9 else d["amount_mg"])
+        for d in case["regimen"]["doses"]
+    )
+    times = _time_grid(template)
+    pm = drug_model(template.drug)
+    k = pm.structural.output_names.index(template.monitoring.output)
+    eta = np.asarray(case["model"]["eta"], dtype=float)
+    level = simulate_rows(template, eta, [_Row(row, doses)], times)[0, :, k]
+    metric = _metric(template, times, level)
+    target = _target(template)
+    return {
+        "dose_mg": float(dose_mg),
+        "time_h": [float(t) for t in times],
+        "value": [float(v) for v in level],
+        "metric": metric,
+        "metric_name": ("AUC24" if q.evaluate == "auc24" else _output_word(template))
+        + f" at hour {q.evaluate_time:g}",
+        "target": target,
+        "meets": bool(target["low"] <= metric <= target["high"]),
+    }

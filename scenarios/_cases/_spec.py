@@ -72,8 +72,9 @@ class RegimenTemplate(SpecModel):
     round_to: Milligrams = Field(250.0, gt=0)
     titrate: bool = Field(
         False,
-        description="start at the dose option whose level at the event time is closest to "
-        "the middle of the drug's target (a patient stable on their own dose)",
+        description="start at the dose option whose mean level over the dosing interval "
+        "before the event is closest to the middle of the drug's target (a patient stable "
+        "on their own dose)",
     )
 
 
