@@ -531,7 +531,7 @@ def _make_case(
         wrong = [j for j in range(len(metrics)) if abs(metrics[j] - mid) > abs(metrics[key] - mid)]
     distractors = sorted(wrong, key=lambda j: (abs(j - key), j))[:3]
     shown = sorted([key, *distractors])
-    what = "AUC over the 24 h ending" if q.evaluate == "auc24" else _output_word(template) + " "
+    what = "AUC over the 24 h ending " if q.evaluate == "auc24" else _output_word(template) + " "
     goal = (
         f"within {target['low']:g}–{target['high']:g}{_unit_text(target['unit'])}"
         if any(meets)
