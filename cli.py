@@ -693,6 +693,50 @@ def dashboard(
     serve(host, port, warm_up=warm_up)
 
 
+@app.command()
+def cases(
+    spec_file: Annotated[
+        Path,
+        typer.Argument(
+            help="Case spec (YAML): template, number of cases, population, seed.",
+            metavar="SPEC",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the cases (created if needed).")
+    ] = Path("cases"),
+    quiet: QuietOption = False,
+) -> None:
+    """Generate teaching cases: Markdown, HTML, JSON (student and instructor) and FHIR.
+
+    Each case's patient, labs, time course and answer keys come from one digital twin;
+    the same spec and seed write byte-identical files. Prints the set's mix against the
+    request (sex, ancestry, age, genotype).
+    """
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from .scenarios import generate_cases, load_case_spec, write_case_set
+
+        spec = load_case_spec(spec_file)
+        case_set = generate_cases(spec)
+        paths = write_case_set(case_set, out)
+        if not quiet:
+            for case in case_set.cases:
+                keys = " ".join(
+                    next(o["letter"] for o in q["options"] if o["correct"])
+                    for q in case["questions"]
+                )
+                out_console.print(
+                    f"{case['id']}: {case['narrative'][:90]}… key {keys}", markup=False
+                )
+        out_console.print(
+            f"wrote {len(case_set.cases)} cases ({len(paths)} files) to {out}; summary in "
+            f"{out / 'summary.md'}",
+            markup=False,
+        )
+
+
 def main() -> None:
     """Entry point of the ``twinsim`` console script."""
     app()

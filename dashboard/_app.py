@@ -1,8 +1,9 @@
 """The Dash app: navigation bar, pages, the shared what-if session and its warm-up.
 
 Pages are registered explicitly (the package is flat, there is no ``pages/`` folder):
-:func:`create_app` registers the clinician page at ``/``; the trial-designer and
-educator pages are announced in the navigation bar as disabled items until they exist.
+:func:`create_app` registers the clinician page at ``/`` and the educator page at
+``/educator``; the trial-designer page is announced in the navigation bar as a disabled
+item until it exists.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 4_000_000
 
 #: Pages to come, shown disabled in the navigation bar.
-COMING_PAGES = ("Trial designer", "Educator")
+COMING_PAGES = ("Trial designer",)
 
 
 @dataclass
@@ -75,7 +76,10 @@ class DashboardState:
 
 
 def _navbar() -> dbc.Navbar:
-    items = [dbc.NavItem(dbc.NavLink("Clinician", href="/", active="exact"))]
+    items = [
+        dbc.NavItem(dbc.NavLink("Clinician", href="/", active="exact")),
+        dbc.NavItem(dbc.NavLink("Educator", href="/educator", active="exact")),
+    ]
     items += [
         dbc.NavItem(
             dbc.NavLink(
@@ -126,7 +130,7 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
     -------
     dash.Dash
     """
-    from . import _clinician
+    from . import _clinician, _educator
 
     state = state or DashboardState()
     app = dash.Dash(
@@ -146,6 +150,13 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
         title="twinsim · clinician what-if",
         layout=_clinician.layout,
     )
+    dash.register_page(
+        "twinsim.dashboard.educator",
+        path="/educator",
+        name="Educator",
+        title="twinsim · educator teaching cases",
+        layout=_educator.layout,
+    )
     app.layout = html.Div(
         [
             _navbar(),
@@ -154,6 +165,7 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
         ]
     )
     _clinician.register(app, state)
+    _educator.register(app, state)
 
     @app.callback(
         Output("app-ready", "children"),
@@ -166,6 +178,8 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
             return "warming up the models…", "warning", False
         if state.warm_up_error:
             return "warm-up failed (first what-if compiles)", "danger", True
+        if state.warm_up_seconds is None:  # started with warm_up=False: nothing was compiled
+            return "ready", "success", True
         return f"ready (warmed up in {state.warm_up_seconds:.0f} s)", "success", True
 
     if warm_up:

@@ -15,6 +15,20 @@ Specs are read from YAML/JSON, validated once with messages naming each bad fiel
 command line that runs them is :mod:`twinsim.cli`, one floor up.
 """
 
+from ._cases import CaseError as CaseError
+from ._cases import CaseSet as CaseSet
+from ._cases import CaseSpec as CaseSpec
+from ._cases import CaseTemplate as CaseTemplate
+from ._cases import builtin_templates as builtin_templates
+from ._cases import case_figure as case_figure
+from ._cases import case_html as case_html
+from ._cases import case_markdown as case_markdown
+from ._cases import fhir_bundle as fhir_bundle
+from ._cases import generate_cases as generate_cases
+from ._cases import load_case_spec as load_case_spec
+from ._cases import load_template as load_template
+from ._cases import try_dose as try_dose
+from ._cases import write_case_set as write_case_set
 from ._cohort._run import FailedSubjectsWarning as FailedSubjectsWarning
 from ._cohort._run import LargeCohortWarning as LargeCohortWarning
 from ._cohort._run import WorkflowWarning as WorkflowWarning

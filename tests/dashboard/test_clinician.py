@@ -155,12 +155,16 @@ def test_app_has_the_clinician_page_and_coming_pages_disabled() -> None:
 
     app = create_app(warm_up=False)
     pages = list(dash.page_registry.values())
-    assert [(p["path"], p["name"]) for p in pages] == [("/", "Clinician")]
+    assert [(p["path"], p["name"]) for p in pages] == [
+        ("/", "Clinician"),
+        ("/educator", "Educator"),
+    ]
     client = app.server.test_client()
     assert client.get("/").status_code == 200
     layout = client.get("/_dash-layout").get_json()
     text = str(layout)
     assert "Trial designer" in text and "Educator" in text and "'disabled': True" in text
+    assert client.get("/educator").status_code == 200
     assert client.get("/assets/bootstrap.min.css").status_code == 200
     assert app.server.config["MAX_CONTENT_LENGTH"] == 4_000_000
 
