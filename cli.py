@@ -457,6 +457,46 @@ class FitMethod(enum.StrEnum):
     nuts = "nuts"
     svi = "svi"
     laplace = "laplace"
+    focei = "focei"
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    """``["NAME=VALUE", ...]`` → ``{NAME: VALUE}``, or a BadParameter naming the option."""
+    out = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=option)
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _numbers(values: dict[str, str], option: str) -> dict[str, float]:
+    out = {}
+    for name, value in values.items():
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{name}={value!r}: the value must be a number", param_hint=option
+            ) from None
+    return out
+
+
+def _bounds(values: dict[str, str]) -> dict[str, tuple[float | None, float | None]]:
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for name, text in values.items():
+        low, sep, high = text.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            out[name] = (float(low) if low.strip() else None, float(high) if high.strip() else None)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{name}={text!r}: expected NAME=LOWER:UPPER (either side may be empty)",
+                param_hint="--bounds",
+            ) from None
+    return out
 
 
 @app.command()
@@ -468,8 +508,9 @@ def fit(
         str,
         typer.Option(
             "--model",
-            help="one_compartment_oral, one_compartment_iv, two_compartment_oral, or a drug "
-            "library model (e.g. theophylline).",
+            help="one_compartment_oral, one_compartment_iv, two_compartment_oral, a drug "
+            "library model (e.g. theophylline), or a model file my_model.py defining `model` "
+            "(a PopulationModel), optionally `initial` and `bounds`.",
         ),
     ] = "one_compartment_oral",
     method: Annotated[FitMethod, typer.Option("--method", help="Inference method.")] = (
@@ -482,6 +523,33 @@ def fit(
             help="Residual error of generic models: additive, proportional, combined, exponential.",
         ),
     ] = "additive",
+    init: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--init",
+            help="Starting value NAME=VALUE (repeatable): cl=0.006, omega_sd_cl=0.3, "
+            "sigma_conc_proportional=0.1.",
+        ),
+    ] = None,
+    bounds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bounds", help="Bounds NAME=LOWER:UPPER (repeatable; Laplace/FOCE-I), e.g. cl=1e-4:1."
+        ),
+    ] = None,
+    covariate_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--covariate-map", help="Model covariate from a data column, NAME=COLUMN (repeatable)."
+        ),
+    ] = None,
+    covariate_default: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--covariate-default",
+            help="One value of a model covariate for every subject, NAME=VALUE (repeatable).",
+        ),
+    ] = None,
     chains: Annotated[int, typer.Option("--chains", help="NUTS chains.")] = 4,
     warmup: Annotated[int, typer.Option("--warmup", help="NUTS warm-up draws per chain.")] = 1000,
     samples: Annotated[int, typer.Option("--samples", help="NUTS draws per chain.")] = 1000,
@@ -500,19 +568,36 @@ def fit(
     """Fit a population model to a NONMEM data set and write estimates, diagnostics and a VPC.
 
     Writes estimates.csv, report.json, report.md and vpc.html (vpc.png when a static image
-    engine is installed) to --out.
+    engine is installed) to --out. A fit that fails its checks (optimiser, covariance step,
+    implausible estimates, estimates at a bound, NUTS not mixing) is reported as FAILED
+    with the reasons, and the command exits with code 1 (the report is still written).
     """
     out_console, err = _consoles()
     with _clean_errors(err):
         from .priors import PopulationModelError
-        from .scenarios._fit import fit_data, fit_model, write_fit_report
+        from .scenarios._fit import fit_data, fit_model, load_model_file, write_fit_report
         from .scenarios._nonmem import read_nonmem
         from .twin import fit_population
 
+        initial = _numbers(_pairs(init, "--init"), "--init")
+        limits = _bounds(_pairs(bounds, "--bounds"))
+        defaults = _numbers(_pairs(covariate_default, "--covariate-default"), "--covariate-default")
         try:
-            population = fit_model(model, error=error)
+            if model.endswith(".py"):
+                user = load_model_file(model)
+                population = user.model
+                initial = {**user.initial, **initial}
+                limits = {**user.bounds, **limits}
+            else:
+                population = fit_model(model, error=error)
             with _reported_warnings(err):
-                data = fit_data(read_nonmem(data_file), population, lloq=lloq)
+                data = fit_data(
+                    read_nonmem(data_file),
+                    population,
+                    lloq=lloq,
+                    covariate_map=_pairs(covariate_map, "--covariate-map"),
+                    covariate_defaults=defaults,
+                )
                 result = fit_population(
                     population,
                     data,
@@ -522,6 +607,8 @@ def fit(
                     num_warmup=warmup,
                     num_samples=samples,
                     svi_steps=svi_steps,
+                    initial=initial,
+                    bounds=limits,
                 )
             paths = write_fit_report(
                 result,
@@ -534,26 +621,33 @@ def fit(
         except PopulationModelError as exc:
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(2) from None
+        d = result.diagnostics
         if not quiet:
-            table = Table(title=f"{population.name}: {method.value}")
-            for column in ("parameter", "unit", "median", "90 % interval", "CV %", "R-hat"):
+            table = Table(title=f"{result.model.name}: {method.value}")
+            for column in ("parameter", "unit", "estimate", "SE", "90 % interval", "CV %", "R-hat"):
                 table.add_column(column)
             for row in result.summary:
                 table.add_row(
                     row["name"],
                     row["unit"],
-                    _format_number(row["median"]),
+                    _format_number(row["estimate"]),
+                    "" if row["se"] != row["se"] else _format_number(row["se"]),
                     f"{_format_number(row['q05'])} – {_format_number(row['q95'])}",
                     "" if row["cv_percent"] != row["cv_percent"] else f"{row['cv_percent']:.1f}",
                     "" if row["r_hat"] != row["r_hat"] else f"{row['r_hat']:.3f}",
                 )
             out_console.print(table)
-            d = result.diagnostics
-            out_console.print(
-                f"{d['seconds']:.1f} s; divergences {d['divergences']}; shrinkage "
-                + ", ".join(f"{k} {100 * v:.0f} %" for k, v in result.shrinkage.items()),
-                markup=False,
+            line = f"{d['seconds']:.1f} s; shrinkage " + ", ".join(
+                f"{k} {100 * v:.0f} %" for k, v in result.shrinkage.items()
             )
+            if "objective_function_value" in d:
+                line += f"; OFV {d['objective_function_value']:.3f} (−2 log L without N·log 2π)"
+            if method.value == "nuts":
+                line += (
+                    f"; max R-hat {d['max_r_hat']:.3f}; divergences {d['divergences']}; "
+                    f"trees at the depth limit {d.get('saturated_trees', 0)}"
+                )
+            out_console.print(line, markup=False)
         for path in paths.values():
             if path is not None:
                 out_console.print(f"wrote {path}", markup=False)
@@ -563,6 +657,12 @@ def fit(
                 "see vpc_png_error in report.json",
                 markup=False,
             )
+        if not result.success:
+            err.print("FIT FAILED:", markup=False)
+            for reason in d["failure_reasons"]:
+                err.print(f"  - {reason}", markup=False)
+            raise typer.Exit(1)
+        out_console.print("fit succeeded: every check passed", markup=False)
 
 
 class WhatIfMethod(enum.StrEnum):

@@ -26,6 +26,39 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _common as common
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "theophylline_nonmem.csv"
+NEONATE = Path(__file__).resolve().parents[1] / "tests" / "data" / "neonate_simulated.csv"
+
+
+def neonate_frame(n_subjects: int = 59, seed: int = 7):
+    """Simulated phenobarbital-like neonatal data (NONMEM layout), the failure case.
+
+    One compartment, IV boluses: a 20 mg/kg loading dose, then 4 mg/kg every 12 h (4–11
+    doses); 1–4 levels per infant between 1 and 150 h. Weight log-normal around 1.3 kg
+    (0.5–3.8 kg); CL = 0.0047 L/h/kg · WT · e^η (ω 0.3), V = 0.96 L/kg · WT · e^η (ω 0.15)
+    — the per-kg values of phenobarbital in neonates (Grasela & Donn, Dev Pharmacol Ther
+    1985;8:374), so a typical infant has CL ≈ 0.006 L/h and V ≈ 1.25 L; proportional
+    error 10 %. Written to ``tests/data/neonate_simulated.csv`` by ``--write-neonate``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(1, n_subjects + 1):
+        wt = float(np.clip(rng.lognormal(np.log(1.3), 0.4), 0.5, 3.8))
+        cl = 0.0047 * wt * np.exp(rng.normal(0, 0.3))
+        v = 0.96 * wt * np.exp(rng.normal(0, 0.15))
+        n_maintenance = int(rng.integers(4, 12))
+        doses = [(0.0, 20.0 * wt)] + [(12.0 * j, 4.0 * wt) for j in range(1, 1 + n_maintenance)]
+        times = np.sort(rng.uniform(1.0, 150.0, int(rng.integers(1, 5)))).round(1)
+        for t, amount in doses:
+            rows.append((i, t, 0.0, round(amount, 3), 1, 1, round(wt, 2)))
+        for t in times:
+            conc = sum(a / v * np.exp(-cl / v * (t - td)) for td, a in doses if td <= t)
+            rows.append((i, t, round(conc * np.exp(rng.normal(0, 0.1)), 3), 0.0, 0, 1, round(wt, 2)))
+        # EVID 1 marks doses; sorted so that a dose comes before a level at the same time
+    frame = pd.DataFrame(rows, columns=["ID", "TIME", "DV", "AMT", "EVID", "CMT", "WT"])
+    return frame.sort_values(["ID", "TIME", "EVID"], ascending=[True, True, False], kind="stable")
 
 
 def main() -> None:

@@ -1,13 +1,18 @@
 """Population fits from NONMEM data sets: data mapping, models by name, report and VPC.
 
-``twinsim fit DATA.csv --model one_compartment_oral --method nuts --out DIR`` reads the
+``twinsim fit DATA.csv --model one_compartment_oral --method nuts --out DIR`` (or
+``--model my_model.py``, a user model file: :func:`load_model_file`) reads the
 data set with :func:`~twinsim.scenarios.read_nonmem`, maps it onto the model
 (:func:`fit_data`), fits it (:func:`~twinsim.twin.fit_population`) and writes
 (:func:`write_fit_report`):
 
-- ``estimates.csv``: one row per population parameter (mean, median, SD, 90 % interval,
-  CV % for BSV, R-hat and ESS for NUTS);
-- ``report.json``: estimates, η-shrinkage, diagnostics, data and model facts, command;
+- ``estimates.csv``: one row per population parameter (estimate — the optimum for
+  Laplace/FOCE-I, the posterior median for NUTS/SVI —, SE, RSE %, 90 % interval, CV % for
+  BSV, R-hat and ESS for NUTS);
+- ``report.json``: ``success`` and ``failure_reasons`` (a fit whose optimiser or
+  covariance step failed, whose estimates are implausible or at a bound, or whose chains
+  do not mix is reported as failed, with why), estimates, η-shrinkage, diagnostics (OFV
+  on NONMEM's scale: −2 log L without N·log 2π), data and model facts, command;
 - ``report.md``: the same as a readable table;
 - ``vpc.html``: a visual predictive check (plotly): observed 5th/50th/95th percentiles
   per time bin against the 90 % intervals of the same percentiles in data sets simulated
@@ -22,10 +27,13 @@ mg/L, ``WT`` kg); :func:`example_data_path` returns its path.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +45,11 @@ from ._nonmem import NonmemData, NonmemError
 __all__ = [
     "FIT_MODELS",
     "NONMEM_COVARIATE_NAMES",
+    "UserModel",
     "example_data_path",
     "fit_data",
     "fit_model",
+    "load_model_file",
     "vpc_figure",
     "write_fit_report",
 ]
@@ -142,6 +152,108 @@ def fit_model(name: str, *, error: str = "additive") -> PopulationModel:
     raise FitDataError(f"`--model` {name!r} is not known; give one of {[*FIT_MODELS, *library]}")
 
 
+@dataclass(frozen=True)
+class UserModel:
+    """A population model from a user's model file (:func:`load_model_file`)."""
+
+    model: PopulationModel  #: structural model, covariate model, random effects, residual error
+    initial: dict[str, float] = field(default_factory=dict)  #: starting values
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def load_model_file(path: str | Path) -> UserModel:
+    """Load a population model from a Python file (``twinsim fit DATA --model FILE.py``).
+
+    The contract: the file is plain Python, run once as a module, and defines
+
+    - ``model``: a :class:`~twinsim.priors.PopulationModel` — the structural model
+      (``structural``, an :class:`~twinsim.priors.ODEModel` such as
+      ``one_compartment()`` or your own), the covariate model (``parameters=`` a function
+      ``(theta, covariates) -> {structural parameter: array}`` with the ``covariates=``
+      it declares), the random effects (``random_effects``, ``omega``) and the residual
+      error (``residual``); its ``theta``, ``omega`` and residual SDs are the starting
+      values; or ``build_model()``, a function without arguments returning one;
+    - optionally ``initial``: ``{name: value}`` starting values that replace the
+      model's (``cl`` or ``theta_cl``, ``omega_sd_cl``, ``sigma_conc_proportional``);
+    - optionally ``bounds``: ``{name: (lower, upper)}`` on the natural scale (``None``
+      for an open side), same names.
+
+    Covariate effects (exponents, slopes) may take either sign: they are estimated on
+    their own scale; only positive structural parameters are estimated on the log scale.
+
+    Raises
+    ------
+    FitDataError
+        The file is missing or not ``.py``, raises when run (its error is quoted), or
+        does not define ``model``/``build_model`` as a PopulationModel, or ``initial``/
+        ``bounds`` are not mappings.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> text = (
+    ...     "from twinsim.priors import PopulationModel, ResidualError, one_compartment\n"
+    ...     "model = PopulationModel(name='mine', structural=one_compartment(),\n"
+    ...     "    theta={'cl': 1.0, 'v': 20.0}, random_effects=('cl',), omega=[0.1],\n"
+    ...     "    residual={'conc': ResidualError(proportional=0.2)})\n"
+    ...     "initial = {'cl': 0.006, 'v': 1.3}\n"
+    ... )
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "mine.py"
+    >>> _ = path.write_text(text)
+    >>> user = load_model_file(path)
+    >>> user.model.name, user.initial
+    ('mine', {'cl': 0.006, 'v': 1.3})
+    """
+    path = Path(path)
+    if path.suffix != ".py":
+        raise FitDataError(f"model file {str(path)!r} must be a Python file ending in .py")
+    if not path.is_file():
+        raise FitDataError(f"model file {str(path)!r} does not exist")
+    name = f"twinsim_user_model_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise FitDataError(f"model file {str(path)!r} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise FitDataError(
+            f"model file {str(path)!r} raised {type(exc).__name__} when run: {exc}"
+        ) from exc
+    model = getattr(module, "model", None)
+    if model is None and callable(getattr(module, "build_model", None)):
+        try:
+            model = module.build_model()
+        except Exception as exc:
+            raise FitDataError(
+                f"model file {str(path)!r}: build_model() raised {type(exc).__name__}: {exc}"
+            ) from exc
+    if model is None:
+        defined = sorted(k for k in vars(module) if not k.startswith("_"))
+        raise FitDataError(
+            f"model file {str(path)!r} must define `model` (a twinsim.priors.PopulationModel) "
+            f"or `build_model()` returning one; it defines {defined}"
+        )
+    if not isinstance(model, PopulationModel):
+        raise FitDataError(
+            f"model file {str(path)!r}: `model` must be a twinsim.priors.PopulationModel, got "
+            f"{type(model).__name__}"
+        )
+    extras = {}
+    for key in ("initial", "bounds"):
+        value = getattr(module, key, None) or {}
+        if not isinstance(value, Mapping):
+            raise FitDataError(
+                f"model file {str(path)!r}: `{key}` must be a dict of parameter name to "
+                f"{'value' if key == 'initial' else '(lower, upper)'}, got {type(value).__name__}"
+            )
+        extras[key] = dict(value)
+    return UserModel(model, extras["initial"], extras["bounds"], path)
+
+
 def fit_data(
     data: NonmemData,
     model: PopulationModel,
@@ -149,14 +261,20 @@ def fit_data(
     covariate_columns: Mapping[str, str] | None = None,
     output_by_cmt: Mapping[int, str] | None = None,
     lloq: float | None = None,
+    covariate_map: Mapping[str, str] | None = None,
+    covariate_defaults: Mapping[str, Any] | None = None,
 ) -> ObservationData:
     """Map a NONMEM data set onto ``model``'s observations, doses and covariates.
 
     Observation records are those with ``EVID`` 0 and ``MDV`` 0 (``MDV`` 1 records are
     dropped). With ``lloq``, observations below it are censored (M3 likelihood).
     Covariate columns are renamed with :data:`NONMEM_COVARIATE_NAMES` (and
-    ``covariate_columns``) and lower-cased otherwise; a covariate the model declares but
-    the data set lacks is set to its reference value with a warning.
+    ``covariate_columns``) and lower-cased otherwise. A covariate the model declares but
+    the data set lacks is an error naming it and the data's columns, unless it is mapped
+    onto a column (``covariate_map``) or given one value for every subject
+    (``covariate_defaults``) — never silently its reference value (every neonate would
+    weigh 70 kg). Covariates are per subject (the value on its first record; a column
+    that changes within a subject is reported by :func:`read_nonmem`).
 
     Parameters
     ----------
@@ -171,6 +289,10 @@ def fit_data(
         observation is the model's first output with a residual error).
     lloq
         One limit of quantification for every observation (output unit).
+    covariate_map
+        ``{model covariate: data column}`` (any case), e.g. ``{"weight": "BW"}``.
+    covariate_defaults
+        ``{model covariate: value}`` for covariates the data set does not have.
 
     Returns
     -------
@@ -179,8 +301,8 @@ def fit_data(
     Raises
     ------
     FitDataError
-        For a subject without observations, an unknown output, or a missing covariate
-        without a reference value.
+        For a subject without observations, an unknown output, a model covariate absent
+        from the data (neither mapped nor defaulted), or a map onto a missing column.
     """
     names = dict(NONMEM_COVARIATE_NAMES)
     names.update(covariate_columns or {})
@@ -222,21 +344,31 @@ def fit_data(
     for column in data.covariates.columns:
         name = names.get(column.upper(), column.lower())
         covariates[name] = data.covariates[column].to_numpy()
+    for name, column in (covariate_map or {}).items():
+        if column.upper() not in columns:
+            raise FitDataError(
+                f"covariate map {name}={column}: the data set has no column {column!r}; its "
+                f"columns: {list(data.covariates.columns)}"
+            )
+        covariates[name] = data.covariates[columns[column.upper()]].to_numpy()
+    for name, value in (covariate_defaults or {}).items():
+        if name not in model.covariate_names:
+            raise FitDataError(
+                f"covariate default {name}={value!r}: model {model.name!r} has no covariate "
+                f"{name!r}; its covariates: {list(model.covariate_names)}"
+            )
+        if name not in covariates:
+            covariates[name] = np.full(data.n_subjects, value)
     for cov in model.covariates:
         if cov.name in covariates:
             continue
-        if cov.reference is None:
-            raise FitDataError(
-                f"model {model.name!r} needs covariate `{cov.name}`, which the data set lacks "
-                f"(columns {list(columns)}); add it or map a column with covariate_columns"
-            )
-        warnings.warn(
-            f"covariate `{cov.name}` is not in the data set; every subject gets the model's "
-            f"reference value {cov.reference!r}",
-            stacklevel=2,
-        )
-        covariates[cov.name] = np.full(
-            data.n_subjects, cov.reference, dtype=object if cov.categorical else float
+        raise FitDataError(
+            f"model {model.name!r} needs covariate `{cov.name}` ({cov.unit}), which the data "
+            f"set lacks: its columns are {list(data.covariates.columns)} besides the NONMEM "
+            f"ones (standard names: {NONMEM_COVARIATE_NAMES}). Map a column with "
+            f"`--covariate-map {cov.name}=COLUMN` (covariate_map), or give every subject one "
+            f"value with `--covariate-default {cov.name}=VALUE` (covariate_defaults)"
+            + (f", e.g. its reference {cov.reference!r}" if cov.reference is not None else "")
         )
     any_limit = any(np.any(np.isfinite(lim)) for lim in limits)
     return ObservationData.build(
@@ -389,27 +521,44 @@ def _clean(value: Any) -> Any:
 
 
 def _markdown(fit: Any) -> str:
+    d = fit.diagnostics
+    status = "succeeded (every check passed)" if fit.success else "**FAILED**"
     lines = [
         f"# Population fit: {fit.model.name} ({fit.method})",
         "",
         f"{fit.data.n_subjects} subjects, {fit.data.n_observations} observations.",
         "",
-        "| parameter | unit | estimate (median) | 90 % interval | CV % | R-hat | ESS bulk |",
-        "|---|---|---|---|---|---|---|",
+        f"Fit {status}.",
     ]
+    lines += [f"- {reason}" for reason in d.get("failure_reasons", [])]
+    if "objective_function_value" in d:
+        lines += [
+            "",
+            f"OFV {d['objective_function_value']:.3f} ({d['ofv_definition']}); "
+            f"−2 log L {d['minus_2_log_likelihood']:.3f}. Estimation: {d['estimation']}.",
+        ]
+    lines += [
+        "",
+        "| parameter | unit | estimate | SE | RSE % | 90 % interval | CV % | R-hat | ESS bulk |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value, spec):
+        return "" if not math.isfinite(value) else format(value, spec)
+
     for row in fit.summary:
-        cv = "" if not math.isfinite(row["cv_percent"]) else f"{row['cv_percent']:.1f}"
-        rhat = "" if not math.isfinite(row["r_hat"]) else f"{row['r_hat']:.3f}"
-        ess = "" if not math.isfinite(row["ess_bulk"]) else f"{row['ess_bulk']:.0f}"
         lines.append(
-            f"| {row['name']} | {row['unit']} | {row['median']:.4g} | "
-            f"{row['q05']:.4g} – {row['q95']:.4g} | {cv} | {rhat} | {ess} |"
+            f"| {row['name']} | {row['unit']} | {row['estimate']:.4g} | {fmt(row['se'], '.3g')} | "
+            f"{fmt(row['rse_percent'], '.1f')} | {row['q05']:.4g} – {row['q95']:.4g} | "
+            f"{fmt(row['cv_percent'], '.1f')} | {fmt(row['r_hat'], '.3f')} | "
+            f"{fmt(row['ess_bulk'], '.0f')} |"
         )
     lines += [
         "",
         "η-shrinkage: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in fit.shrinkage.items()),
     ]
-    lines += ["", "Diagnostics: " + ", ".join(f"{k} {v}" for k, v in fit.diagnostics.items())]
+    shown = {k: v for k, v in d.items() if not isinstance(v, (dict, list))}
+    lines += ["", "Diagnostics: " + ", ".join(f"{k} {v}" for k, v in shown.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -460,6 +609,8 @@ def write_fit_report(
             "residual": {k: v.kind for k, v in fit.model.residual.items()},
         },
         "data": {"n_subjects": fit.data.n_subjects, "n_observations": fit.data.n_observations},
+        "success": fit.success,
+        "failure_reasons": fit.diagnostics.get("failure_reasons", []),
         "estimates": fit.summary,
         "shrinkage": fit.shrinkage,
         "diagnostics": fit.diagnostics,

@@ -55,11 +55,19 @@ def test_data_mapping(theophylline):
     assert "weight" in data.covariates
 
 
-def test_laplace_matches_published_estimates(theophylline):
+@pytest.mark.parametrize("method", ["laplace", "focei"])
+def test_conditional_fits_match_published_estimates(theophylline, method):
+    """Laplace and FOCE-I: the optimum (``estimate``) and the median of the normal draws
+    both within the tolerances above."""
     model, data = theophylline
-    fit = fit_population(model, data, method="laplace", seed=0)
-    assert fit.diagnostics["converged"] and fit.diagnostics["covariance_ok"]
+    fit = fit_population(model, data, method=method, seed=0)
+    assert fit.success, fit.diagnostics["failure_reasons"]
+    assert fit.diagnostics["optimizer_converged"] and fit.diagnostics["covariance_ok"]
+    _check_published(fit, "estimate")
     _check_published(fit)
+    # point estimates are the optimum (draw 0), not a summary of the draws
+    assert fit.estimate("theta_cl") == fit.diagnostics["optimum"]["theta_cl"]
+    assert fit.estimate("theta_cl") == pytest.approx(fit.draws["theta_cl"][0, 0], rel=1e-12)
     # standard errors exist and are plausible: the 90 % interval of CL holds the estimate
     row = next(r for r in fit.summary if r["name"] == "theta_cl")
     assert row["q05"] < row["median"] < row["q95"] and row["sd"] > 0
@@ -98,7 +106,7 @@ def test_svi_matches_published_estimates(theophylline):
 
 def test_invalid_options_are_reported(theophylline):
     model, data = theophylline
-    with pytest.raises(FitError, match=r"`method` must be 'nuts', 'svi' or 'laplace', got 'mcmc'"):
+    with pytest.raises(FitError, match=r"`method` must be one of .*'focei'.*, got 'mcmc'"):
         fit_population(model, data, method="mcmc")
     with pytest.raises(FitError, match=r"`num_chains` must be a whole number ≥ 1, got 0"):
         fit_population(model, data, num_chains=0)
