@@ -1,15 +1,18 @@
-"""Population fit of the theophylline data (12 subjects): NUTS, SVI and Laplace times.
+"""Population fits: FOCE-I, Laplace and NUTS on theophylline (12 subjects) and on 59
+simulated neonates; wall and CPU time with the machine load.
 
-Model: one compartment with first-order absorption (``twinsim fit --model
-one_compartment_oral``), log-normal BSV on CL, V and ka, additive error. NUTS: 4 chains ×
-1,000 draws after 1,000 (and after 500) warm-up iterations (vectorised chains, dense mass
-matrix). Each method runs
-twice with JAX's persistent compilation cache on: the first run compiles, the second
-loads the compiled programs from the cache, so its time is the fit "after compilation"
-(tracing and the sampling itself). Load averages and the process's CPU time are recorded:
-on a shared machine the wall times are indicative, the CPU time says what the run needed.
+Data: ``tests/data/theophylline_nonmem.csv`` (one compartment with first-order
+absorption, ``twinsim fit --model one_compartment_oral``: BSV on CL, V, ka, additive
+error) and ``tests/data/neonate_simulated.csv`` (``--model one_compartment_iv --error
+proportional``, started at adult values CL 1 L/h, V 20 L: see :func:`neonate_frame`).
+Each configuration runs twice in one process: the first run compiles; the second reuses
+the compiled programs (the conditional fits' objective is cached per model and data;
+NUTS through JAX's persistent compilation cache), so its time is the fit "after
+compilation". Load averages and the process's CPU time are recorded: on a shared machine
+the wall times are indicative, the CPU time says what the run needed.
 
-Run: ``nice .venv/bin/python benchmarks/bench_fit.py`` (writes ``results/fit.json``).
+Run: ``nice .venv/bin/python benchmarks/bench_fit.py`` (writes ``results/fit.json``);
+``--write-neonate PATH`` writes the simulated neonate data set and stops.
 """
 
 from __future__ import annotations
@@ -55,22 +58,48 @@ def neonate_frame(n_subjects: int = 59, seed: int = 7):
             rows.append((i, t, 0.0, round(amount, 3), 1, 1, round(wt, 2)))
         for t in times:
             conc = sum(a / v * np.exp(-cl / v * (t - td)) for td, a in doses if td <= t)
-            rows.append((i, t, round(conc * np.exp(rng.normal(0, 0.1)), 3), 0.0, 0, 1, round(wt, 2)))
+            rows.append(
+                (i, t, round(conc * np.exp(rng.normal(0, 0.1)), 3), 0.0, 0, 1, round(wt, 2))
+            )
         # EVID 1 marks doses; sorted so that a dose comes before a level at the same time
     frame = pd.DataFrame(rows, columns=["ID", "TIME", "DV", "AMT", "EVID", "CMT", "WT"])
     return frame.sort_values(["ID", "TIME", "EVID"], ascending=[True, True, False], kind="stable")
 
 
+def _timed(run, *args, **kwargs):
+    load = os.getloadavg()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    fit = run(*args, **kwargs)
+    seconds = time.perf_counter() - start
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+    return fit, {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "load_average_before": [round(x, 2) for x in load],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain")
     parser.add_argument(
-        "--warmups", default="1000,500", help="NUTS warm-up lengths to time (comma-separated)"
+        "--draws", type=int, default=1000, help="NUTS draws (and warm-up) per chain"
     )
-    parser.add_argument("--methods", default="nuts,svi,laplace")
+    parser.add_argument("--methods", default="focei,laplace,nuts")
+    parser.add_argument("--data", default="theophylline,neonate")
     parser.add_argument("--out", type=Path, default=common.RESULTS / "fit.json")
+    parser.add_argument("--write-neonate", type=Path, default=None)
+    parser.add_argument(
+        "--once", action="store_true", help="one run per configuration (compilation included)"
+    )
     args = parser.parse_args()
+    if args.write_neonate is not None:
+        neonate_frame().to_csv(args.write_neonate, index=False)
+        print(f"wrote {args.write_neonate}")
+        return
 
     import jax
 
@@ -83,54 +112,49 @@ def main() -> None:
     from twinsim.scenarios._fit import fit_data, fit_model
     from twinsim.twin import fit_population
 
-    model = fit_model("one_compartment_oral")
-    data = fit_data(read_nonmem(DATA), model)
-    record = {"machine": common.machine(), "data": str(DATA.name), "runs": {}}
-    configurations = []
-    for method in args.methods.split(","):
-        if method == "nuts":
-            for warmup in args.warmups.split(","):
+    sets = {
+        "theophylline": (DATA, "one_compartment_oral", "additive"),
+        "neonate": (NEONATE, "one_compartment_iv", "proportional"),
+    }
+    record = {"machine": common.machine(), "runs": {}}
+    for data_name in args.data.split(","):
+        path, model_name, error = sets[data_name]
+        model = fit_model(model_name, error=error)
+        data = fit_data(read_nonmem(path), model)
+        for method in args.methods.split(","):
+            options = {}
+            if method == "nuts":
                 options = dict(
-                    num_chains=args.chains, num_warmup=int(warmup), num_samples=args.draws
+                    num_chains=args.chains, num_warmup=args.draws, num_samples=args.draws
                 )
-                configurations.append((f"nuts_warmup{warmup}", method, options))
-        else:
-            configurations.append((method, method, {}))
-    for label, method, options in configurations:
-        runs = []
-        for attempt in ("first (compiles)", "second (compiled programs cached)"):
-            load = os.getloadavg()
-            cpu = resource.getrusage(resource.RUSAGE_SELF)
-            start = time.perf_counter()
-            fit = fit_population(model, data, method=method, seed=1, **options)
-            seconds = time.perf_counter() - start
-            used = resource.getrusage(resource.RUSAGE_SELF)
-            cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
-            runs.append(
-                {
-                    "run": attempt,
-                    "seconds": round(seconds, 2),
-                    "cpu_seconds": round(cpu_seconds, 2),
-                    "load_average_before": [round(x, 2) for x in load],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                }
-            )
-            print(
-                f"{label} {attempt}: {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU "
-                f"(load {load[0]:.1f})",
-                flush=True,
-            )
-        estimates = {row["name"]: round(row["median"], 4) for row in fit.summary}
-        record["runs"][label] = {
-            "options": options,
-            "runs": runs,
-            "estimates_median": estimates,
-            "diagnostics": {
-                k: (None if isinstance(v, float) and v != v else v)  # NaN is not JSON
-                for k, v in fit.diagnostics.items()
-                if isinstance(v, (int, float, str, bool))
-            },
-        }
+            label = f"{data_name}_{method}"
+            runs = []
+            attempts = ("first (compiles)", "second (compiled)")
+            for attempt in attempts[:1] if args.once else attempts:
+                fit, timing = _timed(fit_population, model, data, method=method, seed=1, **options)
+                d = fit.diagnostics
+                for key in ("compile_seconds", "optimise_seconds"):
+                    if key in d:
+                        timing[key] = round(d[key], 2)
+                runs.append({"run": attempt, **timing})
+                print(f"{label} {attempt}: {timing}", flush=True)
+            d = fit.diagnostics
+            record["runs"][label] = {
+                "data": path.name,
+                "n_subjects": data.n_subjects,
+                "n_observations": data.n_observations,
+                "options": options,
+                "runs": runs,
+                "success": fit.success,
+                "failure_reasons": d["failure_reasons"],
+                "estimates": {row["name"]: round(row["estimate"], 5) for row in fit.summary},
+                "diagnostics": {
+                    k: (None if isinstance(v, float) and v != v else v)  # NaN is not JSON
+                    for k, v in d.items()
+                    if isinstance(v, (int, float, str, bool))
+                },
+            }
+            print(f"{label}: success {fit.success} {d['failure_reasons']}", flush=True)
     common.write_json(args.out, record)
     print(f"wrote {args.out}")
 

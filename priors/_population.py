@@ -535,8 +535,9 @@ class PopulationSimulation(NamedTuple):
 class InferencePriors:
     """Priors of the population parameters for :meth:`PopulationModel.population_model`.
 
-    Positive thetas get a log-normal prior centred on the model's value with log-scale SD
-    ``theta_log_sd``; other thetas a normal prior with SD ``theta_sd`` (``max(|θ|, 1)`` by
+    Thetas that are positive structural parameters get a log-normal prior centred on the
+    model's value with log-scale SD ``theta_log_sd``; other thetas (covariate effects,
+    exponents: either sign) a normal prior with SD ``theta_sd`` (``max(|θ|, 1)`` by
     default). BSV SDs (log scale) are half-normal with scale ``omega_scale``; an LKJ prior
     with ``lkj_concentration`` on the correlation when Ω is full; residual SDs half-normal
     with scale ``sigma_scale_factor`` × the model's value. ``overrides`` maps a theta name
@@ -1217,7 +1218,9 @@ class PopulationModel:
         if name in priors.overrides:
             return priors.overrides[name]
         value = self.theta[name]
-        if value > 0:
+        # log-normal only for a positive structural parameter: a covariate effect or an
+        # exponent that starts positive may well be negative
+        if value > 0 and name in self.structural.parameters:
             return dist.LogNormal(math.log(value), priors.theta_log_sd)
         return dist.Normal(value, priors.theta_sd or max(abs(value), 1.0))
 

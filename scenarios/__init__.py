@@ -49,9 +49,11 @@ from ._cohort._spec import resolve_model as resolve_model
 from ._cohort._spec import spec_json_schema as spec_json_schema
 from ._cohort._spec import spec_model as spec_model
 from ._fit import FitDataError as FitDataError
+from ._fit import UserModel as UserModel
 from ._fit import example_data_path as example_data_path
 from ._fit import fit_data as fit_data
 from ._fit import fit_model as fit_model
+from ._fit import load_model_file as load_model_file
 from ._fit import vpc_figure as vpc_figure
 from ._fit import write_fit_report as write_fit_report
 from ._levels import MAX_LEVELS_BYTES as MAX_LEVELS_BYTES

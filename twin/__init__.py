@@ -8,6 +8,8 @@ from ._clinical import default_target as default_target
 from ._fitting import FitError as FitError
 from ._fitting import PopulationFit as PopulationFit
 from ._fitting import fit_population as fit_population
+from ._fitting import objective_function_value as objective_function_value
+from ._fitting import with_initial as with_initial
 from ._nuts import fit_nuts_many as fit_nuts_many
 from ._patient import PatientTwin as PatientTwin
 from ._posterior import TwinPosterior as TwinPosterior

@@ -6,13 +6,13 @@ one compartment with first-order absorption, total-mg dose, additive error: ka 1
 CL 2.76 L/h, V 31.5 L, additive SD 0.693 mg/L. The user model below adds an allometric
 weight effect on CL and V with estimated exponents; the Theoph subjects weigh 54–86 kg,
 so at the reference 70 kg the typical values stay within 10 % of nlmixr2's (the test's
-tolerance), and the exponents are poorly determined (wide intervals, any sign).
+tolerance), and the exponents are poorly determined (wide intervals, any sign). The
+model file is the documented example, ``docs/popfit_theo_model.py``.
 """
 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,28 +25,7 @@ from twinsim.scenarios._fit import FitDataError, example_data_path, fit_data, lo
 runner = CliRunner()
 NEONATE = Path(__file__).parents[1] / "data" / "neonate_simulated.csv"
 
-USER_MODEL = textwrap.dedent(
-    """
-    from twinsim.priors import Covariate, PopulationModel, ResidualError, one_compartment
-
-    model = PopulationModel(
-        name="theo_allometric",
-        structural=one_compartment(absorption=True),
-        theta={"cl": 1.0, "v": 20.0, "ka": 1.0, "f_oral": 1.0, "cl_wt": 0.75, "v_wt": 1.0},
-        parameters=lambda th, cov: {
-            "cl": th.cl * (cov["weight"] / 70.0) ** th.cl_wt,
-            "v": th.v * (cov["weight"] / 70.0) ** th.v_wt,
-        },
-        random_effects=("cl", "v", "ka"),
-        omega=[0.1, 0.1, 0.1],
-        residual={"conc": ResidualError(additive=1.0)},
-        covariates=(Covariate("weight", "kg", 70.0),),
-        fixed=("f_oral",),
-    )
-    initial = {"ka": 1.5}
-    bounds = {"cl": (0.01, 100.0)}
-    """
-)
+USER_MODEL = (Path(__file__).parents[2] / "docs" / "popfit_theo_model.py").read_text()
 
 
 def _write(tmp_path: Path, text: str, name: str = "my_model.py") -> Path:
