@@ -163,7 +163,7 @@ class UserModel:
 
 
 def load_model_file(path: str | Path) -> UserModel:
-    """Load a population model from a Python file (``twinsim fit DATA --model FILE.py``).
+    r"""Load a population model from a Python file (``twinsim fit DATA --model FILE.py``).
 
     The contract: the file is plain Python, run once as a module, and defines
 

@@ -1,23 +1,37 @@
-"""Population fits: NUTS, SVI and Laplace on a :class:`~twinsim.priors.PopulationModel`.
+"""Population fits: FOCE-I, Laplace, NUTS and SVI on a :class:`~twinsim.priors.PopulationModel`.
 
-:func:`fit_population` builds the NumPyro model from the population model's own
-definition (:meth:`~twinsim.priors.PopulationModel.population_model`: θ, Ω, σ and η per
-subject random) and runs one of
+:func:`fit_population` runs one of
 
-- ``"nuts"``: NumPyro's No-U-Turn sampler, ``num_chains`` chains (``chain_method=
-  "vectorized"`` by default: one compiled program advances all chains, which suits a
-  machine with few cores);
+- ``"focei"``: FOCE with interaction — maximum likelihood with η integrated out per
+  subject by the Laplace approximation around its conditional mode, the Hessian in η
+  approximated by first derivatives (Almquist, Leander & Jirstrand 2015);
+- ``"laplace"``: the same with the exact Hessian in η (NONMEM's LAPLACIAN; handles
+  M3-censored observations);
+- ``"nuts"``: NumPyro's No-U-Turn sampler on the model's own NumPyro definition
+  (:meth:`~twinsim.priors.PopulationModel.population_model`: θ, Ω, σ and η per subject
+  random), ``num_chains`` chains (``chain_method="vectorized"`` by default: one compiled
+  program advances all chains, which suits a machine with few cores), started at the
+  FOCE-I optimum, non-centred η for sparse data;
 - ``"svi"``: stochastic variational inference with a full-rank Gaussian guide in the
   unconstrained space (``AutoMultivariateNormal``, or ``AutoNormal`` with
-  ``guide="diagonal"``) and optax Adam;
-- ``"laplace"``: the Laplace approximation of the joint posterior: its mode (BFGS) and a
-  Gaussian with the inverse Hessian there, in the unconstrained space
-  (``AutoLaplaceApproximation``).
+  ``guide="diagonal"``) and optax Adam.
 
-The result (:class:`PopulationFit`) holds posterior draws of the population parameters
-and η, a summary table (mean, median, SD, 90 % interval; R-hat and bulk/tail ESS from
-ArviZ for NUTS), η-shrinkage, divergences and timings, and the model with its population
-parameters replaced by their posterior medians (:meth:`PopulationFit.fitted_model`).
+The conditional methods (FOCE-I, Laplace) minimise the objective with L-BFGS-B (gradient
+by central differences, all points in one compiled call), estimate positive structural
+parameters on the log scale and every other theta (covariate effects, exponents) on its
+own scale, accept starting values and bounds, and report the optimum as the estimate with
+standard errors from the covariance step. The OFV is on NONMEM's scale (−2 log L without
+N·log 2π).
+
+The result (:class:`PopulationFit`) holds draws of the population parameters and η (the
+posterior for NUTS/SVI; the asymptotic normal distribution of the estimates for
+FOCE-I/Laplace), a summary table (estimate, SE, 90 % interval; R-hat and bulk/tail ESS
+from ArviZ for NUTS), η-shrinkage, diagnostics and timings, and — in
+``diagnostics["success"]`` and ``["failure_reasons"]`` — whether the fit can be trusted:
+a fit whose optimiser or covariance step failed, whose estimates are implausible (a
+between-subject SD above 2 on the log scale), at a bound or with zero-width intervals, or
+whose chains do not mix (R-hat ≥ 1.01, divergences, saturated trees) is reported as
+failed, with why. :meth:`PopulationFit.fitted_model` is the model at the estimates.
 """
 
 from __future__ import annotations
