@@ -995,7 +995,7 @@ def objective_function_value(
     >>> from twinsim.simulators import DosingEvents
     >>> pm = PopulationModel(name="iv", structural=one_compartment(), theta={"cl": 4.0, "v": 40.0},
     ...     random_effects=("cl",), omega=[0.1], residual={"conc": ResidualError(proportional=0.1)})
-    >>> data = ObservationData.build(DosingEvents.repeated(100.0, 24.0, 1, n_subjects=2),
+    >>> data = ObservationData.build(DosingEvents.repeated(100.0, 24.0, 1, n_subjects=2, compartment=0),
     ...                              [[1.0, 4.0]] * 2, [[2.4, 2.0], [2.3, 1.8]])
     >>> round(objective_function_value(pm, data), 3)
     -9.359

@@ -96,7 +96,7 @@ def test_ofv_is_on_nonmem_scale_against_quadrature():
     )  # fmt: skip
     times = np.array([2.0, 8.0, 20.0])
     observed = np.array([[2.1, 1.2, 0.55], [2.3, 1.7, 1.0], [2.0, 0.9, 0.3]])
-    events = DosingEvents.repeated(100.0, 24.0, 1, n_subjects=3)
+    events = DosingEvents.repeated(100.0, 24.0, 1, n_subjects=3, compartment=0)
     data = ObservationData.build(events, [times] * 3, observed)
     ofv = objective_function_value(model, data, method="laplace")
     nodes, weights = np.polynomial.hermite_e.hermegauss(80)
@@ -126,7 +126,7 @@ def test_covariate_effect_can_be_negative():
     rng = np.random.default_rng(3)
     marker = rng.lognormal(np.log(10.0), 0.6, 40)
     times = np.array([1.0, 4.0, 10.0, 20.0])
-    events = DosingEvents.repeated(100.0, 24.0, 1, n_subjects=40)
+    events = DosingEvents.repeated(100.0, 24.0, 1, n_subjects=40, compartment=0)
     sim = truth.simulate(5, {"marker": marker}, events, times, ids=range(40))
     data = ObservationData.build(
         events, [times] * 40, np.asarray(sim.observed[..., 0]), covariates={"marker": marker}
