@@ -81,6 +81,12 @@ from ._regimen import DoseSpec as DoseSpec
 from ._regimen import RegimenSpec as RegimenSpec
 from ._regimen import SpecError as SpecError
 from ._regimen import parse_regimen_text as parse_regimen_text
+from ._trial import TrialDesign as TrialDesign
+from ._trial import TrialResult as TrialResult
+from ._trial import load_trial as load_trial
+from ._trial import run_trial as run_trial
+from ._trial import trial_dataset as trial_dataset
+from ._trial import trial_examples as trial_examples
 from ._units import CORE_UNITS as CORE_UNITS
 from ._units import UnitError as UnitError
 from ._units import accepted_units as accepted_units
