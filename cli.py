@@ -13,6 +13,7 @@ The top floor of the house: the only module that imports both the workflows
     twinsim fit DATA.csv --model M --out DIR       population fit (NUTS/SVI/Laplace) + VPC
     twinsim whatif WHATIF.yaml [--out report.html] one patient: fit a twin, compare regimens
     twinsim dashboard [--host H] [--port P]         the web dashboard (clinician's what-if page)
+    twinsim trial DESIGN.yaml --out DIR            replicated virtual trials: power, Zarr, report
 
 An invalid spec, file or option is reported as one message naming the field, with exit
 code 2, never as a traceback.
@@ -68,11 +69,13 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
     from .scenarios._nonmem import NonmemError
     from .scenarios._outputs import OutputError
     from .scenarios._regimen import SpecError
+    from .scenarios._trial import TrialError
     from .scenarios._units import UnitError
     from .simulators import EventError, MetricsError, SimulationError
 
     return (
         SpecError,
+        TrialError,
         UnitError,
         NonmemError,
         OutputError,
@@ -130,9 +133,9 @@ def _reported_warnings(err: Console) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _progress_bar(
-    err: Console, total: int, chunk_size: int, quiet: bool
+    err: Console, total: int, chunk_size: int, quiet: bool, unit: str = "subjects"
 ) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar when the cohort takes more than one chunk (else nothing)."""
+    """A rich progress bar when the run takes more than one chunk (else nothing)."""
     if quiet or total <= chunk_size:
         yield None
         return
@@ -140,7 +143,7 @@ def _progress_bar(
         TextColumn("simulating"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("subjects"),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
@@ -392,6 +395,15 @@ def examples() -> None:
             out_console.print(
                 f"{name}: what-if, {whatif.drug}, {len(whatif.candidates)} candidate regimens "
                 f"(twinsim whatif)\n    {path}",
+                markup=False,
+            )
+        from .scenarios import load_trial, trial_examples
+
+        for name, path in trial_examples().items():
+            design = load_trial(path)
+            out_console.print(
+                f"{name}: trial design, {design.drug}, arms "
+                f"{', '.join(a.name for a in design.arms)} (twinsim trial)\n    {path}",
                 markup=False,
             )
 
@@ -835,6 +847,79 @@ def cases(
             f"{out / 'summary.md'}",
             markup=False,
         )
+
+
+@app.command()
+def trial(
+    design_file: Annotated[
+        Path,
+        typer.Argument(
+            help="Trial design (YAML or JSON): population, arms, endpoints, analyses.",
+            metavar="DESIGN",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (a run stopped there resumes).")
+    ] = Path("trial-output"),
+    replicates: Annotated[
+        int | None,
+        typer.Option("--replicates", "-r", min=1, help="Replicates instead of the design's."),
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Replicates per chunk (memory, resume).")
+    ] = 10,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler", help="Dask scheduler address (tcp://HOST:PORT): run chunks there."
+        ),
+    ] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Run replicate virtual trials of a design: power per sample size, effect estimates,
+    a Zarr store, the endpoint table, a NONMEM CSV, a summary and an HTML report."""
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from .scenarios import load_trial, run_trial
+
+        design = load_trial(design_file)
+        if replicates is not None:
+            design = design.model_copy(update={"replicates": replicates})
+        with (
+            _reported_warnings(err),
+            _progress_bar(err, design.replicates, 0, quiet, unit="replicates") as progress,
+        ):
+            result = run_trial(
+                design, out, chunk_size=chunk_size, scheduler=scheduler, progress=progress
+            )
+        summary = result.summary()
+        if not quiet:
+            out_console.print(_trial_table(summary))
+        for path in result.files.values():
+            out_console.print(f"wrote {path}", markup=False)
+
+
+def _trial_table(summary: dict[str, Any]) -> Table:
+    """Power ± Monte-Carlo SE and the mean estimate, per analysis and sample size."""
+    table = Table(
+        title=f"{summary['design']}: {summary['replicates']} replicates",
+        show_header=True,
+        header_style="bold",
+    )
+    for column in ("analysis", "comparison", "n per arm", "power", "mean estimate"):
+        table.add_column(column)
+    for entry in summary["analyses"]:
+        for size in entry["sizes"]:
+            mean = size["estimate_mean"]
+            table.add_row(
+                entry["analysis"],
+                entry["comparison"],
+                str(size["n"]),
+                f"{size['power']:.3f} ± {size['power_mc_se']:.3f}",
+                "–" if mean is None else f"{mean:.4g} ({entry['estimate']})",
+            )
+    return table
 
 
 def main() -> None:

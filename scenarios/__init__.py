@@ -82,6 +82,7 @@ from ._regimen import RegimenSpec as RegimenSpec
 from ._regimen import SpecError as SpecError
 from ._regimen import parse_regimen_text as parse_regimen_text
 from ._trial import TrialDesign as TrialDesign
+from ._trial import TrialError as TrialError
 from ._trial import TrialResult as TrialResult
 from ._trial import load_trial as load_trial
 from ._trial import run_trial as run_trial

@@ -14,6 +14,7 @@ from ._design import ArmSpec as ArmSpec
 from ._design import EndpointSpec as EndpointSpec
 from ._design import TitrationSpec as TitrationSpec
 from ._design import TrialDesign as TrialDesign
+from ._design import TrialError as TrialError
 from ._design import load_trial as load_trial
 from ._design import trial_examples as trial_examples
 from ._outputs import endpoint_table as endpoint_table

@@ -25,7 +25,7 @@ def rosendaal(times: np.ndarray, values: np.ndarray, low: float, high: float) ->
     --------
     >>> rosendaal(np.array([0.0, 10.0]), np.array([[1.0, 3.0]]), 2.0, 3.0).tolist()
     [0.5]
-    >>> rosendaal(np.array([0.0, 10.0, 20.0]), np.array([[2.5, 2.5, 4.0]]), 2.0, 3.0).tolist()
+    >>> rosendaal(np.array([0.0, 10.0, 20.0]), np.array([[2.5, 2.5, 3.5]]), 2.0, 3.0).tolist()
     [0.75]
     """
     y0, y1 = values[:, :-1], values[:, 1:]
@@ -168,7 +168,8 @@ def analyse(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # perfect fits, separation: reported as NaN
         if analysis.method == "cox":
-            model = sm.PHReg(y, x[:, None], status=event).fit()
+            # Efron: visits make many tied event times; Breslow is then conservative
+            model = sm.PHReg(y, x[:, None], status=event, ties="efron").fit()
             low, high = model.conf_int(alpha=alpha)[0]
             return np.array([model.params[0], low, high, model.pvalues[0], model.bse[0]])
         if endpoint.binary and analysis.method == "difference":

@@ -34,6 +34,7 @@ __all__ = [
     "RandomisationSpec",
     "TitrationSpec",
     "TrialDesign",
+    "TrialError",
     "TrialPopulationSpec",
     "load_trial",
     "trial_examples",
@@ -43,6 +44,10 @@ __all__ = [
 #: from the root seed with these numbers, which must stay below 2³²).
 REPLICATE_STRIDE = 2**20
 MAX_REPLICATES = 2**32 // REPLICATE_STRIDE - 1
+
+
+class TrialError(ValueError):
+    """A trial cannot run as asked (the message says why and how to fix it)."""
 
 
 def _hours(value: Any, field: str) -> float:

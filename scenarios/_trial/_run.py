@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._analysis import RESULT_FIELDS, analyse, comparisons, endpoint_values
-from ._design import TrialDesign
+from ._design import TrialDesign, TrialError
 from ._simulate import enrol, load_model, simulate_chunk
 
 __all__ = ["TrialResult", "chunk_ranges", "run_chunk", "run_trial"]
@@ -234,7 +234,7 @@ def _prepare_folder(out: Path, design: TrialDesign, chunk_size: int) -> Path:
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         if old != meta:
-            raise ValueError(
+            raise TrialError(
                 f"{str(folder)!r} holds chunks of another run ({old}), this run is {meta}; "
                 "use another --out folder, or delete the old chunks to start again"
             )
@@ -315,7 +315,7 @@ def run_trial(
     (2, 1, 1, 1, 5)
     """
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
-        raise ValueError(f"`chunk_size` must be a whole number ≥ 1, got {chunk_size!r}")
+        raise TrialError(f"`chunk_size` must be a whole number ≥ 1, got {chunk_size!r}")
     chunks = chunk_ranges(design.replicates, chunk_size)
     folder = _prepare_folder(Path(out), design, chunk_size) if out is not None else None
     done: dict[int, dict[str, np.ndarray]] = {}

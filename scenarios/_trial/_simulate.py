@@ -27,7 +27,7 @@ import numpy as np
 from ...priors import PopulationModel, drug_model
 from ...simulators import DosingEvents, simulate, subject_keys
 from ...twin import apply_criteria, draw_candidates
-from ._design import REPLICATE_STRIDE, ArmSpec, TitrationSpec, TrialDesign
+from ._design import REPLICATE_STRIDE, ArmSpec, TitrationSpec, TrialDesign, TrialError
 
 __all__ = ["SimulatedChunk", "enrol", "simulate_chunk", "sub_seed"]
 
@@ -62,7 +62,6 @@ def enrol(design: TrialDesign, replicates: list[int]) -> list[Enrolment]:
     sizes = np.array(design.arm_sizes(design.n_max))
     need = int(sizes.sum())
     population_seed = sub_seed(design.seed, "population")
-    pools: dict[int, list[dict[str, np.ndarray]]] = {r: [] for r in replicates}
     drawn = dict.fromkeys(replicates, 0)
     out: list[Enrolment] = []
     for r in replicates:
@@ -77,7 +76,7 @@ def enrol(design: TrialDesign, replicates: list[int]) -> list[Enrolment]:
         while (counts < sizes).any():
             if cursor >= sum(len(b["id"]) for b in rows):
                 if drawn[r] + batch > REPLICATE_STRIDE:
-                    raise ValueError(
+                    raise TrialError(
                         f"replicate {r}: only {counts.sum()} of {need} subjects enrolled from "
                         f"{drawn[r]} candidates; relax `population.criteria`"
                     )
@@ -111,7 +110,6 @@ def enrol(design: TrialDesign, replicates: list[int]) -> list[Enrolment]:
                 screened=int(table["id"][cursor - 1] - r * REPLICATE_STRIDE + 1),
             )
         )
-        pools[r] = rows
     return out
 
 
@@ -300,8 +298,14 @@ def simulate_chunk(
         Simulate every subject in this arm instead of ``arm`` (the control arm, for the
         prognostic score).
     """
-    n = len(ids)
-    arm = np.full(n, only_arm) if only_arm is not None else np.asarray(arm)
+    n_real = len(ids)
+    arm = np.full(n_real, only_arm) if only_arm is not None else np.asarray(arm)
+    # pad to a bucket (repeating the last subject) so that chunks of different sizes share
+    # a few compiled shapes; the padding is dropped at the end
+    n = bucket(n_real)
+    pad = np.minimum(np.arange(n), n_real - 1)
+    ids, arm = np.asarray(ids)[pad], arm[pad]
+    covariates = {k: np.asarray(v)[pad] for k, v in covariates.items()}
     structural = model.structural
     routes = dict(structural.routes)
     outputs = structural.output_names
@@ -391,16 +395,30 @@ def simulate_chunk(
                     held[rows, first + h - 1] |= hold >= h
     predicted, measured, status, taken = run(design.duration)
     doses = np.where(mask, taken, np.nan)
+    real = slice(0, n_real)
     return SimulatedChunk(
         times=times,
         measured_mask=measured_mask,
-        predicted=predicted,
-        measured=measured,
-        dose_times=np.where(mask, grid_times, np.nan),
-        doses=doses,
-        dropout=dropout,
-        status=status,
+        predicted=predicted[real],
+        measured=measured[real],
+        dose_times=np.where(mask, grid_times, np.nan)[real],
+        doses=doses[real],
+        dropout=dropout[real],
+        status=status[real],
     )
+
+
+def bucket(n: int) -> int:
+    """Subjects padded to a power of two (at least 32), beyond 1,024 to a multiple of 1,024.
+
+    Examples
+    --------
+    >>> [bucket(n) for n in (1, 33, 1000, 1025)]
+    [32, 64, 1024, 2048]
+    """
+    if n > 1024:
+        return -(-n // 1024) * 1024
+    return max(32, 1 << (n - 1).bit_length())
 
 
 def _model_covariates(model: PopulationModel, covariates: dict[str, np.ndarray]) -> dict:
