@@ -173,7 +173,9 @@ def trial_dataset(result: TrialResult) -> xr.Dataset:
     }
     for key, value in arrays.items():
         if key.startswith("cov:"):
-            coords[key[4:]] = (dims, value)
+            # text as variable-length strings (Zarr v3 has no fixed-width unicode type)
+            coords[key[4:]] = (dims, value.astype(object) if value.dtype.kind == "U" else value)
+    coords["arm"] = np.array(coords["arm"], dtype=object)
     return xr.Dataset(
         data,
         coords=coords,
@@ -474,7 +476,7 @@ def _fmt(value: float | None) -> str:
 def _write_zarr_atomic(dataset: xr.Dataset, path: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        dataset.to_zarr(staging / "store.zarr", mode="w", consolidated=True)
+        dataset.to_zarr(staging / "store.zarr", mode="w", consolidated=False, zarr_format=3)
         old = path.with_name(f".{path.name}.old")
         if path.exists():
             os.replace(path, old)
