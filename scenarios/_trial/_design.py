@@ -20,8 +20,8 @@ from pydantic import Field, field_validator, model_validator
 
 from ...priors import CovariateError, DrugLibraryError, drug_model
 from ...twin import VirtualPopulationConfig
-from .._regimen import SpecError, SpecModel
 from .._patient import read_spec_mapping
+from .._regimen import SpecError, SpecModel
 from .._units import UnitError, parse_quantity
 
 __all__ = [
