@@ -450,6 +450,7 @@ class TrialDesign(SpecModel):
     replicates: int = Field(100, ge=1, le=MAX_REPLICATES)
     seed: int = Field(0, ge=0, lt=2**32)
     auc_step: float = Field(0.25, gt=0)
+    trajectory_step: float | None = Field(None, gt=0)
     references: list[str] = Field(default_factory=list)
 
     @field_validator("sample_size", mode="before")
@@ -464,6 +465,11 @@ class TrialDesign(SpecModel):
                 f"curve, got {v!r}; e.g. [50, 100, 200]"
             )
         return sorted(set(values))
+
+    @field_validator("trajectory_step", mode="before")
+    @classmethod
+    def _step(cls, v: Any) -> Any:
+        return None if v is None else _hours(v, "trajectory_step")
 
     @field_validator("duration", mode="before")
     @classmethod

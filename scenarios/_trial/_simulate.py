@@ -273,6 +273,10 @@ def observation_grid(design: TrialDesign) -> tuple[np.ndarray, np.ndarray]:
                     for kink in (t, t + arm.infusion):
                         if start <= kink <= end:
                             dense.add(round(float(kink), 9))
+    if design.trajectory_step is not None:
+        # noise-free outputs on a regular grid too, for plots of the trajectories
+        grid = np.arange(0.0, design.duration + 1e-9, design.trajectory_step)
+        dense.update(grid.round(9).tolist())
     times = np.array(sorted(measured | dense))
     return times, np.isin(times, sorted(measured))
 
@@ -340,7 +344,7 @@ def simulate_chunk(
         )
         params = np.asarray(sample.parameters[:, 0])
         keys = subject_keys(sub_seed(design.seed, "trial"), ids)
-    adherent, dropout, noise = _subject_draws(design, keys, n, n_doses, len(times), len(outputs))
+    adherent, dropout, noise = _subject_draws(design, keys, n, n_doses, times, len(outputs))
 
     held = np.zeros((n, n_doses), dtype=bool)
 
@@ -428,19 +432,27 @@ def _model_covariates(model: PopulationModel, covariates: dict[str, np.ndarray])
 _ADHERENCE, _DROPOUT, _ASSAY = 1, 2, 3
 
 
-def _subject_draws(design, keys, n, n_doses, n_times, n_outputs):
-    """Missed doses, dropout times and standard-normal assay errors per subject."""
+def _subject_draws(design, keys, n, n_doses, times, n_outputs):
+    """Missed doses, dropout times and standard-normal assay errors per subject.
+
+    The assay error of a sample is drawn from the subject's key folded with the sample
+    time (in ms), so it does not depend on which other times are simulated.
+    """
     if keys is None:
         return (
             np.ones((n, n_doses), bool),
             np.full(n, np.inf),
-            np.zeros((n, n_times, n_outputs)),
+            np.zeros((n, len(times), n_outputs)),
         )
+    stamps = jnp.asarray(np.round(np.asarray(times) * 1000).astype(np.uint32))
 
     def one(key):
         missed = jax.random.uniform(jax.random.fold_in(key, _ADHERENCE), (n_doses,))
         u = jax.random.uniform(jax.random.fold_in(key, _DROPOUT), ())
-        z = jax.random.normal(jax.random.fold_in(key, _ASSAY), (n_times, n_outputs))
+        assay = jax.random.fold_in(key, _ASSAY)
+        z = jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(assay, t), (n_outputs,)))(
+            stamps
+        )
         return missed, u, z
 
     missed, u, z = (np.asarray(a) for a in jax.vmap(one)(keys))
