@@ -200,7 +200,10 @@ def _analyse_chunk(design: TrialDesign, packed: dict[str, np.ndarray]) -> np.nda
 
 # ---------------------------------------------------------------------------- chunk store
 def _design_hash(design: TrialDesign) -> str:
-    return hashlib.sha256(design.model_dump_json().encode()).hexdigest()[:16]
+    # a chunk depends on the design and its replicate numbers, not on how many replicates
+    # the run has: a finished run can be extended with more replicates
+    text = design.model_dump_json(exclude={"replicates"})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _chunk_path(folder: Path, replicates: list[int]) -> Path:
@@ -286,7 +289,8 @@ def run_trial(
         The trial design.
     out
         Output folder (created). A folder holding chunks of the same design and chunk size
-        is resumed: finished chunks are read, not recomputed.
+        is resumed: finished chunks are read, not recomputed (a design that differs only
+        in ``replicates`` reuses them too, extending or shortening the run).
     chunk_size
         Replicates per chunk (memory and granularity; not results).
     scheduler
