@@ -388,20 +388,31 @@ def dose_path_figure(result: TrialResult, n_subjects: int = 15) -> go.Figure:
 
 
 def estimate_figure(result: TrialResult, summary: dict[str, Any]) -> go.Figure:
-    """Distribution of each effect estimate over replicates at the largest sample size."""
+    """Distribution of each effect estimate over replicates at the largest sample size,
+    one panel per analysis and comparison (their units differ)."""
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
-    fig = go.Figure()
+    entries = summary["analyses"]
+    fig = make_subplots(
+        rows=1,
+        cols=len(entries),
+        subplot_titles=[f"{e['analysis']}<br>{e['estimate']}" for e in entries],
+    )
     results = result.arrays["results"]
     n_comp = len(comparisons(result.design))
-    for i, entry in enumerate(summary["analyses"]):
+    for i, entry in enumerate(entries):
         a, c = divmod(i, n_comp)
         estimate = results[:, -1, a, c, 0]
         fig.add_trace(
-            go.Histogram(x=estimate[np.isfinite(estimate)], name=entry["analysis"], opacity=0.6)
+            go.Histogram(
+                x=estimate[np.isfinite(estimate)], name=entry["analysis"], showlegend=False
+            ),
+            row=1,
+            col=i + 1,
         )
+    fig.update_annotations(font_size=10)
     fig.update_layout(
-        barmode="overlay",
         title=f"Effect estimates over replicates (n = {result.design.n_max} per arm)",
         template="plotly_white",
     )
