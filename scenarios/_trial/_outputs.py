@@ -238,7 +238,7 @@ def trial_nonmem(result: TrialResult, replicate: int = 0):
             dose_times = arrays["dose_times"][k]
             doses.append(
                 [
-                    Dose(float(t), float(x), compartment, duration=arm.infusion)
+                    Dose(float(t), float(x), compartment=compartment, duration=arm.infusion)
                     for t, x in zip(dose_times, amounts, strict=True)
                     if np.isfinite(t) and np.isfinite(x) and x > 0
                 ]

@@ -362,7 +362,8 @@ def _run_on_dask(design, chunks, pending, scheduler, finished) -> None:
     own = not hasattr(scheduler, "submit")
     client = Client(scheduler) if own else scheduler
     try:
-        payload = design.model_dump_json()
+        # the design object itself (pickled): its JSON would turn ±inf bounds into null
+        payload = design
         futures = {
             client.submit(
                 run_chunk, payload, chunks[i], pure=False, key=f"twinsim-trial-{i}-{os.getpid()}"
