@@ -34,6 +34,8 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._events import DosingEvents, bucket_size
 from ._model import ODEModel
+from ._split import solve_split, source_compartments, split_eligible, supported_doses
+from ._split import status_of as _status_of
 
 __all__ = ["SimulationError", "Solution", "SolveStatus", "simulate"]
 
@@ -48,6 +50,7 @@ class SolveStatus(enum.IntEnum):
     NONFINITE = 2  #: a state became NaN or infinite
     SOLVER_FAILED = 3  #: the ODE solver failed otherwise (step size collapse, ...)
     STEADY_STATE_FAILED = 4  #: Newton's method did not find the SS=1 steady state
+    UNSUPPORTED_DOSE = 5  #: the split engine got a dose it does not take (see ``method``)
 
     def describe(self) -> str:
         return {
@@ -56,6 +59,8 @@ class SolveStatus(enum.IntEnum):
             2: "a state became NaN or infinite; check the parameters for this subject",
             3: "ODE solver failed; check the parameters or tighten rtol/atol",
             4: "steady state (SS=1) not found; the model may have no steady state for this regimen",
+            5: "method='split' takes boluses into source (depot) compartments only, without "
+            "SS=1; use method='ode' for this subject's doses",
         }[int(self)]
 
 
@@ -96,7 +101,7 @@ def simulate(
     events: DosingEvents,
     times: Float[Array, " time"] | Float[Array, "subject time"],
     *,
-    method: Literal["auto", "linear", "ode"] = "auto",
+    method: Literal["auto", "linear", "ode", "split"] = "auto",
     rtol: float = 1e-8,
     atol: float = 1e-10,
     max_steps: int = 4096,
@@ -181,13 +186,15 @@ def simulate(
     params, events, times, n = _check_inputs(model, params, events, times)
     if method == "auto":
         method = "linear" if model.linear else "ode"
+        if method == "ode" and _is_concrete(events) and split_eligible(model, events):
+            method = "split"
     traced = any(
         isinstance(leaf, jax.core.Tracer)
         for leaf in jax.tree_util.tree_leaves((params, events, times))
     )
     # decided here when the inputs are concrete, so only one walk is compiled
     plan = None
-    if not traced:
+    if not traced and method != "split":
         facts = _grid_facts(model, params, events, times, jnp.asarray(n), padded_size(n), at_dose)
         facts = jax.device_get(facts)  # one transfer for all of them
         if facts[0]:
@@ -205,7 +212,7 @@ def simulate(
                 "use method='ode' or 'auto'"
             )
         options = dict(at_dose=at_dose, **walk)
-    elif method == "ode":
+    elif method in ("ode", "split"):
         if solver not in _SOLVERS:
             raise SimulationError(f"`solver` must be one of {list(_SOLVERS)}, got {solver!r}")
         if ode_strategy not in ("batch", "vmap"):
@@ -216,10 +223,20 @@ def simulate(
             )
         options = dict(
             at_dose=at_dose, rtol=rtol, atol=atol, max_steps=max_steps, solver=solver,
-            strategy=ode_strategy, sensitivity=sensitivity, **walk,
+            sensitivity=sensitivity,
         )  # fmt: skip
+        if method == "ode":
+            options.update(strategy=ode_strategy, **walk)
+        elif len(source_compartments(model)) in (0, model.n_states):
+            raise SimulationError(
+                f"`method` 'split' needs a model with a source (depot) compartment and other "
+                f"states, but model {model.name!r} has source compartments "
+                f"{[model.states[c] for c in source_compartments(model)]}; use method='ode'"
+            )
     else:
-        raise SimulationError(f"`method` must be 'auto', 'linear' or 'ode', got {method!r}")
+        raise SimulationError(
+            f"`method` must be 'auto', 'linear', 'ode' or 'split', got {method!r}"
+        )
     outputs, states, status = _solve_in_blocks(
         model, params, events, times, n=n, method=method, options=options, keep_states=keep_states
     )
@@ -1023,7 +1040,7 @@ def _solve_in_blocks(model: ODEModel, params, events, times, *, n, method, optio
 @eqx.filter_jit
 def _solve_padded(model, params, events, times, n, n_padded, *, method, options, keep_states):
     params, events, times = _pad_subjects((params, events, times), n, n_padded)
-    solve = _solve_linear if method == "linear" else _solve_ode
+    solve = {"linear": _solve_linear, "ode": _solve_ode, "split": _solve_split}[method]
 
     def block(args):
         p, ev, tm = args
@@ -1167,6 +1184,33 @@ def _linear_by_powers(a, x0, doses: _Doses, plan: _Plan, steady_state):
     return states, status
 
 
+# --------------------------------------------------------------------------- split engine
+
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+#: the split engine integrates the whole horizon in one solve: its step budget is that of
+#: this many segments of the walking engine
+_SPLIT_STEP_FACTOR = 16
+
+
+def _solve_split(
+    model: ODEModel, params, events, times, *, at_dose, rtol, atol, max_steps, solver,
+    sensitivity="reverse",
+):  # fmt: skip
+    """The split engine (:mod:`._split`): source compartments exact, one solve for the rest."""
+    doses = _effective_doses(model, params, events)
+    states, status = solve_split(
+        model, params, doses, times, rtol=rtol, atol=atol,
+        max_steps=max_steps * _SPLIT_STEP_FACTOR, solver=_SOLVERS[solver](),
+        adjoint=_SENSITIVITIES[sensitivity](), at_dose=at_dose,
+    )  # fmt: skip
+    status = jnp.where(supported_doses(model, doses), status, int(SolveStatus.UNSUPPORTED_DOSE))
+    return states, status.astype(jnp.int32)
+
+
 # --------------------------------------------------------------------------- ODE engine
 
 #: how derivatives of a solve are taken: reverse mode checkpoints the steps; forward mode
@@ -1217,18 +1261,6 @@ class _StartStep(diffrax.AbstractAdaptiveStepSizeController):
 
 #: ``dt0`` given to ``diffeqsolve`` with :class:`_StartStep` (any positive constant).
 _CONSTANT_DT0 = 1.0
-
-
-def _status_of(result) -> Array:
-    return jnp.where(
-        result == diffrax.RESULTS.successful,
-        int(SolveStatus.SUCCESS),
-        jnp.where(
-            result == diffrax.RESULTS.max_steps_reached,
-            int(SolveStatus.MAX_STEPS),
-            int(SolveStatus.SOLVER_FAILED),
-        ),
-    ).astype(jnp.int32)
 
 
 def _solve_ode(

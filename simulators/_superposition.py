@@ -250,7 +250,7 @@ def predict_outputs(
     events: DosingEvents,
     times: Float[Array, " time"] | Float[Array, "subject time"],
     *,
-    method: Literal["auto", "superposition", "linear", "ode"] = "auto",
+    method: Literal["auto", "superposition", "linear", "ode", "split"] = "auto",
     rtol: float = 1e-8,
     atol: float = 1e-10,
     sensitivity: Literal["reverse", "forward"] = "reverse",
@@ -259,7 +259,7 @@ def predict_outputs(
 
     ``"auto"``: :func:`predict_linear` for a linear model without steady-state doses,
     otherwise :func:`~twinsim.simulators.simulate`; ``"superposition"`` forces the former,
-    ``"linear"``/``"ode"`` the engine. Times may be per subject and must be sorted for the
+    ``"linear"``/``"ode"``/``"split"`` the engine. Times may be per subject and must be sorted for the
     engine. ``rtol``, ``atol`` and ``sensitivity`` are the ODE engine's (see
     :func:`~twinsim.simulators.simulate`).
 
@@ -273,9 +273,9 @@ def predict_outputs(
     >>> round(float(out[0, 0, 0]), 4)
     1.8097
     """
-    if method not in ("auto", "superposition", "linear", "ode"):
+    if method not in ("auto", "superposition", "linear", "ode", "split"):
         raise SimulationError(
-            f"`method` must be 'auto', 'superposition', 'linear' or 'ode', got {method!r}"
+            f"`method` must be 'auto', 'superposition', 'linear', 'ode' or 'split', got {method!r}"
         )
     params = jnp.atleast_2d(model.parameter_array(params))
     use_superposition = method == "superposition" or (
