@@ -9,8 +9,9 @@ the sampler was reused whole.
 
 ``--warfarin`` times the ODE twin instead (writes ``benchmarks/results/twin_warfarin.json``):
 warfarin, 62 y, 78 kg, CYP2C9 *1/*3, VKORC1 A/A, 5 mg daily, INRs on days 3 and 5 (each
-run perturbs them); MAP fit, and NUTS 2 chains × (100 warm-up + 100 draws) against the
-Laplace fit (NUTS mean − mode and NUTS SD / Laplace SD, per random effect).
+run perturbs them); MAP fit, and NUTS ``--nuts-chains`` × (``--nuts-samples`` warm-up +
+as many draws; 4 × (1000 + 1000) by default) against the Laplace fit (NUTS mean − mode
+and NUTS SD / Laplace SD, per random effect), with wall and CPU seconds and the load.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _warfarin(rng: np.random.Generator) -> PatientTwin:
     )
 
 
-def _bench_warfarin(rng: np.random.Generator, repeats: int) -> dict:
+def _bench_warfarin(rng: np.random.Generator, repeats: int, samples: int, chains: int) -> dict:
     report: dict = {"patient": "warfarin, 62 y, 78 kg, female, CYP2C9 *1/*3, VKORC1 A/A, "
                     "5 mg daily x7, INRs day 3 and 5"}  # fmt: skip
     start = time.perf_counter()
@@ -62,17 +63,20 @@ def _bench_warfarin(rng: np.random.Generator, repeats: int) -> dict:
     report["map_first_call_s"] = time.perf_counter() - start
     median, runs = _timed(lambda: _warfarin(rng).fit("map"), repeats)
     report["map_fit_s"] = {"median": median, "runs": runs}
-    settings = {"num_warmup": 100, "num_samples": 100, "num_chains": 2}
+    settings = {"num_warmup": samples, "num_samples": samples, "num_chains": chains}
     for label, seed in (("nuts_first_call", 0), ("nuts", 1)):
         twin = _warfarin(rng)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with recorded_compilations() as compiled:
             post = twin.fit("nuts", seed=seed, **settings)
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         laplace = twin.fit("laplace")
         sd = np.sqrt(np.diag(laplace.covariance))
         report[label] = {
             "seconds": seconds,
+            "cpu_seconds": cpu,
+            "load_average_after": os.getloadavg(),
             "xla_compilations": len(compiled),
             "settings": settings,
             "mean_leapfrog_steps": post.diagnostics["mean_leapfrog_steps"],
@@ -99,7 +103,9 @@ def _timed(fn, repeats: int) -> tuple[float, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--nuts-samples", type=int, default=1000)
+    parser.add_argument(
+        "--nuts-samples", type=int, default=1000, help="NUTS warm-up and draws per chain"
+    )
     parser.add_argument("--nuts-chains", type=int, default=4)
     parser.add_argument("--warfarin", action="store_true", help="time the ODE (warfarin) twin")
     args = parser.parse_args()
@@ -112,7 +118,10 @@ def main() -> None:
         "device": str(jax.devices()[0]),
     }
     if args.warfarin:
-        report = {"machine": machine, **_bench_warfarin(rng, args.repeats)}
+        report = {
+            "machine": machine,
+            **_bench_warfarin(rng, args.repeats, args.nuts_samples, args.nuts_chains),
+        }
         out = RESULTS.with_name("twin_warfarin.json")
         out.write_text(json.dumps(report, indent=2, default=float) + "\n")
         print(json.dumps(report, indent=2, default=float))
