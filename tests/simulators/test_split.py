@@ -35,7 +35,10 @@ def _regimens(model, n=3):
     depot = model.route_compartment("oral")
     # different amounts and dose times per subject; a trough at every dose time
     return DosingEvents.from_doses(
-        [[Dose(24.0 * k + 6.0 * i, 5.0 + 2.0 * i, depot) for k in range(6)] for i in range(n)]
+        [
+            [Dose(24.0 * k + 6.0 * i, 5.0 + 2.0 * i, compartment=depot) for k in range(6)]
+            for i in range(n)
+        ]
     )
 
 
@@ -77,9 +80,7 @@ def test_split_engine_reports_doses_it_cannot_take_per_subject(warfarin):
     subject only, with a status saying to use method='ode'; 'auto' then walks."""
     model, params = warfarin
     central = model.state_index("central")
-    events = DosingEvents.from_doses(
-        [[Dose(0.0, 5.0, 0)], [Dose(0.0, 5.0, central)], [Dose(0.0, 5.0, 0)]]
-    )
+    events = DosingEvents.from_doses([[Dose(0.0, 5.0, compartment=c)] for c in (0, central, 0)])
     sol = simulate(model, params, events, TIMES, method="split")
     assert np.asarray(sol.status).tolist() == [0, int(SolveStatus.UNSUPPORTED_DOSE), 0]
     assert "method='ode'" in sol.failures()[1]
@@ -95,4 +96,4 @@ def test_source_compartments_are_found_from_the_equations(warfarin):
     assert source_compartments(model) == (model.state_index("depot"),)
     iv = one_compartment()
     assert source_compartments(iv) == (0,)
-    assert not split_eligible(iv, DosingEvents.repeated(100.0, 12.0, 2))
+    assert not split_eligible(iv, DosingEvents.repeated(100.0, 12.0, 2, compartment=0))
