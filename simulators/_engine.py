@@ -128,14 +128,18 @@ def simulate(
         Output times in h, sorted, ≥ 0; shared ``[time]`` or per subject ``[subject, time]``.
         Every subject starts from ``model.initial_state`` at t = 0.
     method
-        ``"linear"`` (exact; needs ``model.linear``), ``"ode"`` (diffrax) or ``"auto"``
-        (linear when the model is linear).
+        ``"linear"`` (exact; needs ``model.linear``), ``"ode"`` (diffrax, walking the
+        entries), ``"split"`` (a depot — ``dy/dt = −k·y``, no inflow — in closed form and
+        the other states in one diffrax solve per 32 outputs; boluses into depots only, a
+        subject with other doses fails with ``SolveStatus.UNSUPPORTED_DOSE``) or ``"auto"``
+        (linear when the model is linear, split when every dose of a concrete table suits
+        it, else ode).
     rtol, atol
         ODE engine tolerances (ignored by the exact linear engine).
     max_steps
         ODE engine step limit per segment between entries.
     solver
-        ODE engine solver: explicit ``"tsit5"``/``"dopri8"`` or stiff ``"kvaerno5"``.
+        ODE and split engine solver: explicit ``"tsit5"``/``"dopri8"`` or stiff ``"kvaerno5"``.
     at_dose
         Whether an output at the exact time of a dose is taken before (``"pre"``, trough
         convention) or after (``"post"``) the dose.
