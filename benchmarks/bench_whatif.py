@@ -63,7 +63,9 @@ def _regimens(twin: PatientTwin, lowest_mg: float) -> dict:
 def _clock(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"  {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)  # progress on a slow machine
+    return out, wall, cpu
 
 
 def main() -> None:
