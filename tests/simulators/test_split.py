@@ -51,9 +51,9 @@ def test_split_engine_matches_the_walking_ode_engine(warfarin, at_dose):
     doses, outputs on and between dose times: split = walking ODE to rtol 1e-6."""
     model, params = warfarin
     events = _regimens(model)
-    auto = simulate(model, params, events, TIMES, at_dose=at_dose)
+    auto = simulate(model, params, events, TIMES, at_dose=at_dose, method="split")
     ode = simulate(model, params, events, TIMES, at_dose=at_dose, method="ode")
-    assert (auto.method, ode.method) == ("split", "ode")  # auto picks the split engine
+    assert (auto.method, ode.method) == ("split", "ode")
     np.testing.assert_array_equal(np.asarray(auto.status), 0)
     np.testing.assert_allclose(np.asarray(auto.outputs), np.asarray(ode.outputs), RTOL, ATOL)
     np.testing.assert_allclose(np.asarray(auto.states), np.asarray(ode.states), RTOL, ATOL)
@@ -66,18 +66,18 @@ def test_split_engine_results_do_not_depend_on_the_batch(warfarin):
     a block)."""
     model, params = warfarin
     events = _regimens(model)
-    together = np.asarray(simulate(model, params, events, TIMES).outputs)
+    together = np.asarray(simulate(model, params, events, TIMES, method="split").outputs)
     for i in range(params.shape[0]):
         row = DosingEvents(
             **{f: getattr(events, f)[i : i + 1] for f in events.__dataclass_fields__}
         )
-        alone = np.asarray(simulate(model, params[i], row, TIMES).outputs)[0]
+        alone = np.asarray(simulate(model, params[i], row, TIMES, method="split").outputs)[0]
         np.testing.assert_allclose(alone, together[i], rtol=1e-11, atol=1e-14)
 
 
 def test_split_engine_reports_doses_it_cannot_take_per_subject(warfarin):
     """A dose into the central compartment (not a depot) under method='split' fails that
-    subject only, with a status saying to use method='ode'; 'auto' then walks."""
+    subject only, with a status saying to use method='ode'; 'auto' walks (split is opt-in)."""
     model, params = warfarin
     central = model.state_index("central")
     events = DosingEvents.from_doses([[Dose(0.0, 5.0, compartment=c)] for c in (0, central, 0)])
