@@ -19,7 +19,6 @@ from jaxtyping import Array
 
 from ..priors._population import PopulationModel
 from ..simulators import Dose, DosingEvents, predict_outputs
-from ..simulators._split import source_compartments, split_eligible
 from ._clinical import PatientTwinError
 
 __all__ = []
@@ -65,10 +64,6 @@ class _Engine:
         structural = model.structural
         self.linear = bool(structural.linear)
         self.method = "superposition" if self.linear else "auto"
-        # a depot feeding continuous states: doses that fit take the split engine
-        self.splits = not self.linear and 0 < len(source_compartments(structural)) < len(
-            structural.states
-        )
         self.outputs = structural.output_names
         self.errors = [
             (j, model.residual[o]) for j, o in enumerate(self.outputs) if o in model.residual
@@ -76,21 +71,16 @@ class _Engine:
         self.n_effects = len(model.random_effects)
         self.chol = jnp.asarray(_cholesky(model.omega))
         self.prior_sd = np.sqrt(np.diag(np.asarray(model.omega)))
-        methods = [self.method] if self.linear else ["ode", "split"]
-        self._observed = {m: self._observed_predictions for m in methods}
-        self._sampled = dict(self._observed)
+        self._observed = self._observed_predictions
+        self._sampled = self._observed_predictions
         if not self.linear:
-            for m in methods:
-                observed = functools.partial(self._observed_predictions, method=m)
-                self._observed[m] = _forward_mode_jacobian(observed)
-                self._sampled[m] = _forward_mode_jacobian(
-                    functools.partial(observed, rtol=_SAMPLE_RTOL, atol=_SAMPLE_ATOL)
-                )
+            self._observed = _forward_mode_jacobian(self._observed_predictions)
+            self._sampled = _forward_mode_jacobian(
+                functools.partial(self._observed_predictions, rtol=_SAMPLE_RTOL, atol=_SAMPLE_ATOL)
+            )
         self.map = jax.jit(self._map)
-        self.value_and_grad = _ByDoses(
-            self, jax.value_and_grad(self._objective), lambda args: args[1]["events"]
-        )
-        self.predict = _ByDoses(self, self._predict, lambda args: args[2])
+        self.value_and_grad = jax.jit(jax.value_and_grad(self._objective))
+        self.predict = jax.jit(self._predict)
         self.prior_draws = jax.jit(self._prior_draws, static_argnums=2)
         self._nuts: dict[tuple, Any] = {}
         self._drug_free: frozenset[str] | None = None
@@ -108,46 +98,27 @@ class _Engine:
             )
         return self._drug_free
 
-    def method_for(self, events: DosingEvents | None) -> str:
-        """The engine method for a (concrete) dosing table: the exact superposition for a
-        linear model, the split engine when every dose fits it, else the walking ODE
-        engine (also for a traced table, whose doses cannot be checked here)."""
-        if self.linear:
-            return self.method
-        if (
-            self.splits
-            and events is not None
-            and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(events))
-            and split_eligible(self.model.structural, events)
-        ):
-            return "split"
-        return "ode"
-
     # ---- the posterior of η
     def _params(self, typical: Array, eta: Array) -> Array:
         """Individual parameters ``[n, P]`` from typical ``[P]`` and η ``[n, R]``."""
         return self.model._apply(jnp.broadcast_to(typical, (eta.shape[0], typical.shape[-1])), eta)
 
     def _observed_predictions(
-        self, eta: Array, batch: Mapping[str, Any], rtol=_FIT_RTOL, atol=_FIT_ATOL, method=None
+        self, eta: Array, batch: Mapping[str, Any], rtol=_FIT_RTOL, atol=_FIT_ATOL
     ) -> Array:
         """The model's prediction for each (padded) observation row."""
         params = self._params(batch["typical"], eta[None])
-        method = method or self.method
         prediction = predict_outputs(
             self.model.structural, params, batch["events"], batch["times"][None],
-            method="auto" if method == "ode" else method, rtol=rtol, atol=atol,
-            sensitivity="forward",
+            method=self.method, rtol=rtol, atol=atol, sensitivity="forward",
         )[0]  # fmt: skip
         return jnp.take_along_axis(prediction, batch["output"][:, None], axis=-1)[:, 0]
 
     def log_likelihood(
-        self, eta: Array, batch: Mapping[str, Any], *, sampling: bool = False, method=None
+        self, eta: Array, batch: Mapping[str, Any], *, sampling: bool = False
     ) -> Array:
-        """log p(data | η); ``sampling``: the solves NUTS uses (looser, for ODE models);
-        ``method``: the engine's (:meth:`method_for` the batch's doses by default)."""
-        method = method or self.method_for(batch["events"])
-        f = (self._sampled if sampling else self._observed)[method](eta, batch)
+        """log p(data | η); ``sampling``: the solves NUTS uses (looser, for ODE models)."""
+        f = (self._sampled if sampling else self._observed)(eta, batch)
         total = jnp.zeros(())
         for j, err in self.errors:
             ll = err.log_likelihood(
@@ -161,11 +132,8 @@ class _Engine:
         white = jax.scipy.linalg.solve_triangular(self.chol, eta, lower=True)
         return -0.5 * prior_weight * jnp.sum(white**2)
 
-    def _objective(self, eta: Array, batch: Mapping[str, Any], method=None) -> Array:
-        return -(
-            self.log_prior(eta, batch["prior_weight"])
-            + self.log_likelihood(eta, batch, method=method)
-        )
+    def _objective(self, eta: Array, batch: Mapping[str, Any]) -> Array:
+        return -(self.log_prior(eta, batch["prior_weight"]) + self.log_likelihood(eta, batch))
 
     def _map(self, batch: Mapping[str, Any], eta0: Array):
         """Linear models: mode by BFGS and the exact Hessian, in one compiled call."""
@@ -232,9 +200,7 @@ class _Engine:
         return z @ self.chol.T / jnp.sqrt(prior_weight)
 
     # ---- predictions
-    def _predict(
-        self, typical: Array, eta: Array, events: DosingEvents, times: Array, method=None
-    ) -> Array:
+    def _predict(self, typical: Array, eta: Array, events: DosingEvents, times: Array) -> Array:
         """Outputs ``[regimen, draw, time, output]`` for every regimen (row of ``events``)
         and draw of η, in one engine call (the exact event walk for linear models: its
         cost grows with times + doses, not their product)."""
@@ -248,28 +214,25 @@ class _Engine:
                 for f in events.__dataclass_fields__
             }
         )
-        method = "split" if method == "split" else "auto"
-        out = simulate(
-            self.model.structural, params, table, times, keep_states=False, method=method
-        ).outputs
+        out = simulate(self.model.structural, params, table, times, keep_states=False).outputs
         return out.reshape(n_regimens, n_draws, times.shape[-1], -1)
 
     # ---- NUTS
-    def potential(self, z: Array, batch: Mapping[str, Any], method=None) -> Array:
+    def potential(self, z: Array, batch: Mapping[str, Any]) -> Array:
         """The negative log posterior NUTS samples, in whitened coordinates, up to a
         constant: z ~ N(0, I), η = L z / √w (the prior N(0, Ω/w), as in
         :meth:`~twinsim.priors.PopulationModel.individual_model`), with the solves of
         ``log_likelihood(..., sampling=True)``."""
         eta = self.chol @ z / jnp.sqrt(batch["prior_weight"])
-        return 0.5 * jnp.sum(z**2) - self.log_likelihood(eta, batch, sampling=True, method=method)
+        return 0.5 * jnp.sum(z**2) - self.log_likelihood(eta, batch, sampling=True)
 
-    def _chain(self, num_warmup: int, num_samples: int, method, rng: Array, z0: Array, batch):
+    def _chain(self, num_warmup: int, num_samples: int, rng: Array, z0: Array, batch):
         """One NUTS chain (NumPyro's kernel: dense mass matrix and step size adapted over
         the warm-up, target acceptance 0.85) → draws, divergences, leapfrog steps."""
         from numpyro.infer.hmc import hmc
 
         init_kernel, sample_kernel = hmc(
-            potential_fn=lambda z: self.potential(z, batch, method), algo="NUTS"
+            potential_fn=lambda z: self.potential(z, batch), algo="NUTS"
         )
         state = init_kernel(z0, num_warmup, dense_mass=True, target_accept_prob=0.85, rng_key=rng)
 
@@ -289,50 +252,23 @@ class _Engine:
         The whole run (adaptation included) is one compiled program, so a new patient or
         one more observation of the same bucket sizes compiles nothing. (NumPyro's
         ``MCMC`` recompiled its sampling loop on every ``run`` and each compilation kept
-        its code mapped: a warfarin study ran out of memory mappings.) The engine method
-        is chosen per call from the doses (:meth:`method_for`), one program per method.
-        Chains of a linear model or on the split engine are vectorised; on the walking
-        ODE engine they run one after another inside the program, because a vectorised
-        ODE event walk runs both sides of every data-dependent branch (a steady-state
-        Newton solve at every entry; 40x per gradient, measured).
+        its code mapped: a warfarin study ran out of memory mappings.) A linear model's
+        chains are vectorised; an ODE model's run one after another inside the program,
+        because a vectorised ODE event walk runs both sides of every data-dependent
+        branch (a steady-state Newton solve at every entry; 40x per gradient, measured).
         """
-        settings = (int(num_warmup), int(num_samples), bool(many))
+        key = (int(num_warmup), int(num_samples), bool(many))
+        if key not in self._nuts:
+            chain = functools.partial(self._chain, key[0], key[1])
+            if self.linear:
+                chains = jax.vmap(chain, in_axes=(0, 0, None))
+            else:
 
-        def run(keys, z0, batch):
-            method = self.method_for(batch["events"])
-            key = (*settings, method)
-            if key not in self._nuts:
-                chain = functools.partial(self._chain, key[0], key[1], method)
-                if self.linear or method == "split":
-                    # no event walk: the chains vectorise without running both sides of
-                    # any data-dependent branch
-                    chains = jax.vmap(chain, in_axes=(0, 0, None))
-                else:
+                def chains(keys, z0, batch):
+                    return jax.lax.map(lambda kz: chain(kz[0], kz[1], batch), (keys, z0))
 
-                    def chains(keys, z0, batch):
-                        return jax.lax.map(lambda kz: chain(kz[0], kz[1], batch), (keys, z0))
-
-                self._nuts[key] = jax.jit(jax.vmap(chains) if many else chains)
-            return self._nuts[key](keys, z0, batch)
-
-        return run
-
-
-class _ByDoses:
-    """One compiled function whose engine method is chosen on the host from each call's
-    dosing table (:meth:`_Engine.method_for`): a static argument, so each method compiles
-    once and calls of either reuse their program."""
-
-    def __init__(self, engine: _Engine, fn, events_of):
-        self._engine = engine
-        self._jitted = jax.jit(fn, static_argnames="method")
-        self._events_of = events_of
-
-    def __call__(self, *args):
-        return self._jitted(*args, method=self._engine.method_for(self._events_of(args)))
-
-    def _cache_size(self) -> int:
-        return self._jitted._cache_size()
+            self._nuts[key] = jax.jit(jax.vmap(chains) if many else chains)
+        return self._nuts[key]
 
 
 def _forward_mode_jacobian(predict):
