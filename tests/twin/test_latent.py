@@ -158,3 +158,15 @@ def test_record_round_trip_is_bit_identical(tmp_path):
     )
     with pytest.raises(LatentModelError, match="do not match the hash"):
         load_latent_model(tmp_path / "model")
+
+
+def test_docstring_examples_run():
+    """The runnable examples of the latent modules (STYLE.md 16-17)."""
+    import doctest
+
+    from twinsim.scenarios import _train
+    from twinsim.twin._latent import _features, _model
+
+    for module in (_features, _model, _train):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -1,16 +1,11 @@
 """Training the latent twin: same seed → same model, a run stopped mid-epoch resumes from
 its orbax checkpoint to exactly the uninterrupted run's parameters, and the command line
-writes a model folder with provenance that loads back bit-identical.
+writes a model folder with provenance that loads back (hash-checked).
 
 One tiny cohort (16 patients, 4 levels each, networks of width 8/4); the training step
 compiles once for the module (the command line reuses it in-process)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
@@ -134,27 +129,3 @@ def test_train_command_writes_a_model_with_provenance(cohort, reference, tmp_pat
         app, ["train", str(csv), "--prior", "aspirin", "--out", str(tmp_path / "x")]
     )
     assert bad.exit_code == 2 and "aspirin" in bad.output
-
-
-@pytest.mark.slow
-def test_killed_training_process_resumes(cohort, reference, tmp_path):
-    """A real SIGKILL of a training process after its first checkpoint; rerunning the same
-    command resumes and ends with the uninterrupted parameters. (Two fresh processes
-    compile the ODE step: minutes on a loaded 2-core machine, hence slow.)"""
-    csv = _csv(cohort, tmp_path / "data.csv")
-    out = tmp_path / "m"
-    cmd = [sys.executable, "-m", "twinsim", "train", str(csv), "--out", str(out), "--epochs", "2",
-           "--batch-size", "8", "--validation-fraction", "0.25", "--checkpoint-every", "1",
-           "--seed", "7", "--hidden", "8", "--correction-hidden", "4", "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = out / "checkpoints"
-    while proc.poll() is None:
-        if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (out / "model.json").exists()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    assert _same(load_latent_model(out).params, reference.model.params)
