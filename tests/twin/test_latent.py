@@ -170,3 +170,27 @@ def test_docstring_examples_run():
     for module in (_features, _model, _train):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_sample_and_forecast_generate_the_population_model_at_initialisation(model):
+    """``sample`` draws z ~ p(z | x) = N(0, I) with keys from (seed, patient index) and
+    solves the hybrid: at initialisation each trajectory is the published model's with
+    η = L z (exact superposition, 1e-8 relative); a patient's trajectory does not depend
+    on how many are drawn; ``forecast`` bands bracket their median."""
+    from twinsim.simulators import subject_keys
+
+    pm = vancomycin_model()
+    one = {k: v[:1] for k, v in COVARIATES.items()}
+    times = np.array([2.0, 11.0, 30.0])
+    traj = model.sample(one, DOSES[0], times, 3, seed=5)
+    keys = subject_keys(5, np.arange(3))
+    z = np.stack([np.asarray(jax.random.normal(k, (4,), jnp.float64)) for k in keys])
+    eta = z[:, :3] @ np.linalg.cholesky(np.asarray(pm.omega)).T
+    cov3 = {k: np.repeat(v, 3) for k, v in one.items() if k in pm.covariate_names}
+    expected = predict_outputs(pm.structural, pm.individual_parameters(cov3, eta),
+                               DosingEvents.from_doses([DOSES[0]] * 3), jnp.asarray(times))  # fmt: skip
+    np.testing.assert_allclose(traj, np.asarray(expected), rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(model.sample(one, DOSES[0], times, 2, seed=5), traj[:2])
+    bands = model.forecast(one, (np.zeros(4), np.ones(4)), [DOSES[0], DOSES[1]], times, n_draws=3)
+    assert bands["draws"].shape == (2, 3, 3, 1)
+    assert np.all(bands["low"] <= bands["median"]) and np.all(bands["median"] <= bands["high"])

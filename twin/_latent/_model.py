@@ -346,7 +346,9 @@ class LatentModel:
             z @ nets.effect.get_value().T
             + nets.covariate(self._with_one(x))[..., : len(self.effects)]
         )
-        theta = self.population._apply(typical, eta)
+        theta = self.population._apply(
+            jnp.broadcast_to(typical, (z.shape[0], typical.shape[-1])), eta
+        )
         w = ravel_pytree(params["correction"])[0]
         w = jnp.broadcast_to(w, (z.shape[0], w.size))
         return jnp.concatenate(
