@@ -46,16 +46,36 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--kind", default="structural")
     parser.add_argument(
+        "--sample-only",
+        action="store_true",
+        help="time sampling 10,000 trajectories with an untrained model (same program and cost)",
+    )
+    parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "latent_speed.json")
     )
     args = parser.parse_args()
     result: dict = {"load_before": os.getloadavg(), "cpus": os.cpu_count(), "args": vars(args)}
+    if args.sample_only:
+        args.patients = 64
     cohort = simulate_patients(args.kind, args.patients, seed=0)
     cov = latent_covariates(cohort)
     model = LatentModel.create(
         vancomycin_model(), CovariateFeatures.fit(cov), LatentConfig(), seed=0
     )
     data = LatentData.build(model, cov, cohort["doses"], observation_lists(cohort))
+    if args.sample_only:
+        pcov = latent_covariates(cohort, [0])
+        grid = np.linspace(0.5, 72.0, 24)
+        doses = regimen_doses("train", float(pcov["weight"][0]))
+        for label in ("sample_10000_first_s", "sample_10000_s"):
+            t = time.perf_counter()
+            traj = model.sample(pcov, doses, grid, 10_000, seed=1)
+            result[label] = time.perf_counter() - t
+        result["sample_shape"] = list(traj.shape)
+        result["load_after"] = os.getloadavg()
+        print(json.dumps(result, indent=2))
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        return
     settings = TrainingSettings(epochs=args.epochs, batch_size=args.batch_size, patience=3, seed=0)
     t0 = time.perf_counter()
     epochs_done = []
