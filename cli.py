@@ -922,6 +922,94 @@ def _trial_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+@app.command()
+def train(
+    ctx: typer.Context,
+    data_file: Annotated[Path, typer.Argument(help="NONMEM-layout CSV with covariate columns.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder (resumes a killed run).")],
+    prior: Annotated[
+        str, typer.Option("--prior", help="Drug library model used as the mechanistic prior.")
+    ] = "vancomycin",
+    epochs: Annotated[int, typer.Option("--epochs", help="Most passes over the data.")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Subjects per step.")] = 32,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Adam step.")] = 3e-3,
+    validation_fraction: Annotated[
+        float, typer.Option("--validation-fraction", help="Share held out for early stopping.")
+    ] = 0.2,
+    patience: Annotated[int, typer.Option("--patience", help="Epochs without improvement.")] = 5,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")
+    ] = 20,
+    latent_dim: Annotated[int, typer.Option("--latent-dim", help="Size of z.")] = 4,
+    hidden: Annotated[int, typer.Option("--hidden", help="Width of the networks.")] = 32,
+    correction_hidden: Annotated[
+        int, typer.Option("--correction-hidden", help="Width of the ODE correction network.")
+    ] = 16,
+    lloq: Annotated[
+        float | None,
+        typer.Option("--lloq", help="Limit of quantification (DV unit); below it: censored (M3)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Root seed.")] = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a latent generative twin (mechanistic prior + flax networks) on a data set.
+
+    Writes model.json (settings, provenance) and params/ to --out; checkpoints/ there
+    lets the same command resume after a kill.
+    """
+    out_console, err = _consoles()
+    with _clean_errors(err):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from .priors import DrugLibraryError, PopulationModelError
+        from .scenarios._train import train_from_nonmem
+        from .twin import LatentConfig, LatentModelError, TrainingSettings
+
+        try:
+            settings = TrainingSettings(
+                epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                validation_fraction=validation_fraction, patience=patience,
+                checkpoint_every=checkpoint_every, seed=seed,
+            )  # fmt: skip
+            config = LatentConfig(
+                latent_dim=latent_dim, hidden=hidden, correction_hidden=correction_hidden
+            )
+            columns = (
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("-ELBO {task.fields[loss]:.2f}  validation {task.fields[validation]}"),
+            )
+            with Progress(*columns, console=err, disable=quiet) as bar:
+                task = bar.add_task("train", total=None, epoch=0, loss=float("nan"), validation="-")
+
+                def progress(info: dict) -> None:
+                    validation = info.get("validation")
+                    bar.update(
+                        task, completed=info["step"], total=info["steps_per_epoch"],
+                        epoch=info["epoch"] + 1, loss=info["loss"],
+                        **({"validation": f"{validation:.2f}"} if validation is not None else {}),
+                    )  # fmt: skip
+
+                with _reported_warnings(err):
+                    result, path = train_from_nonmem(
+                        data_file, prior, out, settings=settings, config=config, lloq=lloq,
+                        command=_command_line(ctx), progress=progress,
+                    )  # fmt: skip
+        except (LatentModelError, PopulationModelError, DrugLibraryError) as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(2) from None
+        if not quiet and result.history:
+            last = result.history[-1]
+            out_console.print(
+                f"{len(result.history)} epochs; -ELBO per patient: train {last['train']:.2f}, "
+                f"validation {last['validation']:.2f}"
+                + (" (stopped early)" if result.stopped_early else ""),
+                markup=False,
+            )
+        out_console.print(f"wrote {path}", markup=False)
+
+
 def main() -> None:
     """Entry point of the ``twinsim`` console script."""
     app()

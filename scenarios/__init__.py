@@ -81,6 +81,9 @@ from ._regimen import DoseSpec as DoseSpec
 from ._regimen import RegimenSpec as RegimenSpec
 from ._regimen import SpecError as SpecError
 from ._regimen import parse_regimen_text as parse_regimen_text
+from ._train import load_latent_model as load_latent_model
+from ._train import save_latent_model as save_latent_model
+from ._train import train_from_nonmem as train_from_nonmem
 from ._trial import TrialDesign as TrialDesign
 from ._trial import TrialError as TrialError
 from ._trial import TrialResult as TrialResult

@@ -1,0 +1,10 @@
+"""The latent generative twin: a hybrid of the drug's mechanistic model and flax networks."""
+
+from ._data import LatentData as LatentData
+from ._features import CovariateFeatures as CovariateFeatures
+from ._features import LatentModelError as LatentModelError
+from ._model import LatentConfig as LatentConfig
+from ._model import LatentModel as LatentModel
+from ._train import TrainingResult as TrainingResult
+from ._train import TrainingSettings as TrainingSettings
+from ._train import train_latent as train_latent

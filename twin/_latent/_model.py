@@ -1,0 +1,538 @@
+"""The hybrid latent model: conditional prior, set encoder and a mechanistic decoder with
+a learned correction, as flax NNX modules staged through ``nnx.split``/``nnx.merge``.
+
+Generative story for a patient with covariate features ``x`` and doses ``u``::
+
+    z ~ p(z | x) = N(μ_p(x), diag σ_p(x)²)
+    η = A z + b(x)                              (log-scale shifts of the random effects)
+    θ = θ_pop(covariates) · exp(η)              (the published covariate model; PopulationModel._apply)
+    dy/dt = f_mech(y, θ ⊙ m(y, z, x, t), t)     m = exp(B · tanh(g_nn(y, z, x, t) / B))
+    y jumps / infuses by the doses              (the simulators' event handling, exact)
+    obs ~ ResidualError of the drug (M3 below the LLOQ)
+
+The correction ``m`` multiplies the *rates* the mechanism uses (by default the
+parameters with between-subject variability), so amounts stay non-negative wherever the
+mechanism keeps them so, doses are never learned, and the outputs read the unmodulated
+θ (a volume change in the rates does not relabel the concentrations). Its last layer
+starts at zero, ``A`` at the Cholesky factor of Ω and ``b``, ``μ_p``, ``log σ_p`` at 0:
+the untrained model *is* the published population model (η = L z, z ~ N(0, I)).
+
+The encoder ``q(z | x, history)`` is a product of Gaussian experts: the prior's
+precision plus one non-negative precision (and precision-weighted mean) per observation,
+each from a network of (time, value, log ratio to the typical patient's prediction,
+output, censored flag, x). Sums over masked, padded observations make it permutation-
+invariant and exact for any number of observations — with none, q is the prior.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from ...priors import PopulationModel
+from ...simulators import DosingEvents, ODEModel, predict_outputs
+from ...simulators._model import Named
+from ._features import CovariateFeatures, LatentModelError
+
+__all__ = ["LatentConfig", "LatentModel"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Settings of a latent model (saved with it).
+
+    Parameters
+    ----------
+    latent_dim
+        Size of ``z`` (≥ the number of random effects keeps the population model inside).
+    hidden
+        Width of the prior, encoder and covariate networks.
+    correction_hidden
+        Width of the correction network ``g_nn`` (evaluated at every ODE step: keep small).
+    correction_bound
+        ``B``: the correction multiplies a rate by at most ``e^B`` (or divides by it).
+    modulated
+        Structural parameters the correction multiplies; default the random effects.
+    correction
+        ``False``: no correction (the mechanistic model with a learned θ(z, x) only).
+    time_scale
+        Hours per unit of the networks' time input.
+    rtol, atol
+        ODE tolerances of the decoder.
+    """
+
+    latent_dim: int = 4
+    hidden: int = 32
+    correction_hidden: int = 16
+    correction_bound: float = 2.0
+    modulated: tuple[str, ...] | None = None
+    correction: bool = True
+    time_scale: float = 24.0
+    rtol: float = 1e-6
+    atol: float = 1e-8
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "hidden", "correction_hidden"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise LatentModelError(
+                    f"`LatentConfig.{name}` must be an integer ≥ 1, got {value!r}"
+                )
+        for name in ("correction_bound", "time_scale", "rtol", "atol"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise LatentModelError(f"`LatentConfig.{name}` must be > 0, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["modulated"] = None if self.modulated is None else list(self.modulated)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatentConfig:
+        d = dict(d)
+        if d.get("modulated") is not None:
+            d["modulated"] = tuple(d["modulated"])
+        return cls(**d)
+
+
+class _MLP(nnx.Module):
+    """tanh MLP; ``zero_last`` starts the output layer at exactly 0."""
+
+    def __init__(self, sizes: list[int], *, rngs: nnx.Rngs, zero_last: bool = False):
+        layers = []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            last = i == len(sizes) - 2
+            init = (
+                nnx.initializers.zeros_init()
+                if (last and zero_last)
+                else nnx.initializers.lecun_normal()
+            )
+            layers.append(nnx.Linear(a, b, kernel_init=init, param_dtype=jnp.float64, rngs=rngs))
+        self.layers = nnx.List(layers)
+
+    def __call__(self, h):
+        for layer in self.layers[:-1]:
+            h = jnp.tanh(layer(h))
+        return self.layers[-1](h)
+
+
+# per-observation inputs of the encoder: time, log1p(value), log ratio to typical, censored
+_OBS_FEATURES = 4
+
+
+class _Networks(nnx.Module):
+    def __init__(self, n_x: int, n_effects: int, n_states: int, n_outputs: int, n_modulated: int,
+                 chol: np.ndarray, config: LatentConfig, *, rngs: nnx.Rngs):  # fmt: skip
+        d, h = config.latent_dim, config.hidden
+        self.prior = _MLP([n_x + 1, h, 2 * d], rngs=rngs, zero_last=True)
+        self.encoder = _MLP(
+            [_OBS_FEATURES + n_outputs + n_x + 1, h, h, 2 * d], rngs=rngs, zero_last=True
+        )
+        effect = np.zeros((n_effects, d))
+        k = min(n_effects, d)
+        effect[:, :k] = chol[:, :k]
+        self.effect = nnx.Param(jnp.asarray(effect))
+        self.covariate = _MLP([n_x + 1, h, max(n_effects, 1)], rngs=rngs, zero_last=True)
+        self.correction = _MLP(
+            [n_states + d + n_x + 2, config.correction_hidden, max(n_modulated, 1)],
+            rngs=rngs,
+            zero_last=True,
+        )
+
+
+def _gaussian_kl(mq, sq, mp, sp):
+    return jnp.sum(jnp.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5, axis=-1)
+
+
+class LatentModel:
+    """A trained (or freshly initialised) hybrid latent model of one drug.
+
+    Build with :meth:`create`; train with :func:`~twinsim.twin.train_latent`; save and
+    load with :meth:`save` / :meth:`load`. Immutable: :meth:`with_params` returns a new one.
+
+    Parameters
+    ----------
+    population
+        The drug's published :class:`~twinsim.priors.PopulationModel` (the prior).
+    features
+        The fitted covariate transform.
+    config
+        :class:`LatentConfig`.
+    params
+        The networks' parameters (an ``nnx.State``); ``None``: initialise from ``seed``.
+    seed
+        Initialisation seed.
+
+    Examples
+    --------
+    >>> from twinsim.priors import vancomycin_model
+    >>> from twinsim.twin import CovariateFeatures, LatentModel
+    >>> f = CovariateFeatures.fit({"weight": [60.0, 90.0], "crcl": [50.0, 110.0], "dialysis": [0, 0]})
+    >>> m = LatentModel.create(vancomycin_model(), f, seed=0)
+    >>> m.hybrid.parameters[:4], m.config.latent_dim
+    (('cl', 'v1', 'q', 'v2'), 4)
+    """
+
+    def __init__(self, population: PopulationModel, features: CovariateFeatures,
+                 config: LatentConfig, graphdef, params):  # fmt: skip
+        self.population = population
+        self.features = features
+        self.config = config
+        self.graphdef = graphdef
+        self.params = params
+        structural = population.structural
+        self.effects = tuple(population.random_effects)
+        modulated = config.modulated if config.modulated is not None else self.effects
+        unknown = [m for m in modulated if m not in structural.parameters]
+        if unknown:
+            raise LatentModelError(
+                f"`LatentConfig.modulated` names {unknown}, which are not parameters of "
+                f"{structural.name!r}; known: {list(structural.parameters)}"
+            )
+        self.modulated = tuple(modulated)
+        self.outputs = structural.output_names
+        self.errors = tuple(
+            (j, population.residual[o])
+            for j, o in enumerate(self.outputs)
+            if o in population.residual
+        )
+        _, self._unravel = ravel_pytree(params["correction"])
+        self.n_weights = int(ravel_pytree(params["correction"])[0].size)
+        self.hybrid = self._hybrid_model()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, population: PopulationModel, features: CovariateFeatures,
+               config: LatentConfig | None = None, *, seed: int = 0) -> LatentModel:  # fmt: skip
+        """A new model whose untrained state is the population model (see the module doc)."""
+        config = config or LatentConfig()
+        structural = population.structural
+        omega = np.asarray(population.omega, float)
+        chol = np.linalg.cholesky(omega) if omega.size else np.zeros((0, 0))
+        modulated = config.modulated if config.modulated is not None else population.random_effects
+        nets = _Networks(
+            features.size, len(population.random_effects), structural.n_states,
+            len(structural.output_names), len(modulated), chol, config, rngs=nnx.Rngs(seed),
+        )  # fmt: skip
+        graphdef, params = nnx.split(nets, nnx.Param)
+        return cls(population, features, config, graphdef, params)
+
+    def with_params(self, params) -> LatentModel:
+        return LatentModel(self.population, self.features, self.config, self.graphdef, params)
+
+    def networks(self, params=None) -> _Networks:
+        return nnx.merge(self.graphdef, self.params if params is None else params)
+
+    def _hybrid_model(self) -> ODEModel:
+        """The drug's structural model with θ ⊙ m(y, z, x, t) in its right-hand side; its
+        parameter vector is [θ, z, x, correction weights] so that the simulators' engine
+        (events, infusions, steady state, per-subject status) runs it unchanged."""
+        s = self.population.structural
+        n_p, d, n_x = len(s.parameters), self.config.latent_dim, self.features.size
+        names = (
+            *s.parameters,
+            *(f"_z{i}" for i in range(d)),
+            *(f"_x{i}" for i in range(n_x)),
+            *(f"_w{i}" for i in range(self.n_weights)),
+        )
+        mod_index = np.array([s.parameters.index(m) for m in self.modulated], dtype=np.int64)
+        bound, time_scale = self.config.correction_bound, self.config.time_scale
+        graphdef = nnx.split(self.networks().correction)[0]
+        unravel, use_correction = self._unravel, self.config.correction
+        state_scale = self._state_scale()
+
+        def split(p):
+            theta = p[:n_p]
+            return theta, p[n_p : n_p + d], p[n_p + d : n_p + d + n_x], p[n_p + d + n_x :]
+
+        def rhs(t, y, p):
+            theta, z, x, w = split(p._array)
+            if use_correction:
+                net = nnx.merge(graphdef, unravel(w))
+                y_feature = jnp.log1p(jnp.maximum(y._array, 0.0) / state_scale)
+                inputs = jnp.concatenate([y_feature, z, x, jnp.array([t / time_scale, 1.0])])
+                log_m = bound * jnp.tanh(net(inputs)[: len(mod_index)] / bound)
+                # a dense multiplier (scatter-multiply has no derivative for repeated indices)
+                theta = theta * jnp.ones_like(theta).at[mod_index].set(jnp.exp(log_m))
+            return s.rhs(t, y, Named(s.parameters, theta))
+
+        def output_fn(fn):
+            return lambda y, p: fn(y, Named(s.parameters, p._array[..., :n_p]))
+
+        def initial(p):
+            return s.initial(Named(s.parameters, p._array[..., :n_p])) if s.initial else {}
+
+        return ODEModel(
+            name=f"{s.name}_latent",
+            states=s.states,
+            parameters=names,
+            rhs=rhs,
+            outputs={name: output_fn(fn) for name, fn in s.outputs},
+            output_units=dict(s.output_units),
+            parameter_units=dict(s.parameter_units),
+            linear=False,
+            initial=initial if s.initial else None,
+            bioavailability=dict(s.bioavailability),
+            lag_time=dict(s.lag_time),
+            routes=dict(s.routes),
+            citation=s.citation,
+        )
+
+    def _state_scale(self) -> np.ndarray:
+        """A typical amount per state (mg) so that the correction sees O(1) inputs."""
+        return np.full(self.population.structural.n_states, 1000.0)
+
+    # ------------------------------------------------------------------ pieces
+    def typical(self, covariates: Mapping[str, Any]) -> np.ndarray:
+        """Published typical parameters ``[subject, P]`` (the covariate model)."""
+        return np.asarray(self.population.typical_parameters(covariates), float)
+
+    @staticmethod
+    def _with_one(x):
+        return jnp.concatenate([x, jnp.ones((*x.shape[:-1], 1))], axis=-1)
+
+    def prior(self, params, x):
+        """``p(z | x)``: mean and SD ``[subject, d]``."""
+        nets = nnx.merge(self.graphdef, params)
+        out = nets.prior(self._with_one(x))
+        d = self.config.latent_dim
+        return out[..., :d], jnp.exp(out[..., d:])
+
+    def posterior(self, params, x, obs: Mapping[str, Any]):
+        """``q(z | x, history)``: mean and SD ``[subject, d]`` (the prior without data)."""
+        nets = nnx.merge(self.graphdef, params)
+        mp, sp = self.prior(params, x)
+        d = self.config.latent_dim
+        value = jnp.maximum(obs["observed"], 0.0)
+        ratio = jnp.log(jnp.maximum(value, 1e-3) / jnp.maximum(obs["typical_prediction"], 1e-3))
+        ratio = jnp.where(obs["censored"], 0.0, jnp.clip(ratio, -5.0, 5.0))
+        one_hot = jax.nn.one_hot(obs["output"], len(self.outputs))
+        xs = jnp.broadcast_to(x[:, None, :], (*obs["times"].shape, x.shape[-1]))
+        features = jnp.concatenate(
+            [
+                (obs["times"] / self.config.time_scale)[..., None],
+                jnp.log1p(jnp.where(obs["censored"], 0.0, value))[..., None],
+                ratio[..., None],
+                obs["censored"].astype(jnp.float64)[..., None],
+                one_hot,
+                xs,
+            ],
+            axis=-1,
+        )
+        out = nets.encoder(self._with_one(features))
+        mask = obs["mask"][..., None]
+        precision = jnp.sum(jnp.where(mask, jax.nn.softplus(out[..., :d]), 0.0), axis=1)
+        shift = jnp.sum(jnp.where(mask, out[..., d:], 0.0), axis=1)
+        prec_q = 1.0 / sp**2 + precision
+        mean_q = (mp / sp**2 + shift) / prec_q
+        return mean_q, 1.0 / jnp.sqrt(prec_q)
+
+    def parameters(self, params, typical, x, z):
+        """Hybrid parameter rows ``[n, θ | z | x | w]`` for latent draws ``z [n, d]``."""
+        nets = nnx.merge(self.graphdef, params)
+        eta = (
+            z @ nets.effect.get_value().T
+            + nets.covariate(self._with_one(x))[..., : len(self.effects)]
+        )
+        theta = self.population._apply(
+            jnp.broadcast_to(typical, (z.shape[0], typical.shape[-1])), eta
+        )
+        w = ravel_pytree(params["correction"])[0]
+        w = jnp.broadcast_to(w, (z.shape[0], w.size))
+        return jnp.concatenate(
+            [theta, z, jnp.broadcast_to(x, (z.shape[0], x.shape[-1])), w], axis=-1
+        )
+
+    def decode(self, params, typical, x, z, events: DosingEvents, times, *, sensitivity="reverse"):
+        """Outputs ``[n, time, output]`` of the hybrid ODE for each row of z/events."""
+        rows = self.parameters(params, typical, x, z)
+        return predict_outputs(
+            self.hybrid, rows, events, times, method="ode",
+            rtol=self.config.rtol, atol=self.config.atol, sensitivity=sensitivity,
+        )  # fmt: skip
+
+    def log_likelihood(self, prediction, obs: Mapping[str, Any]):
+        """``[subject]`` log-likelihood of the observations given predicted ``[subject, obs]``."""
+        total = jnp.zeros(prediction.shape[0])
+        lloq = jnp.where(jnp.isfinite(obs["lloq"]), obs["lloq"], 0.0)
+        for j, err in self.errors:
+            ll = err.log_likelihood(
+                obs["observed"], prediction, censored=obs["censored"], lloq=lloq
+            )
+            total = total + jnp.sum(jnp.where(obs["mask"] & (obs["output"] == j), ll, 0.0), axis=-1)
+        return total
+
+    def elbo(self, params, batch: Mapping[str, Any], key):
+        """Per-subject ELBO ``[subject]`` with one reparameterised draw of z."""
+        x = batch["x"]
+        mp, sp = self.prior(params, x)
+        mq, sq = self.posterior(params, x, batch)
+        z = mq + sq * jax.random.normal(key, mq.shape, jnp.float64)
+        out = self.decode(params, batch["typical"], x, z, batch["events"], batch["times"])
+        prediction = jnp.take_along_axis(out, batch["output"][..., None], axis=-1)[..., 0]
+        return self.log_likelihood(prediction, batch) - _gaussian_kl(mq, sq, mp, sp)
+
+    # ------------------------------------------------------------------ records
+    def to_record(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What a saved model is: settings (JSON-able) and parameter arrays by key.
+
+        The prior is named (a drug of the library); :meth:`from_record` rebuilds the
+        identical model from the two parts.
+        """
+        settings = {
+            "format": "twinsim-latent/1",
+            "prior": self.population.name,
+            "config": self.config.to_dict(),
+            "features": self.features.to_dict(),
+        }
+        arrays = {f"{i:05d}": np.asarray(v) for i, v in enumerate(jax.tree.leaves(self.params))}
+        return settings, arrays
+
+    @classmethod
+    def from_record(
+        cls, settings: Mapping[str, Any], arrays: Mapping[str, Any],
+        population: PopulationModel | None = None,
+    ) -> LatentModel:  # fmt: skip
+        """Rebuild a model saved by :meth:`to_record` (``population``: for a user prior)."""
+        from ...priors import drug_model
+
+        if settings.get("format") != "twinsim-latent/1":
+            raise LatentModelError(
+                f"not a twinsim latent model record: format {settings.get('format')!r}, "
+                "expected 'twinsim-latent/1'"
+            )
+        population = population or drug_model(settings["prior"])
+        fresh = cls.create(
+            population,
+            CovariateFeatures.from_dict(settings["features"]),
+            LatentConfig.from_dict(settings["config"]),
+        )
+        template = jax.tree.leaves(fresh.params)
+        stored = [arrays[k] for k in sorted(arrays)]
+        if len(stored) != len(template) or any(
+            np.shape(a) != np.shape(b) for a, b in zip(stored, template, strict=False)
+        ):
+            raise LatentModelError(
+                "the saved parameters do not fit the saved settings (another version or a "
+                "damaged file); retrain or restore the model folder"
+            )
+        params = jax.tree.unflatten(
+            jax.tree.structure(fresh.params), [jnp.asarray(a, jnp.float64) for a in stored]
+        )
+        return fresh.with_params(params)
+
+    # ------------------------------------------------------------------ generating and forecasting
+    def sample(
+        self,
+        covariates: Mapping[str, Any],
+        doses: Any,
+        times: Any,
+        n: int,
+        seed: int,
+        *,
+        residual: bool = False,
+    ) -> np.ndarray:
+        """Trajectories of ``n`` new virtual patients like ``covariates`` (one row) on ``doses``.
+
+        Draw ``z ~ p(z | x)`` per patient (key from ``(seed, patient index)``, so a
+        patient's trajectory does not depend on ``n``) and solve the hybrid ODE.
+
+        Parameters
+        ----------
+        covariates
+            One patient's covariate columns (each a length-1 sequence).
+        doses
+            A list of :class:`~twinsim.simulators.Dose`.
+        times
+            Output times, h (sorted).
+        n, seed
+            How many patients; root seed.
+        residual
+            Add the drug's residual error (simulated levels) instead of true values.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[n, time, output]``.
+        """
+        from ...simulators import subject_keys
+
+        if not (isinstance(n, int) and n >= 1):
+            raise LatentModelError(f"`n` must be an integer ≥ 1, got {n!r}")
+        x = jnp.asarray(self.features.transform(covariates))
+        if x.shape[0] != 1:
+            raise LatentModelError(f"`covariates` must describe one patient, got {x.shape[0]} rows")
+        keys = subject_keys(seed, np.arange(n))
+        mean, sd = self.prior(self.params, x)
+        eps = jax.vmap(lambda k: jax.random.normal(k, (self.config.latent_dim,), jnp.float64))(keys)
+        z = mean + sd * eps
+        return self._trajectories(covariates, z, [list(doses)], times, keys if residual else None)[
+            0
+        ]
+
+    def _trajectories(self, covariates, z, regimens, times, keys=None) -> np.ndarray:
+        """``[regimen, draw, time, output]`` for draws z ``[S, d]`` of one patient."""
+        typical = self.typical(covariates)
+        x = jnp.asarray(self.features.transform(covariates))
+        times = jnp.asarray(times, jnp.float64)
+        s, r = z.shape[0], len(regimens)
+        events = DosingEvents.from_doses([list(d) for d in regimens for _ in range(s)])
+        zz = jnp.tile(z, (r, 1))
+        out = predict_outputs(
+            self.hybrid, self.parameters(self.params, jnp.asarray(typical), x, zz), events,
+            jnp.broadcast_to(times, (r * s, times.shape[-1])), method="ode",
+            rtol=self.config.rtol, atol=self.config.atol,
+        )  # fmt: skip
+        out = np.asarray(out).reshape(r, s, times.shape[-1], -1)
+        if keys is not None:
+            for j, err in self.errors:
+                noise = jax.vmap(lambda k, f, e=err: e.sample(jax.random.fold_in(k, 2), f))
+                out[..., j] = np.asarray(
+                    noise(jnp.tile(keys, r), jnp.asarray(out[..., j].reshape(r * s, -1)))
+                ).reshape(r, s, -1)
+        return out
+
+    def encode(self, data: Any, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``q(z | x, history)`` of subject ``index`` of a :class:`LatentData`: mean, SD."""
+        batch = data.batch(np.array([index]))
+        mean, sd = self.posterior(self.params, batch["x"], batch)
+        return np.asarray(mean[0]), np.asarray(sd[0])
+
+    def forecast(
+        self,
+        covariates: Mapping[str, Any],
+        posterior: tuple[np.ndarray, np.ndarray],
+        regimens: list,
+        times: Any,
+        *,
+        n_draws: int = 200,
+        seed: int = 0,
+        level: float = 0.9,
+    ) -> dict[str, np.ndarray]:
+        """Median and central ``level`` band of each regimen's outputs under ``posterior``.
+
+        Returns ``{"draws": [regimen, draw, time, output], "median", "low", "high":
+        [regimen, time, output]}`` (true concentrations; the band is over z).
+        """
+        mean, sd = (np.asarray(a) for a in posterior)
+        eps = np.random.default_rng(seed).standard_normal((n_draws, mean.size))
+        draws = self._trajectories(covariates, jnp.asarray(mean + sd * eps), regimens, times)
+        q = (1 - level) / 2
+        return {
+            "draws": draws,
+            "median": np.median(draws, axis=1),
+            "low": np.quantile(draws, q, axis=1),
+            "high": np.quantile(draws, 1 - q, axis=1),
+        }
