@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,9 @@ def _dashboard(cache: str, log: Path) -> dict[str, Any]:
         page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(900_000)
         page.goto(server.url)
+        page.wait_for_selector("#app-ready.bg-success, #app-ready.bg-danger")
+        if page.query_selector("#app-ready.bg-danger") is not None:
+            raise RuntimeError(f"the dashboard's warm-up failed; see {log}")
         wait_ready(page, timeout_s=900)
         first = time.perf_counter() - started
         change = time_regimen_change(page, 1, "1250 mg over 2 h q12h", timeout_s=900)
@@ -126,34 +130,38 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-dashboard", action="store_true", help="skip the browser runs")
+    parser.add_argument("--no-simulate", action="store_true", help="skip the simulate runs")
     args = parser.parse_args(argv)
 
     record: dict[str, Any] = {"machine": common.machine(), "simulate": {}, "dashboard": {}}
-    with tempfile.TemporaryDirectory(prefix="twinsim-startup-") as tmp:
-        folder = Path(tmp)
-        cache = str(folder / "cache")
-        specs = {
-            "two_compartment_oral_cohort (linear, closed form)": EXAMPLES
-            / "two_compartment_oral_cohort.yaml",
-            "mm_oral_cohort (Michaelis-Menten, diffrax ODE)": _ode_spec(folder),
+    # kept when a run fails (the server logs are in it), removed after a complete run
+    tmp = tempfile.mkdtemp(prefix="twinsim-startup-")
+    print(f"working folder {tmp}", flush=True)
+    folder = Path(tmp)
+    cache = str(folder / "cache")
+    specs = {
+        "two_compartment_oral_cohort (linear, closed form)": EXAMPLES
+        / "two_compartment_oral_cohort.yaml",
+        "mm_oral_cohort (Michaelis-Menten, diffrax ODE)": _ode_spec(folder),
+    }
+    for name, spec in specs.items() if not args.no_simulate else ():
+        runs = {
+            "off": _simulate(spec, folder, "off"),
+            "cold": _simulate(spec, folder, cache),
+            "warm": _simulate(spec, folder, cache),
         }
-        for name, spec in specs.items():
-            runs = {
-                "off": _simulate(spec, folder, "off"),
-                "cold": _simulate(spec, folder, cache),
-                "warm": _simulate(spec, folder, cache),
-            }
-            record["simulate"][name] = runs
-            print(name, {k: (v["wall_s"], v["cpu_s"]) for k, v in runs.items()}, flush=True)
-        if not args.no_dashboard:
-            for run in ("cold", "warm"):
-                record["dashboard"][run] = _dashboard(cache, folder / f"server-{run}.log")
-                print("dashboard", run, record["dashboard"][run], flush=True)
-        entries = list(Path(cache).glob("*-cache"))
-        record["cache"] = {
-            "entries": len(entries),
-            "megabytes": round(sum(p.stat().st_size for p in entries) / 1e6, 1),
-        }
+        record["simulate"][name] = runs
+        print(name, {k: (v["wall_s"], v["cpu_s"]) for k, v in runs.items()}, flush=True)
+    if not args.no_dashboard:
+        for run in ("cold", "warm"):
+            record["dashboard"][run] = _dashboard(cache, folder / f"server-{run}.log")
+            print("dashboard", run, record["dashboard"][run], flush=True)
+    entries = list(Path(cache).glob("*-cache"))
+    record["cache"] = {
+        "entries": len(entries),
+        "megabytes": round(sum(p.stat().st_size for p in entries) / 1e6, 1),
+    }
+    shutil.rmtree(tmp)
     record["machine"]["load_average_at_end"] = _load()
     common.write_json(args.out, record)
     print(f"wrote {args.out}")
