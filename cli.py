@@ -726,6 +726,10 @@ def whatif(
         if not quiet:
             out_console.print(_whatif_table(result))
         out_console.print(f"recommendation: {result.recommendation_text()}", markup=False)
+        if result.objective_text:
+            out_console.print(f"objective: {result.objective_text}", markup=False)
+        if result.safety_text:
+            out_console.print(f"safety: {result.safety_text}", markup=False)
         for path in paths.values():
             out_console.print(f"wrote {path}", markup=False)
 
@@ -747,6 +751,7 @@ def _whatif_table(result: Any) -> Table:
     table.add_column("regimen")
     table.add_column("source")
     table.add_column("PTA", justify="right")
+    table.add_column("safety risk", justify="right")
     for name, unit in units.items():
         label = METRIC_LABELS.get(name, name)
         table.add_column(f"{label} ({unit})" if unit else label, justify="right")
@@ -756,6 +761,10 @@ def _whatif_table(result: Any) -> Table:
             forecast.name,
             forecast.source,
             f"{100 * forecast.pta:.0f} %",
+            "–"
+            if forecast.p_unsafe != forecast.p_unsafe  # NaN: no safety threshold
+            else f"{100 * forecast.p_unsafe:.0f} %"
+            + (" (excluded)" if forecast.safety_note else ""),
             *(forecast.metrics[m].compact() if m in forecast.metrics else "–" for m in units),
             style="bold green" if forecast is best else None,
         )

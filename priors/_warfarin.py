@@ -95,6 +95,7 @@ __all__ = [
     "iwpc_dose_ratio",
     "maintenance_dose",
     "steady_state_inr",
+    "steady_state_inr_at_average",
     "warfarin_model",
     "warfarin_structural",
 ]
@@ -238,10 +239,9 @@ WARFARIN_METADATA: dict[str, object] = {
     },
     "safety": {
         "output": "inr",
-        "metric": "max",
-        "threshold": 4.0,
+        "conditions": (("peak", 4.0), ("steady_state", 4.0)),
         "limit": 0.2,
-        "describe": "INR above 4 at any time in the evaluation window",
+        "describe": "INR above 4 at any time over initiation, or at steady state",
         "source": "INR > 4 roughly doubles-to-quadruples major bleeding risk (Hylek EM et al. "
         "Ann Intern Med 1994;120:897; Chest guidelines on VKA therapy); the limit (20 % of "
         "draws) is this library's choice",
@@ -668,3 +668,38 @@ def maintenance_dose(
         hi = np.where(above, mid, hi)
         lo = np.where(above, lo, mid)
     return np.exp(0.5 * (lo + hi))
+
+
+def steady_state_inr_at_average(parameters: Any, daily_dose_mg: Any, names: Any) -> np.ndarray:
+    """Steady-state INR at the *average* S-warfarin concentration of a daily dose.
+
+    ``C = f_oral · dose / (24 h · CL)`` (exact for linear PK); both transit chains then sit
+    at ``I = 1 − Emax·C^γ/(EC50^γ + C^γ)`` and ``INR = BASE + INRmax·(1 − I²)^λ``. It
+    ignores the within-day swing of C (a 24 h interval against an S-warfarin half-life of
+    ~2 days): against :func:`steady_state_inr` the dose for INR 2.5 differs by ≈ 1.5 %.
+    Cheap and vectorised, for scoring many draws × candidates.
+
+    Parameters
+    ----------
+    parameters
+        Structural parameters ``[..., P]``.
+    daily_dose_mg
+        Racemic daily dose, broadcast against ``parameters[..., 0]``.
+    names
+        ``structural.parameters`` (the column order).
+
+    Examples
+    --------
+    >>> pm = warfarin_model()
+    >>> p = np.asarray(pm.typical_parameters({"age": [65.0], "cyp2c9": ["*1/*1"],
+    ...                                       "vkorc1": ["G/G"]}))
+    >>> round(float(steady_state_inr_at_average(p, 5.75, pm.structural.parameters)[0]), 2)
+    2.52
+    """
+    p = np.asarray(parameters, np.float64)
+    col = {name: p[..., list(names).index(name)] for name in names}
+    conc = col["f_oral"] * np.asarray(daily_dose_mg, np.float64) / (24.0 * col["cl"])
+    ratio = (conc / col["ec50"]) ** col["gamma"]
+    inhibition = 1.0 - col["emax"] * ratio / (1.0 + ratio)
+    deficit = np.clip(1.0 - inhibition**2, 0.0, None)
+    return col["inr_base"] + col["inr_max"] * deficit ** col["inr_lambda"]
