@@ -137,7 +137,7 @@ def _cohort(drug: str, n: int, seed: int, design: Mapping[str, Any], config):
     ]  # fmt: skip
     events = DosingEvents.from_doses([doses])
     times = np.array(sorted({t for ts in design["levels"].values() for t in ts}))
-    sim = pm.simulate(seed, {k: cov[k] for k in names}, events, jnp.asarray(times))
+    sim = pm.simulate(seed, {k: cov[k] for k in names if k in cov}, events, jnp.asarray(times))
     return pm, cov, names, doses, times, sim
 
 
