@@ -620,7 +620,7 @@ def steady_state_inr(parameters: Any, daily_dose_mg: Any) -> np.ndarray:
     n = params.shape[0]
     doses = np.broadcast_to(np.asarray(daily_dose_mg, np.float64), (n,))
     events = DosingEvents.from_doses(
-        [[Dose(0.0, float(d), 0, steady_state=True, interval=24.0)] for d in doses]
+        [[Dose(0.0, float(d), compartment=0, steady_state=True, interval=24.0)] for d in doses]
     )
     times = jnp.linspace(0.0, 24.0, 25)
     sol = simulate(_structural(), params, events, times, method="ode")
