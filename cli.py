@@ -751,7 +751,6 @@ def _whatif_table(result: Any) -> Table:
     table.add_column("regimen")
     table.add_column("source")
     table.add_column("PTA", justify="right")
-    table.add_column("risk", justify="right")
     for name, unit in units.items():
         label = METRIC_LABELS.get(name, name)
         table.add_column(f"{label} ({unit})" if unit else label, justify="right")
