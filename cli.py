@@ -738,6 +738,10 @@ def whatif(
         if not quiet:
             out_console.print(_whatif_table(result))
         out_console.print(f"recommendation: {result.recommendation_text()}", markup=False)
+        if result.objective_text:
+            out_console.print(f"objective: {result.objective_text}", markup=False)
+        if result.safety_text:
+            out_console.print(f"safety: {result.safety_text}", markup=False)
         for path in paths.values():
             out_console.print(f"wrote {path}", markup=False)
 
@@ -768,6 +772,10 @@ def _whatif_table(result: Any) -> Table:
             forecast.name,
             forecast.source,
             f"{100 * forecast.pta:.0f} %",
+            "–"
+            if forecast.p_unsafe != forecast.p_unsafe  # NaN: no safety threshold
+            else f"{100 * forecast.p_unsafe:.0f} %"
+            + (" (excluded)" if forecast.safety_note else ""),
             *(forecast.metrics[m].compact() if m in forecast.metrics else "–" for m in units),
             style="bold green" if forecast is best else None,
         )

@@ -546,7 +546,11 @@ def _metric_rows(result: Any) -> list[Any]:
             units.setdefault(name, metric.display_unit)
     head = html.Thead(
         html.Tr(
-            [html.Th("regimen", scope="col"), html.Th("PTA (%)", scope="col")]
+            [
+                html.Th("regimen", scope="col"),
+                html.Th("PTA (%)", scope="col"),
+                html.Th("safety risk (%)", scope="col"),
+            ]
             + [
                 html.Th(
                     f"{METRIC_LABELS.get(m, m)}" + (f" ({units[m]})" if units[m] else ""),
@@ -563,6 +567,13 @@ def _metric_rows(result: Any) -> list[Any]:
         cells = [
             html.Td([forecast.name, html.Span(tag, className="text-success", title="recommended")]),
             html.Td(f"{100 * forecast.pta:.0f}"),
+            html.Td(
+                "–"
+                if forecast.p_unsafe != forecast.p_unsafe  # NaN: no safety threshold
+                else f"{100 * forecast.p_unsafe:.0f}",
+                title=forecast.safety_note or None,
+                className="text-danger" if forecast.safety_note else None,
+            ),
         ]
         cells += [
             html.Td(forecast.metrics[m].compact() if m in forecast.metrics else "–") for m in names
@@ -579,7 +590,9 @@ def _metric_rows(result: Any) -> list[Any]:
         ),
         html.Small(
             "Median (90 % interval) over the twin's posterior; PTA: probability of target "
-            "attainment; ★ recommended by the search.",
+            "attainment; safety risk: probability of "
+            + (result.safety_text or "the drug's safety threshold")
+            + " (red: above the limit, never recommended); ★ recommended by the search.",
             className="text-muted",
         ),
     ]
@@ -608,12 +621,40 @@ def _recommendation(result: Any) -> list[Any]:
         html.Div(
             [
                 dbc.Badge(f"PTA {100 * best.pta:.0f} %", color="success", className="me-2"),
+                dbc.Badge(
+                    "safety risk –"
+                    if best.p_unsafe != best.p_unsafe
+                    else f"safety risk {100 * best.p_unsafe:.0f} %",
+                    color="secondary",
+                    className="me-2",
+                    id=_id("safety-risk"),
+                ),
                 html.Span(f"target: {target.describe()}", className="small"),
             ],
             className="mb-2",
         ),
         html.Ul(metrics, className="small mb-2 ps-3"),
         html.P(best.why or result.recommendation_text(), className="small mb-1"),
+        html.P(
+            f"How regimens are ranked: by {result.objective_text}. Only regimens within the "
+            f"drug's label limits are searched; safety: {result.safety_text}.",
+            className="small mb-1",
+            id=_id("objective"),
+        )
+        if result.objective_text
+        else None,
+        html.Details(
+            [
+                html.Summary(f"{len(result.excluded)} regimen(s) excluded, and why"),
+                html.Ul(
+                    [html.Li(f"{name}: {reason}") for name, reason in result.excluded[:15]],
+                    className="small",
+                ),
+            ],
+            className="small mb-1",
+        )
+        if result.excluded
+        else None,
         html.P(
             f"Twin: {str(fit.get('method', '')).upper()} on {len(result.spec.observations)} "
             f"level(s); target source: {target.source}.",

@@ -128,6 +128,10 @@ class Covariate:
         index of the level.
     description
         Free text (source, how it is measured).
+    default
+        Value used when the column is absent (optional covariates such as a
+        co-medication flag, absent meaning "not taking it"); ``None``: the column is
+        required.
 
     Examples
     --------
@@ -141,6 +145,7 @@ class Covariate:
     range: tuple[float, float] | None = None
     levels: tuple[str, ...] | None = None
     description: str = ""
+    default: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -753,9 +758,12 @@ class PopulationModel:
     def encode_covariates(self, covariates: Mapping[str, Any]) -> dict[str, Any]:
         """Declared covariates as arrays for the ``parameters`` function (levels → codes).
 
-        Raises :class:`PopulationModelError` naming a declared covariate that is missing.
+        Raises :class:`PopulationModelError` naming a declared covariate that is missing
+        (covariates with a ``default`` may be absent: they take the default).
         """
-        missing = [c.name for c in self.covariates if c.name not in covariates]
+        missing = [
+            c.name for c in self.covariates if c.name not in covariates and c.default is None
+        ]
         if missing:
             raise PopulationModelError(
                 f"population model {self.name!r} needs covariates {missing}; got columns "
@@ -763,6 +771,9 @@ class PopulationModel:
             )
         out = dict(covariates)
         for c in self.covariates:
+            if c.name not in covariates:
+                out[c.name] = jnp.asarray(c.default, jnp.float64)
+                continue
             out[c.name] = c.encode(covariates[c.name])
         return out
 

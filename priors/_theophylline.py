@@ -156,6 +156,26 @@ THEOPHYLLINE_METADATA: dict[str, object] = {
     "residual": "additive, SD 0.709 mg/L (Pinheiro & Bates 2000)",
     "population": "12 healthy adults, weight 54.6-86.4 kg, single oral dose 3.1-5.86 mg/kg "
     "(about 320 mg); smoking status not recorded",
+    "label": {
+        "source": "Theophylline prescribing information (e.g. THEO-24 / Elixophyllin, "
+        "US labels): adults start 300 mg/day, titrate to 400 then 600 mg/day; above 600 "
+        "mg/day only guided by serum concentrations; immediate-release tablets 100, 200, 300 "
+        "mg (scored). The 900 mg/day cap and the 600 mg single-dose cap are assumptions of "
+        "this library (label: doses guided by levels)",
+        "tablet_strengths_mg": (100.0, 200.0, 300.0),
+        "loading_allowed": False,
+        "max_single_mg": 600.0,
+        "max_daily_mg": 900.0,
+        "initiation_mg_day": (300.0, 400.0),
+    },
+    "safety": {
+        "output": "conc",
+        "conditions": (("peak", 20.0),),
+        "limit": 0.2,
+        "describe": "a theophylline concentration above 20 mg/L",
+        "source": "label: toxicity (nausea, arrhythmia, seizures) becomes frequent above 20 "
+        "mg/L; the limit (20 % of draws) is this library's choice",
+    },
     "sources": {
         "cl_per_kg, v_per_kg, ka, omega, residual": "primary (Pinheiro & Bates 2000 fit of "
         "the Boeckmann data; values as given in REFERENCES.md, R nlme)",

@@ -103,6 +103,27 @@ VANCOMYCIN_METADATA: dict[str, object] = {
     "population": "1812 hospitalised adults (two academic centres, Atlanta, 2011-2012), 336 "
     "on intermittent haemodialysis; age 17-101 y, weight 33-255 kg, Cockcroft-Gault CrCL "
     "4-150 mL/min (after truncation at 150)",
+    "label": {
+        "source": "Rybak MJ et al. Therapeutic monitoring of vancomycin for serious MRSA "
+        "infections: a revised consensus guideline (ASHP/IDSA/PIDS/SIDP). Am J Health Syst "
+        "Pharm 2020;77:835-864: loading 20-35 mg/kg (actual weight), maximum 3000 mg; "
+        "maintenance 15-20 mg/kg every 8-12 h; the 4500 mg/day cap is an assumption of this "
+        "library (daily doses >= 4 g carry a higher nephrotoxicity risk, Lodise 2008)",
+        "vial_strengths_mg": (500.0, 750.0, 1000.0, 1250.0, 1500.0, 1750.0, 2000.0),
+        "loading_allowed": True,
+        "max_loading_mg": 3000.0,
+        "max_single_mg": 2000.0,
+        "max_daily_mg": 4500.0,
+        "initiation_note": "a loading dose of 20-35 mg/kg may be given in the critically ill",
+    },
+    "safety": {
+        "output": "conc",
+        "conditions": (("auc24", 650.0), ("trough", 20.0)),
+        "limit": 0.25,
+        "describe": "AUC24 above 650 mg*h/L or trough above 20 mg/L",
+        "source": "Rybak 2020: AUC24 > 650-1300 mg*h/L and troughs > 15-20 mg/L increase "
+        "acute kidney injury; the limit (25 % of draws) is this library's choice",
+    },
     "sources": {
         "typical values, IIV, residual": "secondary: REFERENCES.md, read from third-party "
         "implementations citing " + GOTI_2018,

@@ -360,7 +360,7 @@ def fit_data(
         if name not in covariates:
             covariates[name] = np.full(data.n_subjects, value)
     for cov in model.covariates:
-        if cov.name in covariates:
+        if cov.name in covariates or cov.default is not None:  # optional: takes its default
             continue
         raise FitDataError(
             f"model {model.name!r} needs covariate `{cov.name}` ({cov.unit}), which the data "

@@ -1,10 +1,14 @@
 """The digital twin: individual posterior, latent generative model, virtual populations."""
 
+from ._clinical import LabelLimits as LabelLimits
 from ._clinical import Observation as Observation
 from ._clinical import PatientTwinError as PatientTwinError
 from ._clinical import Regimen as Regimen
+from ._clinical import Safety as Safety
 from ._clinical import Target as Target
+from ._clinical import default_safety as default_safety
 from ._clinical import default_target as default_target
+from ._clinical import label_limits as label_limits
 from ._fitting import FitError as FitError
 from ._fitting import PopulationFit as PopulationFit
 from ._fitting import fit_population as fit_population

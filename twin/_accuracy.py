@@ -117,7 +117,9 @@ def _individual(pm, row: Mapping[str, np.ndarray], eta: np.ndarray) -> np.ndarra
 
 
 def _row(covariates: Mapping[str, np.ndarray], i: int, names: Sequence[str]) -> dict:
-    return {name: covariates[name][i : i + 1] for name in names}
+    # optional model covariates (e.g. co-medication flags) absent from the table take
+    # their default inside the model
+    return {name: covariates[name][i : i + 1] for name in names if name in covariates}
 
 
 def _cohort(drug: str, n: int, seed: int, design: Mapping[str, Any], config):
@@ -135,7 +137,7 @@ def _cohort(drug: str, n: int, seed: int, design: Mapping[str, Any], config):
     ]  # fmt: skip
     events = DosingEvents.from_doses([doses])
     times = np.array(sorted({t for ts in design["levels"].values() for t in ts}))
-    sim = pm.simulate(seed, {k: cov[k] for k in names}, events, jnp.asarray(times))
+    sim = pm.simulate(seed, {k: cov[k] for k in names if k in cov}, events, jnp.asarray(times))
     return pm, cov, names, doses, times, sim
 
 

@@ -17,7 +17,15 @@ from ..simulators import Dose
 if TYPE_CHECKING:
     from ._patient import PatientTwin
 
-__all__ = ["Observation", "PatientTwinError", "Regimen", "Target", "default_target"]
+__all__ = [
+    "Observation",
+    "PatientTwinError",
+    "Regimen",
+    "Safety",
+    "Target",
+    "default_safety",
+    "default_target",
+]
 
 _METRICS = ("auc24", "trough", "concentration", "time_in_range", "inr")
 
@@ -225,6 +233,86 @@ def default_target(drug: str) -> Target:
     )
 
 
+_SAFETY_METRICS = ("auc24", "trough", "cmax", "peak", "steady_state")
+
+
+@dataclass(frozen=True)
+class Safety:
+    """A safety threshold and the largest acceptable probability of crossing it.
+
+    A draw is *unsafe* when any condition ``(metric, threshold)`` has ``metric >
+    threshold``: ``auc24``, ``trough`` and ``cmax`` over the evaluation window as in
+    :class:`~twinsim.twin.Prediction`; ``peak``, the largest value over the whole
+    prediction (the initiation included); ``steady_state`` (warfarin), the INR at
+    steady state of the maintenance dose. A regimen whose probability of an unsafe draw
+    exceeds ``limit`` is never recommended.
+
+    Examples
+    --------
+    >>> s = Safety("conc", (("auc24", 650.0), ("trough", 20.0)), limit=0.25)
+    >>> s.unsafe({"auc24": np.array([500.0, 700.0]), "trough": np.array([25.0, 10.0])}).tolist()
+    [True, True]
+    """
+
+    output: str
+    conditions: tuple[tuple[str, float], ...]
+    limit: float
+    text: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        conditions = tuple((str(m), float(t)) for m, t in self.conditions)
+        if not conditions or any(m not in _SAFETY_METRICS for m, _ in conditions):
+            raise PatientTwinError(
+                f"`Safety.conditions` must be (metric, threshold) pairs with metrics in "
+                f"{list(_SAFETY_METRICS)}, got {self.conditions!r}"
+            )
+        object.__setattr__(self, "conditions", conditions)
+        if not 0 <= float(self.limit) <= 1:
+            raise PatientTwinError(f"`Safety.limit` must lie in [0, 1], got {self.limit!r}")
+
+    def unsafe(self, metrics: Mapping[str, Any]) -> np.ndarray:
+        """Whether each draw crosses a threshold (arrays over draws; missing metrics skip)."""
+        out = None
+        for metric, threshold in self.conditions:
+            if metric not in metrics:
+                continue
+            crossed = np.asarray(metrics[metric]) > threshold
+            out = crossed if out is None else out | crossed
+        if out is None:
+            raise PatientTwinError(f"no metric of {self.conditions!r} was predicted")
+        return out
+
+    def describe(self) -> str:
+        """Plain-language statement."""
+        what = self.text or " or ".join(f"{m} > {t:g}" for m, t in self.conditions)
+        return f"{what} (a regimen is excluded above {100 * self.limit:.0f} % probability)"
+
+
+def default_safety(drug: str) -> Safety | None:
+    """The safety threshold of a library drug (``None`` for a drug without one).
+
+    Examples
+    --------
+    >>> default_safety("vancomycin").conditions
+    (('auc24', 650.0), ('trough', 20.0))
+    """
+    try:
+        meta = drug_metadata(drug)
+    except DrugLibraryError:
+        return None
+    safety = meta.get("safety")
+    if safety is None:
+        return None
+    return Safety(
+        output=str(safety["output"]),
+        conditions=tuple(tuple(c) for c in safety["conditions"]),
+        limit=float(safety["limit"]),
+        text=str(safety.get("describe", "")),
+        source=str(safety.get("source", "")),
+    )
+
+
 @dataclass(frozen=True)
 class _Practical:
     """Practical dosing of a drug: available doses, standard intervals, infusion rule."""
@@ -245,21 +333,71 @@ _PRACTICAL: dict[str, _Practical] = {
         horizon_h=72.0,
         infusion_mg_per_h=1000.0,
         source="doses rounded to 250 mg (vials of 500, 750, 1000 mg); infusion 1 h per 1 g, "
-        "at least 1 h (Rybak et al. 2020)",
+        "at least 1 h (Rybak et al. 2020); label limits from drug_metadata('vancomycin')",
     ),
     "warfarin": _Practical(
-        strengths_mg=(1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.5, 10.0, 12.5, 15.0),
+        strengths_mg=(1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 7.5, 8.0, 9.0, 10.0),
         intervals_h=(24.0,),
-        horizon_h=168.0,
-        source="tablet strengths 1, 2, 2.5, 3, 4, 5, 6, 7.5, 10 mg and their sums; once daily",
+        horizon_h=336.0,
+        source="tablet strengths 1, 2, 2.5, 3, 4, 5, 6, 7.5, 10 mg, halves and sums; once "
+        "daily; at most 10 mg/day and no loading dose (label; drug_metadata('warfarin'))",
     ),
     "theophylline": _Practical(
         strengths_mg=tuple(float(a) for a in range(100, 801, 50)),
         intervals_h=(8.0, 12.0, 24.0),
         horizon_h=72.0,
-        source="immediate-release 100/200/300 mg tablets, scored (50 mg steps)",
+        source="immediate-release 100/200/300 mg tablets, scored (50 mg steps); at most "
+        "600 mg per dose and 900 mg/day (drug_metadata('theophylline'))",
     ),
 }
+
+
+@dataclass(frozen=True)
+class LabelLimits:
+    """A drug's label limits on one regimen (from ``drug_metadata(drug)["label"]``)."""
+
+    max_single_mg: float = math.inf
+    max_daily_mg: float = math.inf
+    max_loading_mg: float = math.inf
+    loading_allowed: bool = True
+    source: str = ""
+
+    def violation(self, regimen: Regimen) -> str | None:
+        """Why ``regimen`` breaks the label, or ``None``."""
+        daily = regimen.amount_mg * 24.0 / regimen.interval_h
+        if regimen.amount_mg > self.max_single_mg + 1e-9:
+            return f"a single dose above the label maximum of {self.max_single_mg:g} mg"
+        if daily > self.max_daily_mg + 1e-9:
+            return f"{daily:g} mg/day, above the label maximum of {self.max_daily_mg:g} mg/day"
+        if regimen.loading_mg is not None:
+            if not self.loading_allowed:
+                return "a loading dose, which the label does not recommend"
+            if regimen.loading_mg > self.max_loading_mg + 1e-9:
+                return f"a loading dose above the label maximum of {self.max_loading_mg:g} mg"
+        return None
+
+
+def label_limits(drug: str | None) -> LabelLimits:
+    """The label limits of a library drug (no limits for other models).
+
+    Examples
+    --------
+    >>> label_limits("warfarin").max_daily_mg, label_limits("warfarin").loading_allowed
+    (10.0, False)
+    """
+    try:
+        label = drug_metadata(drug or "").get("label")
+    except DrugLibraryError:
+        return LabelLimits()
+    if not label:
+        return LabelLimits()
+    return LabelLimits(
+        max_single_mg=float(label.get("max_single_mg", math.inf)),
+        max_daily_mg=float(label.get("max_daily_mg", math.inf)),
+        max_loading_mg=float(label.get("max_loading_mg", label.get("max_single_mg", math.inf))),
+        loading_allowed=bool(label.get("loading_allowed", True)),
+        source=str(label.get("source", "")),
+    )
 
 
 @dataclass(frozen=True)

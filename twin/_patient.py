@@ -72,6 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..priors._covariates import GENES, CovariateError, parse_diplotype
 from ..priors._library import DrugLibraryError, drug_metadata
 from ..priors._population import PopulationModel
 from ..simulators import Dose, DosingEvents, bucket_size
@@ -83,8 +84,24 @@ from ._posterior import TwinPosterior
 
 if TYPE_CHECKING:
     from ._clinical import Target
+    from ._recommend import Recommendation
 
 __all__ = ["PatientTwin"]
+
+
+# model covariates derived from the standard co-medication columns (1 if any is taken)
+_DERIVED = {
+    "amiodarone": ("comed_amiodarone",),
+    "enzyme_inducer": ("comed_carbamazepine", "comed_phenytoin", "comed_rifampicin"),
+}
+
+
+def _canonical_genotype(column: str, value: Any) -> np.ndarray:
+    """A genotype as a clinician writes it (``"A/G"``, ``"*3/*1"``) in the model's spelling."""
+    try:
+        return np.asarray([parse_diplotype(column.upper(), str(value))])
+    except CovariateError as error:
+        raise PatientTwinError(f"covariate `{column}`: {error}") from None
 
 
 def _resolve_model(drug: str | PopulationModel) -> tuple[PopulationModel, str | None]:
@@ -123,6 +140,22 @@ class PatientTwin:
     doses: tuple[Dose, ...] = ()
     observations: tuple[Observation, ...] = ()
     target: Target | None = None
+
+    @property
+    def ignored_covariates(self) -> tuple[str, ...]:
+        """Covariates given that the drug model does not use (they change nothing).
+
+        Examples
+        --------
+        >>> twin = PatientTwin.create(
+        ...     "vancomycin", {"weight": 80.0, "crcl": 60.0, "dialysis": 0, "age": 70.0}
+        ... )
+        >>> twin.ignored_covariates
+        ('age',)
+        """
+        used = {c.name for c in self.model.covariates}
+        used |= {src for name, sources in _DERIVED.items() if name in used for src in sources}
+        return tuple(sorted(name for name in self.covariates if name not in used))
 
     # ---- construction
     @classmethod
@@ -183,6 +216,54 @@ class PatientTwin:
             )
         return twin.with_observations(*observations) if observations else twin
 
+    @classmethod
+    def recommend_cohort(
+        cls,
+        drug: str | PopulationModel,
+        covariates: Mapping[str, Sequence[Any]],
+        **options: Any,
+    ) -> list[list[Recommendation]]:
+        """Recommendations for every patient of a covariate table, in one call.
+
+        Each row becomes a twin without levels (the population prior for its covariates,
+        ``fit(method="prior")``) and gets :meth:`TwinPosterior.recommend` with ``options``.
+        The twins of one drug share the compiled engine, so only the first row compiles.
+
+        Parameters
+        ----------
+        drug
+            Library name or population model.
+        covariates
+            ``{column: values per patient}`` (e.g. ``generate_population(...).covariates``).
+        **options
+            Passed to :meth:`TwinPosterior.recommend` (``top``, ``n_draws``, ...).
+
+        Returns
+        -------
+        list[list[Recommendation]]
+            One list per patient, best first.
+
+        Raises
+        ------
+        PatientTwinError
+            Naming the row whose covariates or recommendation failed.
+        """
+        lengths = {k: len(np.atleast_1d(v)) for k, v in covariates.items()}
+        if len(set(lengths.values())) != 1:
+            raise PatientTwinError(
+                f"`covariates` columns must have one value per patient, got lengths {lengths}"
+            )
+        n = next(iter(lengths.values()))
+        out = []
+        for i in range(n):
+            row = {k: np.atleast_1d(v)[i] for k, v in covariates.items()}
+            try:
+                twin = cls.create(drug, row)
+                out.append(twin.fit(method="prior").recommend(**options))
+            except PatientTwinError as error:
+                raise PatientTwinError(f"patient row {i}: {error}") from None
+        return out
+
     @staticmethod
     def _covariate_row(model: PopulationModel, covariates: Mapping[str, Any]) -> dict:
         if not isinstance(covariates, Mapping):
@@ -198,13 +279,23 @@ class PatientTwin:
                     f"covariate `{name}` must be one value for the patient, got shape {arr.shape}"
                 )
             row[str(name)] = arr
-        missing = [c.name for c in model.covariates if c.name not in row]
+        for name, sources in _DERIVED.items():
+            if any(c.name == name for c in model.covariates) and name not in row:
+                given = [row[src] for src in sources if src in row]
+                if given:
+                    row[name] = np.asarray([float(max(float(v[0]) for v in given))])
+        for c in model.covariates:
+            if c.categorical and c.name in row and c.name.upper() in GENES:
+                row[c.name] = _canonical_genotype(c.name, row[c.name][0])
+        missing = [c.name for c in model.covariates if c.name not in row and c.default is None]
         if missing:
             raise PatientTwinError(
                 f"drug model {model.name!r} needs covariates {missing}; got {sorted(row)} "
                 "(standard column names, e.g. from PatientSpec.covariates())"
             )
         for c in model.covariates:
+            if c.name not in row:
+                continue
             value = row[c.name]
             if not c.categorical and not np.all(np.isfinite(value.astype(np.float64))):
                 if not (c.name == "smoking_quit_time" and np.isinf(value).all()):

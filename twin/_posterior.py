@@ -12,12 +12,12 @@ import numpy as np
 
 from ..simulators import DosingEvents
 from ..simulators._events import as_dose
-from ._clinical import _PRACTICAL, PatientTwinError, Regimen
+from ._clinical import _PRACTICAL, PatientTwinError, Regimen, default_safety, label_limits
 from ._prediction import _predict
 from ._recommend import Recommendation, _named_regimens, _nearest, _positive_grid, _shortlist, _why
 
 if TYPE_CHECKING:
-    from ._clinical import Target
+    from ._clinical import Safety, Target
     from ._patient import PatientTwin
     from ._prediction import Prediction
 
@@ -105,6 +105,7 @@ class TwinPosterior:
         target: Target | None = None,
         resolution_h: float = 0.5,
         eta: np.ndarray | None = None,
+        safety: Safety | None = None,
     ) -> Prediction:
         """Predict candidate regimens after the doses already given.
 
@@ -130,6 +131,9 @@ class TwinPosterior:
         eta
             Predict for these random effects ``[draw, R]`` instead of posterior draws
             (e.g. ``post.eta_mode``: the MAP prediction, without its uncertainty).
+        safety
+            Safety threshold for :attr:`Prediction.p_unsafe` (default: the drug's,
+            :func:`~twinsim.twin.default_safety`).
 
         Returns
         -------
@@ -166,6 +170,11 @@ class TwinPosterior:
         window = target.window_h if target is not None else 24.0
         eta = self.eta_draws(n_draws, seed) if eta is None else np.atleast_2d(eta)
         descriptions = [r.describe() if isinstance(r, Regimen) else n for n, r in named.items()]
+        safety = safety if safety is not None else default_safety(twin.drug or "")
+        daily = [
+            r.amount_mg * 24.0 / r.interval_h if isinstance(r, Regimen) else None
+            for r in named.values()
+        ]
         return _predict(
             self,
             list(named),
@@ -178,6 +187,8 @@ class TwinPosterior:
             target,
             window,
             resolution_h,
+            safety=safety,
+            daily_doses=daily,
         )
 
     def _horizon(self, horizon_h: float | None) -> float:
@@ -277,27 +288,44 @@ class TwinPosterior:
             else (practical.intervals_h if practical else (8.0, 12.0, 24.0)),
             "intervals_h",
         )
+        limits = label_limits(twin.drug)
+        safety = default_safety(twin.drug or "")
         candidates: list[Regimen] = []
+        excluded: list[tuple[str, str]] = []
         for tau in intervals:
             for amount in strengths:
-                candidates.append(Regimen(amount, tau, start_h=start_h))
+                options = [Regimen(amount, tau, start_h=start_h)]
                 if loading:
                     loads = {_nearest(strengths, f * amount) for f in (1.5, 2.0)} - {amount}
-                    for load in sorted(loads):
-                        if load > amount:
-                            candidates.append(
-                                Regimen(amount, tau, start_h=start_h, loading_mg=load)
-                            )
-        # only the evaluation window is simulated (the metrics need nothing else)
+                    options += [
+                        Regimen(amount, tau, start_h=start_h, loading_mg=load)
+                        for load in sorted(loads)
+                        if load > amount
+                    ]
+                for option in options:
+                    reason = limits.violation(option)
+                    if reason is None:
+                        candidates.append(option)
+                    else:
+                        excluded.append((option.describe(), f"excluded by the label: {reason}"))
+        if not candidates:
+            raise PatientTwinError(
+                "every candidate regimen breaks the drug's label limits "
+                f"({excluded[0][1]}); give smaller `strengths_mg`"
+            )
+        # the evaluation window finely, the rest of the horizon coarsely (for the peak)
         first = twin.next_dose_time if start_h is None else float(start_h)
         end = first + self._horizon(horizon_h)
         window = min(max(target.window_h, 24.0), end - first)
+        fine = np.linspace(end - window, end, round(window / 0.5) + 1)
+        coarse = np.linspace(first, end, max(2, round((end - first) / 2.0)) + 1)
         settings = dict(
             horizon_h=horizon_h,
-            times=np.linspace(end - window, end, round(window / 0.5) + 1),
+            times=np.union1d(coarse[coarse < end - window], fine),
             target=target,
+            safety=safety,
         )
-        searched = len(candidates)
+        searched = len(candidates) + len(excluded)
         if shortlist is not None and len(candidates) > max(int(shortlist), 1):
             at_mode = self.predict(
                 {c.describe(): c for c in candidates}, eta=self.eta_mode, **settings
@@ -309,14 +337,35 @@ class TwinPosterior:
         key = target.key_metric
         middle = 1.0 if target.uses_time_in_range else 0.5 * (target.low + target.high)
         scale = 1.0 if target.uses_time_in_range else target.high - target.low
+        objective = prediction.objective if prediction.objective is not None else prediction.pta
+        safe = [
+            safety is None or prediction.p_unsafe[i] <= safety.limit for i in range(len(candidates))
+        ]
+        for i, ok in enumerate(safe):
+            if not ok:
+                excluded.append(
+                    (
+                        candidates[i].describe(),
+                        f"excluded for safety: probability {100 * prediction.p_unsafe[i]:.0f} % "
+                        f"of {safety.describe()}",
+                    )
+                )
 
         def rank(i: int):
             c = candidates[i]
             daily = c.amount_mg * 24.0 / c.interval_h
             off = abs(prediction.metrics[i][key]["median"] - middle) / scale
-            return (-round(prediction.pta[i], 3), round(off, 3), daily, -c.interval_h)
+            return (-round(objective[i], 3), round(off, 3), daily, -c.interval_h)
 
-        order = sorted(range(len(candidates)), key=rank)
+        order = sorted((i for i in range(len(candidates)) if safe[i]), key=rank)
+        if not order:
+            lowest = min(range(len(candidates)), key=lambda i: prediction.p_unsafe[i])
+            raise PatientTwinError(
+                f"no candidate regimen keeps the probability of {safety.describe()}: the "
+                f"lowest is {100 * prediction.p_unsafe[lowest]:.0f} % "
+                f"({candidates[lowest].describe()}); measure a level and refit, or give "
+                "smaller `strengths_mg`"
+            )
         chosen = order[: max(1, int(top))]
         return [
             Recommendation(
@@ -328,6 +377,11 @@ class TwinPosterior:
                 why=_why(self, prediction, i, order, candidates, target),
                 searched=searched,
                 scored=len(candidates),
+                p_unsafe=float(prediction.p_unsafe[i]),
+                objective=float(objective[i]),
+                objective_text=prediction.objective_text,
+                safety=safety.describe() if safety is not None else "",
+                excluded=tuple(excluded),
             )
             for i in chosen
         ]

@@ -17,7 +17,7 @@ from ._clinical import PatientTwinError
 from ._compiled import _engine
 
 if TYPE_CHECKING:
-    from ._clinical import Target
+    from ._clinical import Safety, Target
 
 __all__ = ["Prediction"]
 
@@ -51,6 +51,17 @@ class Prediction:
         Posterior draws used.
     draw_metrics
         Per regimen the metrics of every draw (``{metric: array[draw]}``).
+    p_unsafe
+        Probability of crossing the safety threshold per regimen ``[regimen]`` (NaN
+        without a :class:`Safety`).
+    safety
+        The safety threshold used.
+    objective
+        What the recommendation ranks on, per regimen: the PTA, or for warfarin the mean
+        of the PTA over the evaluation window and the probability that the steady-state
+        INR of the maintenance dose lies in range (see :attr:`objective_text`).
+    objective_text
+        The objective in plain words.
     """
 
     names: tuple[str, ...]
@@ -68,6 +79,10 @@ class Prediction:
     start_h: float
     n_draws: int
     draw_metrics: tuple[dict[str, np.ndarray], ...] = field(repr=False, default=())
+    p_unsafe: np.ndarray | None = None
+    safety: Safety | None = None
+    objective: np.ndarray | None = None
+    objective_text: str = ""
 
     def table(self) -> list[dict[str, Any]]:
         """One row per regimen: name, PTA and the metrics' medians and 90 % intervals."""
@@ -78,6 +93,10 @@ class Prediction:
                 "description": self.descriptions[i],
                 "pta": float(self.pta[i]),
             }
+            if self.p_unsafe is not None:
+                row["p_unsafe"] = float(self.p_unsafe[i])
+            if self.objective is not None:
+                row["objective"] = float(self.objective[i])
             for metric, stats in self.metrics[i].items():
                 row[f"{metric}_median"] = stats["median"]
                 row[f"{metric}_q05"] = stats["q05"]
@@ -109,6 +128,8 @@ def _predict(
     target,
     window_h,
     resolution_h,
+    safety=None,
+    daily_doses=None,
 ):
     twin = post.twin
     engine = _engine(twin.model)
@@ -146,6 +167,13 @@ def _predict(
         grid, every[..., out_index], np.asarray(last_dose), end, w_start, window_h, in_window,
         target,
     )  # fmt: skip
+    names_out = twin.model.structural.output_names
+    safety_index = names_out.index(safety.output) if safety is not None else out_index
+    after = grid >= start - 1e-9
+    per_draw["peak"] = every[..., safety_index][..., after].max(axis=-1)
+    steady = _steady_state(twin, eta, daily_doses, n) if daily_doses is not None else None
+    if steady is not None:
+        per_draw["steady_state"] = steady
     summary = {
         k: (np.median(v, axis=1), *np.quantile(v, [0.05, 0.95], axis=1), np.mean(v, axis=1))
         for k, v in per_draw.items()
@@ -166,6 +194,21 @@ def _predict(
     ptas = (
         np.mean(target.attained(per_draw), axis=1) if target is not None else np.full(n, math.nan)
     )
+    p_unsafe = (
+        np.mean(safety.unsafe(per_draw), axis=1) if safety is not None else np.full(n, math.nan)
+    )
+    objective, objective_text = (
+        np.asarray(ptas, np.float64),
+        (f"the probability of {target.describe()}" if target is not None else ""),
+    )
+    if steady is not None and target is not None:
+        in_range = np.mean((steady >= target.low) & (steady <= target.high), axis=1)
+        objective = 0.5 * objective + 0.5 * in_range
+        objective_text = (
+            f"the average of two probabilities: {target.describe()} (the INR trajectory "
+            f"over initiation), and the INR at steady state of the maintenance dose "
+            f"within {target.low:g}–{target.high:g}"
+        )
     return Prediction(
         names=tuple(names),
         descriptions=tuple(descriptions),
@@ -182,7 +225,33 @@ def _predict(
         start_h=float(start),
         n_draws=int(eta.shape[0]),
         draw_metrics=tuple(draw_rows),
+        p_unsafe=np.asarray(p_unsafe, np.float64),
+        safety=safety,
+        objective=objective,
+        objective_text=objective_text,
     )
+
+
+def _steady_state(twin, eta, daily_doses, n) -> np.ndarray | None:
+    """Warfarin: steady-state INR of each regimen's maintenance dose ``[regimen, draw]``
+    (NaN for a dose list without a maintenance dose)."""
+    if twin.drug != "warfarin":
+        return None
+    from ..priors._warfarin import steady_state_inr_at_average
+
+    eta = jnp.atleast_2d(jnp.asarray(eta, jnp.float64))
+    typical = twin.model.typical_parameters(twin.covariates)
+    params = np.asarray(
+        twin.model._apply(jnp.broadcast_to(typical, (eta.shape[0], typical.shape[-1])), eta)
+    )
+    names = twin.model.structural.parameters
+    rows = [
+        steady_state_inr_at_average(params, daily, names)
+        if daily is not None
+        else np.full(params.shape[0], math.nan)
+        for daily in daily_doses[:n]
+    ]
+    return np.stack(rows)
 
 
 def _exposure(

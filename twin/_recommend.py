@@ -92,6 +92,15 @@ class Recommendation:
     searched, scored
         How many candidate regimens were searched, and how many of those were scored on
         the posterior draws (see :meth:`TwinPosterior.recommend`).
+    p_unsafe
+        Probability of crossing the drug's safety threshold (NaN without one).
+    objective, objective_text
+        The value the ranking maximises and what it is, in plain words.
+    safety
+        The safety threshold and its limit, in plain words.
+    excluded
+        ``(regimen, reason)`` for every candidate not recommended because of the label or
+        the safety limit.
     """
 
     regimen: Regimen
@@ -102,6 +111,11 @@ class Recommendation:
     why: str
     searched: int = 0
     scored: int = 0
+    p_unsafe: float = float("nan")
+    objective: float = float("nan")
+    objective_text: str = ""
+    safety: str = ""
+    excluded: tuple[tuple[str, str], ...] = ()
 
 
 def _fmt(value: float) -> str:
@@ -136,17 +150,24 @@ def _why(post, prediction, i, order, candidates, target) -> str:
     parts.append(
         f"Trough {_fmt(m['trough']['median'])}, peak {_fmt(m['cmax']['median'])} ({target.output})."
     )
+    if prediction.safety is not None:
+        parts.append(
+            f"Probability of {prediction.safety.text or 'the safety threshold'}: "
+            f"{100 * prediction.p_unsafe[i]:.0f} % (limit {100 * prediction.safety.limit:.0f} %)."
+        )
+    if prediction.objective_text:
+        parts.append(f"Ranked by {prediction.objective_text}.")
     rank = order.index(i)
     if rank + 1 < len(order):
         j = order[rank + 1] if rank == 0 else order[0]
         relation = "next best" if rank == 0 else "best"
         parts.append(
-            f"The {relation} option, {candidates[j].describe()}, has "
+            f"The {relation} safe option, {candidates[j].describe()}, has "
             f"{100 * prediction.pta[j]:.0f} %."
         )
     lower = [
         k
-        for k in order
+        for k in order  # safe candidates only
         if candidates[k].amount_mg * 24 / candidates[k].interval_h
         < candidates[i].amount_mg * 24 / candidates[i].interval_h
     ]

@@ -108,6 +108,10 @@ class RegimenForecast:
         Probability of target attainment, 0–1.
     why
         Why this regimen (recommendations).
+    p_unsafe
+        Probability of the drug's safety threshold (NaN without one).
+    safety_note
+        Why the regimen would not be recommended (above the safety limit), or ``""``.
     """
 
     name: str
@@ -118,6 +122,8 @@ class RegimenForecast:
     metrics: Mapping[str, Metric]
     pta: float
     why: str = ""
+    p_unsafe: float = float("nan")
+    safety_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,12 @@ class WhatIfResult:
         ``{output: unit}`` of the drug model.
     provenance
         JSON-ready record (versions, model, command, spec).
+    objective_text
+        What the recommendation maximised, in plain words.
+    safety_text
+        The safety threshold and its limit, in plain words.
+    excluded
+        ``(regimen, reason)`` of the regimens the search excluded (label, safety).
     """
 
     spec: WhatIfSpec
@@ -147,6 +159,9 @@ class WhatIfResult:
     fit: Mapping[str, Any]
     output_units: Mapping[str, str]
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    objective_text: str = ""
+    safety_text: str = ""
+    excluded: tuple[tuple[str, str], ...] = ()
 
     @property
     def recommendation(self) -> RegimenForecast:
@@ -164,6 +179,11 @@ class WhatIfResult:
         metric = best.metrics.get(key)
         if best.why:  # the twin's own reasoning names the PTA, the metric and the runner-up
             return f"{best.name} (PTA {100 * best.pta:.0f} %). {best.why}"
+        if self.safety_text and best.safety_note:
+            return (
+                f"No regimen is recommended: every candidate is above the safety limit "
+                f"({self.safety_text}); the best by PTA, {best.name}, {best.safety_note}."
+            )
         text = (
             f"{best.name}: probability of target attainment {100 * best.pta:.0f} % "
             f"(target {self.target.describe()})"
@@ -175,7 +195,8 @@ class WhatIfResult:
     def table(self) -> pd.DataFrame:
         """One row per regimen: source, PTA and each metric's median and 90 % interval.
 
-        Columns: ``regimen``, ``source``, ``pta``, then ``<metric>``, ``<metric>_p5``,
+        Columns: ``regimen``, ``source``, ``pta``, ``p_unsafe`` (probability of the safety
+        threshold), then ``<metric>``, ``<metric>_p5``,
         ``<metric>_p95`` per metric; units in ``DataFrame.attrs["units"]``.
         """
         import pandas as pd
@@ -186,6 +207,7 @@ class WhatIfResult:
                 "regimen": forecast.name,
                 "source": forecast.source,
                 "pta": forecast.pta,
+                "p_unsafe": forecast.p_unsafe,
             }
             for name, metric in forecast.metrics.items():
                 row[name], row[f"{name}_p5"], row[f"{name}_p95"] = (
@@ -404,7 +426,8 @@ def _html_table(result: WhatIfResult) -> str:
         metric_names += [m for m in forecast.metrics if m not in metric_names]
     head = "".join(f"<th>{html.escape(METRIC_LABELS.get(m, m))}</th>" for m in metric_names)
     lines = [
-        f"<table><thead><tr><th>regimen</th><th>source</th><th>PTA</th>{head}</tr></thead><tbody>"
+        "<table><thead><tr><th>regimen</th><th>source</th><th>PTA</th>"
+        f"<th>safety risk</th>{head}</tr></thead><tbody>"
     ]
     best = result.recommendation
     for forecast in result.forecasts:
@@ -413,12 +436,40 @@ def _html_table(result: WhatIfResult) -> str:
             for m in metric_names
         )
         mark = ' class="best"' if forecast is best else ""
+        risk = "–" if math.isnan(forecast.p_unsafe) else f"{100 * forecast.p_unsafe:.0f} %"
+        if forecast.safety_note:
+            risk += f" ({html.escape(forecast.safety_note)})"
         lines.append(
             f"<tr{mark}><td>{html.escape(forecast.name)}</td><td>{forecast.source}</td>"
-            f"<td>{100 * forecast.pta:.0f} %</td>{cells}</tr>"
+            f"<td>{100 * forecast.pta:.0f} %</td><td>{risk}</td>{cells}</tr>"
         )
     lines.append("</tbody></table>")
     return "\n".join(lines)
+
+
+def _explanation(result: WhatIfResult) -> str:
+    """The objective and the safety rule in plain words, and the excluded regimens."""
+    import html
+
+    parts = []
+    if result.objective_text:
+        parts.append(
+            f'<p class="note" id="objective">How regimens are ranked: by '
+            f"{html.escape(result.objective_text)}; only regimens within the drug's label "
+            "limits are searched.</p>"
+        )
+    if result.safety_text:
+        parts.append(f'<p class="note" id="safety">Safety: {html.escape(result.safety_text)}.</p>')
+    if result.excluded:
+        items = "".join(
+            f"<li>{html.escape(name)}: {html.escape(reason)}</li>"
+            for name, reason in result.excluded[:12]
+        )
+        more = len(result.excluded) - 12
+        extra = f"<li>… and {more} more</li>" if more > 0 else ""
+        parts.append(f'<details id="excluded"><summary>Excluded regimens</summary><ul>{items}'
+                     f"{extra}</ul></details>")  # fmt: skip
+    return "\n".join(parts)
 
 
 def _fit_table(result: WhatIfResult) -> str:
@@ -479,6 +530,7 @@ Times count from the first dose (t = 0); the candidate regimens start at {spec.c
 <h2>Recommendation</h2>
 <div class="recommendation" id="recommendation">{html.escape(result.recommendation_text())}</div>
 <p class="note">Target: {html.escape(result.target.describe())} — {html.escape(result.target.source)}</p>
+{_explanation(result)}
 <h2>Forecast</h2>
 {plot}
 {target_plot}
@@ -534,7 +586,13 @@ FORECAST_STEP_H = 0.5
 
 
 def _forecast(
-    prediction: Any, i: int, source: str, doses: Sequence[Dose], why: str, units: Mapping[str, str]
+    prediction: Any,
+    i: int,
+    source: str,
+    doses: Sequence[Dose],
+    why: str,
+    units: Mapping[str, str],
+    p_unsafe: float | None = None,
 ) -> RegimenForecast:
     """Regimen ``i`` of a twin's :class:`~twinsim.twin.Prediction` as a forecast."""
     target = prediction.target
@@ -555,6 +613,11 @@ def _forecast(
         for name in shown
         if name in stats
     }  # fmt: skip
+    safety = getattr(prediction, "safety", None)
+    risk = float(prediction.p_unsafe[i]) if p_unsafe is None else float(p_unsafe)
+    note = ""
+    if safety is not None and risk > safety.limit:
+        note = f"above the safety limit of {100 * safety.limit:.0f} %: would not be recommended"
     bands = {
         output: np.stack(
             [prediction.lower[i, :, j], prediction.median[i, :, j], prediction.upper[i, :, j]]
@@ -570,6 +633,8 @@ def _forecast(
         metrics=metrics,
         pta=float(prediction.pta[i]),
         why=why,
+        p_unsafe=risk,
+        safety_note=note,
     )
 
 

@@ -212,6 +212,7 @@ def forecast_whatif(
     regimens = spec.candidate_doses()
     sources = dict.fromkeys(regimens, "candidate")
     why: dict[str, str] = {}
+    risk: dict[str, float] = {}
     for item in found:
         name = item.description
         if name in regimens:
@@ -220,6 +221,7 @@ def forecast_whatif(
             regimens[name] = list(item.doses)
             sources[name] = "recommended"
         why[name] = item.why
+        risk[name] = item.p_unsafe
     prediction = fitted.posterior.predict(
         regimens,
         horizon_h=spec.horizon,
@@ -231,7 +233,9 @@ def forecast_whatif(
     model = spec.population_model()
     units = dict(model.structural.output_units)
     forecasts = tuple(
-        _forecast(prediction, i, sources[name], regimens[name], why.get(name, ""), units)
+        _forecast(
+            prediction, i, sources[name], regimens[name], why.get(name, ""), units, risk.get(name)
+        )
         for i, name in enumerate(prediction.names)
     )
     method = spec.fit.method
@@ -252,6 +256,13 @@ def forecast_whatif(
         fit={"method": method, "seconds": fitted.seconds, **fitted.summary},
         output_units=units,
         provenance=record,
+        objective_text=found[0].objective_text if found else prediction.objective_text,
+        safety_text=(
+            found[0].safety
+            if found
+            else (prediction.safety.describe() if prediction.safety is not None else "")
+        ),
+        excluded=found[0].excluded if found else (),
     )
 
 

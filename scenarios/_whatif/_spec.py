@@ -611,7 +611,7 @@ class WhatIfSpec(SpecModel):
             value = None if value is None else value[0]
             missing = value is None or (isinstance(value, str) and not value)
             missing = missing or (isinstance(value, float) and math.isnan(value))
-            if missing:
+            if missing and cov.default is None:  # optional covariates take their default
                 field, example = _PATIENT_FIELDS.get(cov.name, (cov.name, f"{cov.name}: ..."))
                 problems.append(
                     (

@@ -227,28 +227,31 @@ def warfarin_steady_state():
 
 
 def test_warfarin_steady_state_concentration_is_dose_rate_over_clearance(warfarin_steady_state):
-    """Hamberg 2007: CL = 0.314 · (1 − r_CYP2C9) L/h at 71 y; with F·S-fraction = 0.45 the
-    average S-warfarin concentration at steady state is 0.45 · 5 mg / 24 h / CL (±1 %)."""
+    """CL = 0.314 · f_CYP2C9 L/h at 71 y, f the IWPC-calibrated clearance fraction
+    (priors/_warfarin.py); with F·S-fraction = 0.45 the average S-warfarin concentration at
+    steady state is 0.45 · 5 mg / 24 h / CL (±1 %)."""
     model, params, average_conc, _ = warfarin_steady_state
     cl = params[:, model.structural.parameters.index("cl")]
-    reduction = np.array([0.0, 0.315, 0.453, 0.690, 0.722, 0.852, 0.0, 0.0])
-    np.testing.assert_allclose(cl, 0.314 * (1 - reduction), rtol=1e-12)
+    fraction = np.array([1.0, 0.84247, 0.72678, 0.48619, 0.69334, 0.40012, 1.0, 1.0])
+    np.testing.assert_allclose(cl, 0.314 * fraction, rtol=1e-4)
     np.testing.assert_allclose(average_conc, 0.45 * 5.0 / 24.0 / cl, rtol=0.01)
 
 
 def test_warfarin_exposure_and_inr_ordered_by_cyp2c9(warfarin_steady_state):
-    """Hamberg 2007 effects imply, at one VKORC1 genotype, S-warfarin exposure and INR
-    ordered *1/*1 < *1/*2 < *1/*3 < *2/*3 < *2/*2 < *3/*3 (*3/*3 highest)."""
+    """With the IWPC-calibrated effects, at one VKORC1 genotype, S-warfarin exposure and INR
+    are ordered *1/*1 < *1/*2 < *1/*3 < *2/*2 < *2/*3 < *3/*3 (*3/*3 highest)."""
     _, _, average_conc, trough_inr = warfarin_steady_state
-    assert np.all(np.diff(average_conc[:6]) > 0)
-    assert np.all(np.diff(trough_inr[:6]) > 0)
+    order = [0, 1, 2, 4, 3, 5]  # fixture order *1/*1 *1/*2 *1/*3 *2/*3 *2/*2 *3/*3
+    assert np.all(np.diff(average_conc[order]) > 0)
+    assert np.all(np.diff(trough_inr[order]) > 0)
     assert np.argmax(average_conc) == 5 and np.argmax(trough_inr) == 5
 
 
 def test_warfarin_inr_ordered_by_vkorc1_with_equal_exposure(warfarin_steady_state):
-    """Hamberg 2007: EC50 4.61 (G/G) > 3.02 (G/A) > 2.20 (A/A) mg/L, no PK effect: at equal
-    S-warfarin concentration the INR is G/G < G/A < A/A (A/A most sensitive); the typical
-    *1/*1 G/A patient on 5 mg/day is in the 2–3 target range."""
+    """EC50 G/G > G/A > A/A (IWPC ratios 0.745, 0.536 of the calibrated G/G 2.84 mg/L), no
+    PK effect: at equal S-warfarin concentration the INR is G/G < G/A < A/A; the typical
+    71-year-old *1/*1 G/A patient on 5 mg/day (IWPC-typical dose 4.3 mg/day at 65 y) is
+    in the 2–3 target range."""
     _, _, average_conc, trough_inr = warfarin_steady_state
     gg, ga, aa = trough_inr[6], trough_inr[0], trough_inr[7]
     assert gg < ga < aa
@@ -270,27 +273,42 @@ def test_warfarin_inr_starts_at_baseline_and_rises_with_the_transit_delay():
     assert np.all(np.diff(inr) > 0)
 
 
-def test_warfarin_age_and_unsupported_genotypes():
-    """Hamberg 2007: CL · (1 − 0.0091 · (age − 71)). CYP2C9 alleles other than *1, *2, *3
-    were not estimated: the error names the levels the model knows."""
+def test_warfarin_age_comedication_and_genotypes():
+    """Hamberg 2007: CL · (1 − 0.0091 · (age − 71)). CYP2C9 *5, *8, *11 take *2's effect and
+    *6, *13 *3's (CPIC function class, assumed); amiodarone and enzyme inducers multiply CL by
+    IWPC's dose ratios 0.834 and 1.407 and default to 0 when absent. An allele outside the
+    gene table is refused with the known levels."""
     model = drug_model("warfarin")
     p = model.typical_parameters(
         {"age": [51.0, 91.0], "cyp2c9": ["*1/*1"] * 2, "vkorc1": ["G/G"] * 2}
     )
     np.testing.assert_allclose(p[:, 0], 0.314 * np.array([1.182, 0.818]))
-    with pytest.raises(PopulationModelError, match=r"unknown levels \['\*1/\*5'\].*\*3/\*3"):
-        model.typical_parameters(
-            {"age": [60.0], "cyp2c9": [parse_diplotype("CYP2C9", "*5/*1")], "vkorc1": ["G/G"]}
-        )
+    cl = model.typical_parameters(
+        {
+            "age": [71.0] * 5,
+            "cyp2c9": [
+                parse_diplotype("CYP2C9", d) for d in ("*5/*1", "*1/*2", "*6/*1", "*1/*3", "*1/*1")
+            ],
+            "vkorc1": ["G/G"] * 5,
+            "amiodarone": [0, 0, 0, 0, 1],
+            "enzyme_inducer": [0, 0, 0, 0, 0],
+        }
+    )[:, 0]
+    assert cl[0] == pytest.approx(cl[1]) and cl[2] == pytest.approx(cl[3])
+    assert cl[4] == pytest.approx(0.314 * 0.83405, rel=1e-4)
+    with pytest.raises(PopulationModelError, match=r"unknown levels \['\*1/\*4'\]"):
+        model.typical_parameters({"age": [60.0], "cyp2c9": ["*1/*4"], "vkorc1": ["G/G"]})
 
 
-def test_warfarin_variability_is_read_as_variances():
-    """Secondary IIV values 0.310, 0.262, 0.991, 0.141, 1.020, 0.409 are variances of η."""
+def test_warfarin_variability_is_read_as_cvs():
+    """Secondary IIV values 0.310, 0.262, 0.991, 0.141, 1.020, 0.409 are read as CVs:
+    ω² = ln(1 + CV²) (see priors/_warfarin.py for why)."""
     model = drug_model("warfarin")
     assert model.random_effects == ("cl", "v1", "v2", "mtt1", "mtt2", "ec50")
-    np.testing.assert_allclose(np.diag(model.omega), [0.310, 0.262, 0.991, 0.141, 1.020, 0.409])
+    cvs = np.array([0.310, 0.262, 0.991, 0.141, 1.020, 0.409])
+    np.testing.assert_allclose(np.diag(model.omega), np.log1p(cvs**2))
     assert model.residual["inr"].proportional == pytest.approx(math.sqrt(0.0325))
-    assert drug_metadata("warfarin")["iiv_convention"].startswith("variance")
+    assert drug_metadata("warfarin")["iiv_convention"].startswith("coefficient of variation")
 
 
 # --------------------------------------------------------------------------- theophylline
@@ -458,7 +476,7 @@ def test_theophylline_reference_fit_values():
                 "cyp2c9": np.full(4000, "*1/*1"),
                 "vkorc1": np.full(4000, "G/A"),
             },
-            {"cl": 0.310, "v2": 0.991, "ec50": 0.409},
+            {"cl": math.log1p(0.310**2), "v2": math.log1p(0.991**2), "ec50": math.log1p(0.409**2)},
         ),
         (
             "vancomycin",
@@ -473,7 +491,7 @@ def test_theophylline_reference_fit_values():
 )
 def test_sampled_variability_has_the_published_spread(name, covariates, expected_variance):
     """Draws of 4000 subjects (seed 7): the variance of log(p_i / p_typ) matches ω² —
-    warfarin's values read as variances, vancomycin's CVs converted by ln(1 + CV²) —
+    both drugs' CVs converted by ln(1 + CV²) —
     within 10 % (≈ 4.5 standard errors: failure rate < 1e-5 for a random seed)."""
     model = drug_model(name)
     sample = model.sample_parameters(7, covariates)

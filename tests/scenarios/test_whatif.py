@@ -247,7 +247,11 @@ def test_other_examples_run_end_to_end(name):
         f.name: sum(d.amount for d in f.doses) / (spec.horizon / 24.0) for f in result.forecasts
     }
     carry_on = result.forecasts[0]
-    assert best.pta >= carry_on.pta
+    if spec.drug == "warfarin":
+        # ranked on initiation PTA and the steady-state INR (issue 13), not the window alone
+        assert "steady state" in result.objective_text and best.p_unsafe <= 0.2
+    else:
+        assert best.pta >= carry_on.pta
     if spec.drug == "warfarin":
         assert set(result.forecasts[0].bands) == {"inr", "conc"}
         row = table[table["regimen"] == best.name].iloc[0]
