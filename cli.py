@@ -761,8 +761,10 @@ def _whatif_table(result: Any) -> Table:
         header_style="bold",
     )
     table.add_column("regimen")
-    table.add_column("source")
+    table.add_column("source", no_wrap=True)
     table.add_column("PTA", justify="right")
+    # the probability of the drug's safety threshold (described below the table)
+    table.add_column("P(unsafe)", justify="right")
     for name, unit in units.items():
         label = METRIC_LABELS.get(name, name)
         table.add_column(f"{label} ({unit})" if unit else label, justify="right")
