@@ -169,7 +169,11 @@ def _predict(
     )  # fmt: skip
     names_out = twin.model.structural.output_names
     safety_index = names_out.index(safety.output) if safety is not None else out_index
+    # the peak over the prediction (from its start); requested times all before the start
+    # (a look back at the history) take the peak over those times
     after = grid >= start - 1e-9
+    if not after.any():
+        after = np.ones_like(after)
     per_draw["peak"] = every[..., safety_index][..., after].max(axis=-1)
     steady = _steady_state(twin, eta, daily_doses, n) if daily_doses is not None else None
     if steady is not None:

@@ -325,7 +325,10 @@ def _data(pm, n=4, seed=2):
 
 
 def test_population_model_log_density_is_the_hand_computed_sum():
-    """Potential energy at a point = −(priors + Σ log-likelihood), computed by hand."""
+    """Potential energy at a point = −(priors + Σ log-likelihood), computed by hand.
+
+    Structural thetas have a log-normal prior (log-SD 2); a covariate effect (``cl_cyp``,
+    either sign possible) a normal prior with SD ``max(|θ₀|, 1)``."""
     from numpyro.infer.util import log_density
 
     pm = _model()
@@ -343,8 +346,9 @@ def test_population_model_log_density_is_the_hand_computed_sum():
     ll = pm.log_likelihood(data, params, {"conc": {"additive": 0.25, "proportional": 0.12}}).sum()
     prior = sum(
         stats.lognorm.logpdf(point[f"theta_{k}"], s=2.0, scale=pm.theta[k])
-        for k in ("cl", "v", "ka", "cl_cyp")
+        for k in ("cl", "v", "ka")
     )
+    prior += stats.norm.logpdf(0.6, loc=pm.theta["cl_cyp"], scale=max(abs(pm.theta["cl_cyp"]), 1))
     prior += stats.halfnorm.logpdf([0.3, 0.2, 0.5], scale=1.0).sum()
     prior += stats.norm.logpdf(np.asarray(eta), 0, [0.3, 0.2, 0.5]).sum()
     prior += stats.halfnorm.logpdf(0.25, scale=5 * 0.2) + stats.halfnorm.logpdf(0.12, scale=5 * 0.1)

@@ -17,6 +17,7 @@ import yaml
 
 from twinsim.priors import cockcroft_gault, drug_model
 from twinsim.priors._vancomycin import VANCOMYCIN_CRCL_OPTIONS
+from twinsim.priors._warfarin import AMIODARONE_CL_FACTOR
 from twinsim.scenarios import CaseError, CaseSpec, SpecError, generate_cases, write_case_set
 from twinsim.scenarios._cases import (
     AMIODARONE_CL_REDUCTION,
@@ -143,29 +144,34 @@ def test_each_key_is_the_only_option_meeting_its_criterion(case_sets, name):
 
 
 def test_interaction_drives_the_change_in_the_ddi_case(case_sets):
-    """Amiodarone (not in the library's warfarin model, so the documented literature factor:
-    −40 % S-warfarin clearance at 400 mg/day, Sanoski & Bauman 2002) is the keyed
-    explanation of the INR rise, and the event record names the source."""
+    """Amiodarone is the keyed explanation of the INR rise. The library's warfarin model
+    carries an ``amiodarone`` covariate (S-warfarin CL × the IWPC 2009 dose ratio), so the
+    event uses the model's own factor, and the event record names that source."""
     case = case_sets["warfarin_amiodarone"].cases[0]
     event = case["event"]
-    pm = drug_model("warfarin")
-    if "comed_amiodarone" not in pm.covariate_names:
-        assert event["clearance_ratio"] == pytest.approx(1 - AMIODARONE_CL_REDUCTION[400.0])
-        assert event["source"].startswith("Sanoski")
+    assert event["clearance_ratio"] == pytest.approx(AMIODARONE_CL_FACTOR, abs=5e-4)  # 3 digits
+    assert event["source"] == "model covariate `amiodarone` of 'warfarin'"
     explain = case["questions"][3]
     assert "rose" in explain["stem"]
     assert next(o for o in explain["options"] if o["correct"])["label"].startswith("Amiodarone")
 
 
 def test_inhibitor_factor_uses_the_literature_table_and_refuses_unknown_drugs():
-    """Nearest tabulated maintenance dose (Sanoski & Bauman 2002); an inhibitor neither the
-    model nor the table knows is an error, not a silent 1."""
-    pm = drug_model("warfarin")
+    """The model's covariate when it has one; otherwise the nearest tabulated maintenance
+    dose (Sanoski & Bauman 2002: −30 % at 200–300 mg/day, −40 % at 400 mg/day); an
+    inhibitor neither the model nor the table knows is an error, not a silent 1."""
+    warfarin = drug_model("warfarin")
     cov = {"age": 70.0, "cyp2c9": "*1/*1", "vkorc1": "G/G"}
-    if "comed_amiodarone" not in pm.covariate_names:
-        assert inhibitor_clearance_ratio(pm, cov, "amiodarone", 250.0)[0] == pytest.approx(0.70)
+    ratio, source = inhibitor_clearance_ratio(warfarin, cov, "amiodarone", 250.0)
+    assert ratio == pytest.approx(AMIODARONE_CL_FACTOR, rel=1e-12) and "covariate" in source
+    no_covariate = drug_model("theophylline")
+    assert inhibitor_clearance_ratio(no_covariate, {}, "amiodarone", 240.0)[0] == pytest.approx(
+        1 - AMIODARONE_CL_REDUCTION[200.0]
+    )
+    ratio, source = inhibitor_clearance_ratio(no_covariate, {}, "amiodarone", 400.0)
+    assert ratio == pytest.approx(0.60) and source.startswith("Sanoski")
     with pytest.raises(ValueError, match=r"fluconazole.*no covariate"):
-        inhibitor_clearance_ratio(pm, cov, "fluconazole", 200.0)
+        inhibitor_clearance_ratio(warfarin, cov, "fluconazole", 200.0)
 
 
 def test_changing_clearance_follows_the_model_covariate():

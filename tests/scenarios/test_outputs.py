@@ -135,8 +135,8 @@ def test_per_subject_times_become_a_2d_time_h():
 
 def test_failed_subjects_get_readable_status_names():
     """Each SolveStatus code maps to its lower-case name."""
-    status = np.array([0, 1, 2, 3, 4])
-    outputs = np.ones((5, 2, 2))
+    status = np.array([0, 1, 2, 3, 4, 5])
+    outputs = np.ones((6, 2, 2))
     outputs[1:] = np.nan
     ds = to_dataset(FakeSolution(np.array([0.0, 1.0]), outputs, status), model=MODEL)
     assert ds["status_name"].values.tolist() == [
@@ -145,6 +145,7 @@ def test_failed_subjects_get_readable_status_names():
         "nonfinite",
         "solver_failed",
         "steady_state_failed",
+        "unsupported_dose",
     ]
     assert ds["status"].values.tolist() == [int(s) for s in SolveStatus]
 
