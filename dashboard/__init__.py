@@ -1,4 +1,5 @@
-"""The Dash app: the clinician's what-if page (trial-designer and educator pages to come).
+"""The Dash app: the clinician's what-if page, the educator's teaching cases and the
+trial designer's virtual trials.
 
 Run it with ``twinsim dashboard`` (http://127.0.0.1:8050) or from Python::
 

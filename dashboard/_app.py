@@ -1,9 +1,8 @@
 """The Dash app: navigation bar, pages, the shared what-if session and its warm-up.
 
 Pages are registered explicitly (the package is flat, there is no ``pages/`` folder):
-:func:`create_app` registers the clinician page at ``/`` and the educator page at
-``/educator``; the trial-designer page is announced in the navigation bar as a disabled
-item until it exists.
+:func:`create_app` registers the clinician page at ``/``, the educator page at
+``/educator`` and the trial-designer page at ``/trial``.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ log = logging.getLogger(__name__)
 #: Largest request the server accepts, bytes (an upload is capped lower, see the page).
 MAX_REQUEST_BYTES = 4_000_000
 
-#: Pages to come, shown disabled in the navigation bar.
-COMING_PAGES = ("Trial designer",)
+#: Pages to come, shown disabled in the navigation bar (none: every page exists).
+COMING_PAGES: tuple[str, ...] = ()
 
 
 @dataclass
@@ -79,6 +78,7 @@ def _navbar() -> dbc.Navbar:
     items = [
         dbc.NavItem(dbc.NavLink("Clinician", href="/", active="exact")),
         dbc.NavItem(dbc.NavLink("Educator", href="/educator", active="exact")),
+        dbc.NavItem(dbc.NavLink("Trial designer", href="/trial", active="exact")),
     ]
     items += [
         dbc.NavItem(
@@ -130,7 +130,7 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
     -------
     dash.Dash
     """
-    from . import _clinician, _educator
+    from . import _clinician, _educator, _trial
 
     state = state or DashboardState()
     app = dash.Dash(
@@ -157,6 +157,13 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
         title="twinsim · educator teaching cases",
         layout=_educator.layout,
     )
+    dash.register_page(
+        "twinsim.dashboard.trial",
+        path="/trial",
+        name="Trial designer",
+        title="twinsim · trial designer",
+        layout=_trial.layout,
+    )
     app.layout = html.Div(
         [
             _navbar(),
@@ -166,6 +173,7 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
     )
     _clinician.register(app, state)
     _educator.register(app, state)
+    _trial.register(app, state)
 
     @app.callback(
         Output("app-ready", "children"),

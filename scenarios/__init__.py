@@ -77,6 +77,7 @@ from ._patient import PatientSpec as PatientSpec
 from ._provenance import provenance_path as provenance_path
 from ._provenance import provenance_record as provenance_record
 from ._provenance import write_provenance as write_provenance
+from ._provenance import write_text_atomic as write_text_atomic
 from ._regimen import DoseSpec as DoseSpec
 from ._regimen import RegimenSpec as RegimenSpec
 from ._regimen import SpecError as SpecError

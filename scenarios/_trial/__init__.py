@@ -17,7 +17,11 @@ from ._design import TrialDesign as TrialDesign
 from ._design import TrialError as TrialError
 from ._design import load_trial as load_trial
 from ._design import trial_examples as trial_examples
+from ._outputs import dose_path_figure as dose_path_figure
+from ._outputs import endpoint_figure as endpoint_figure
 from ._outputs import endpoint_table as endpoint_table
+from ._outputs import power_figure as power_figure
+from ._outputs import trajectory_figure as trajectory_figure
 from ._outputs import trial_dataset as trial_dataset
 from ._outputs import trial_report_html as trial_report_html
 from ._run import TrialResult as TrialResult

@@ -150,7 +150,7 @@ def test_history_from_text_uses_the_regimen_parser() -> None:
     assert "Type the doses" in history_from_text(" ", "vancomycin", None)
 
 
-def test_app_has_the_clinician_page_and_coming_pages_disabled() -> None:
+def test_app_has_the_three_pages_in_its_navigation() -> None:
     import dash
 
     app = create_app(warm_up=False)
@@ -158,13 +158,16 @@ def test_app_has_the_clinician_page_and_coming_pages_disabled() -> None:
     assert [(p["path"], p["name"]) for p in pages] == [
         ("/", "Clinician"),
         ("/educator", "Educator"),
+        ("/trial", "Trial designer"),
     ]
     client = app.server.test_client()
     assert client.get("/").status_code == 200
     layout = client.get("/_dash-layout").get_json()
     text = str(layout)
-    assert "Trial designer" in text and "Educator" in text and "'disabled': True" in text
+    assert "'href': '/trial'" in text and "'href': '/educator'" in text
+    assert "'disabled': True" not in text  # no page is announced as coming any more
     assert client.get("/educator").status_code == 200
+    assert client.get("/trial").status_code == 200
     assert client.get("/assets/bootstrap.min.css").status_code == 200
     assert app.server.config["MAX_CONTENT_LENGTH"] == 4_000_000
 
