@@ -749,6 +749,14 @@ def register(app: Any, state: Any = None) -> None:
 
     @app.callback(
         Output(_id("status"), "children", allow_duplicate=True),
+        Input(_id("run"), "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def _started(_: Any):
+        return ""  # the last run's status is not this run's
+
+    @app.callback(
+        Output(_id("status"), "children", allow_duplicate=True),
         Input(_id("cancel"), "n_clicks"),
         prevent_initial_call=True,
     )
