@@ -15,3 +15,13 @@ def shots(tmp_path: Path) -> Path:
     path = Path(folder) if folder else tmp_path / "screenshots"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+def chromium() -> None:
+    """Skip the test unless Playwright and a Chromium to drive are installed."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from twinsim.dashboard._browser import chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("no Chromium at /usr/bin/chromium (install Debian's chromium)")

@@ -170,17 +170,9 @@ def test_run_job_streams_progress_and_results_read_back(tmp_path, monkeypatch):
     assert not_run is no_update and "fix the fields" in str(status).lower()
 
 
-def test_trial_page_driven_in_chromium(shots: Path, tmp_path, monkeypatch) -> None:
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    from twinsim.dashboard._browser import (
-        VIEWPORT,
-        DashboardServer,
-        chromium_path,
-        launch_chromium,
-    )
+def test_trial_page_driven_in_chromium(chromium, shots: Path, tmp_path, monkeypatch) -> None:
+    from twinsim.dashboard._browser import VIEWPORT, DashboardServer, launch_chromium
 
-    if chromium_path() is None:
-        pytest.skip("no Chromium at /usr/bin/chromium (install Debian's chromium)")
     monkeypatch.setenv("TWINSIM_TRIAL_RUNS", str(tmp_path / "runs"))
     timeout = 180_000
     with (
