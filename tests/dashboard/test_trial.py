@@ -1,13 +1,12 @@
 """The trial-designer page: its functions, and the page in a real headless Chromium.
 
 The browser test is one test on one page (pytest-xdist keeps it whole): a bad design shows
-its problems by field and line, a tiny design (6 replicates × 4–6 subjects per arm, the
-shipped vancomycin design's 3-day horizon) is started, cancelled after its first chunk,
-started again (it resumes from the saved chunks) and run to completion; the power plot is
-drawn and the downloads are the run's files. Screenshots go to ``$TWINSIM_SCREENSHOTS``
-(default: a pytest temporary folder; docs/screenshots/ holds the ones looked at for the
-docs).
-"""
+its problems by field and line, another library example is chosen, a tiny design (6
+replicates × 4–6 subjects per arm, the shipped vancomycin design's 3-day horizon) is
+uploaded, started, cancelled after its first chunk, started again (it resumes from the
+saved chunks) and run to completion; the power plot is drawn and the downloads are the
+run's files. Screenshots go to ``$TWINSIM_SCREENSHOTS`` (default: a pytest temporary
+folder; docs/screenshots/ holds the ones looked at for the docs)."""
 
 from __future__ import annotations
 
@@ -209,9 +208,21 @@ def test_trial_page_driven_in_chromium(chromium, shots: Path, tmp_path, monkeypa
         page.evaluate("() => { document.querySelector('#tr-text').scrollTop = 230; }")
         page.screenshot(path=str(shots / "trial-invalid.png"), full_page=True)
 
-        # a tiny design: start, cancel after the first chunk, start again (it resumes)
-        set_design(_tiny(replicates=6, sizes="[4, 6]"))
+        # another library example, as shipped
+        page.select_option("#tr-example", "warfarin_genotype_guided")
+        page.wait_for_function(
+            "() => document.querySelector('#tr-text').value.includes('replicates: 200')"
+        )
+        assert "drug: warfarin" in page.input_value("#tr-text")
+        # a tiny design, uploaded: start, cancel after the first chunk, start again (resumes)
+        tiny = _tiny(replicates=6, sizes="[4, 6]")
+        page.set_input_files(
+            "#tr-upload input[type=file]",
+            files=[{"name": "tiny.yaml", "mimeType": "text/yaml", "buffer": tiny.encode()}],
+        )
+        wait_text("#tr-upload-feedback", "Read tiny.yaml")
         wait_text("#tr-problems", "Valid design")
+        assert page.input_value("#tr-text") == tiny
         page.click("#tr-run")
         page.wait_for_selector("#tr-cancel:not([disabled])")
         page.wait_for_function(
