@@ -313,6 +313,10 @@ def chunk_size_for(design: TrialDesign) -> int:
     return max(1, math.ceil(design.replicates / PROGRESS_STEPS))
 
 
+def _n_chunks(design: TrialDesign) -> int:
+    return math.ceil(design.replicates / chunk_size_for(design))
+
+
 def run_key(design: TrialDesign) -> str:
     """The run folder's name: a hash of the design and the chunk size."""
     text = f"{design.model_dump_json()}|chunk={chunk_size_for(design)}"
@@ -350,8 +354,8 @@ def run_job(set_progress: Any, _clicks: Any, text: str | None) -> tuple[Any, Any
     folder = run_folder(key)
     total = design.replicates
 
-    def progress(done: int, total: int) -> None:
-        set_progress((100 * done / total, f"{done}/{total} replicates done"))
+    def progress(done: int, of: int) -> None:
+        set_progress((100 * done / of, f"{done}/{of} replicates done"))
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -359,7 +363,12 @@ def run_job(set_progress: Any, _clicks: Any, text: str | None) -> tuple[Any, Any
         result = run_trial(design, folder, chunk_size=chunk_size_for(design), progress=progress)
     except (TrialError, SpecError) as error:
         return no_update, dbc.Alert(str(error), color="danger")
-    chunks = math.ceil(total / chunk_size_for(design))
+    except Exception as error:  # a library failure is reported on the page, not lost
+        return no_update, dbc.Alert(
+            f"The run failed ({type(error).__name__}: {error}); the finished chunks are kept.",
+            color="danger",
+        )
+    chunks = _n_chunks(design)
     reused = chunks - len(result.computed_chunks)
     note = f" ({reused} of {chunks} chunks from an earlier run)" if reused else ""
     message = (
@@ -381,10 +390,13 @@ def load_run(key: str) -> TrialResult:
     if not (folder / "summary.json").is_file() or not (folder / "design.yaml").is_file():
         raise TrialError(f"run {key} has not finished (no summary in {str(folder)!r}); run it")
     design = TrialDesign.model_validate(yaml.safe_load((folder / "design.yaml").read_text()))
-    result = run_trial(design, folder, chunk_size=chunk_size_for(design), write=False)
-    if result.computed_chunks:  # the chunks were removed: the run computed them again
-        raise TrialError(f"run {key} had lost chunks {result.computed_chunks}; they were rerun")
-    return result
+    saved = len(list((folder / "chunks").glob("chunk_*.npz")))
+    if saved != _n_chunks(design):  # reading it back would compute here, in the server
+        raise TrialError(
+            f"run {key} has {saved} of its {_n_chunks(design)} chunks in {str(folder)!r}; "
+            "run the design again to compute the missing ones"
+        )
+    return run_trial(design, folder, chunk_size=chunk_size_for(design), write=False)
 
 
 def _fmt(value: float | None) -> str:

@@ -167,6 +167,10 @@ def test_run_job_streams_progress_and_results_read_back(tmp_path, monkeypatch):
     assert again == key and "2 of 2 chunks from an earlier run" in str(status)
     not_run, status = run_job(lambda _: None, 3, _tiny().replace("duration: 3 d", "duration: 0"))
     assert not_run is no_update and "fix the fields" in str(status).lower()
+    # a run that lost a chunk is not read back (that would simulate in the server)
+    next((folder / "chunks").glob("chunk_*.npz")).unlink()
+    with pytest.raises(TrialError, match=r"has 1 of its 2 chunks .* run the design again"):
+        load_run(key)
 
 
 def test_trial_page_driven_in_chromium(chromium, shots: Path, tmp_path, monkeypatch) -> None:
