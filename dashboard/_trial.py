@@ -68,6 +68,9 @@ DEFAULT_EXAMPLE = "vancomycin_auc_vs_trough"
 #: The quick form of a library example: fewer replicates and subjects, same design.
 QUICK = {"replicates": 20, "sample_size": [10, 20, 30]}
 
+#: The example menu's value while the text area holds an uploaded design.
+UPLOADED = "uploaded"
+
 #: Largest design file accepted from an upload, bytes.
 MAX_UPLOAD_BYTES = 200_000
 
@@ -537,6 +540,7 @@ def layout(**_: Any) -> dbc.Container:
     for name in examples:
         options.append({"label": f"{name} (quick)", "value": f"{name}:quick"})
         options.append({"label": f"{name} (as shipped)", "value": name})
+    options.append({"label": "an uploaded design", "value": UPLOADED, "disabled": True})
     text = example_text(DEFAULT_EXAMPLE)
     check = check_design(text)
     editor = dbc.Card(
@@ -712,7 +716,7 @@ def register(app: Any, state: Any = None) -> None:
         prevent_initial_call=True,
     )
     def _example(value: str | None):
-        if not value:
+        if not value or value == UPLOADED:
             return no_update
         name, _, quick = value.partition(":")
         return example_text(name, quick=quick == "quick")
@@ -720,6 +724,7 @@ def register(app: Any, state: Any = None) -> None:
     @app.callback(
         Output(_id("text"), "value", allow_duplicate=True),
         Output(_id("upload-feedback"), "children"),
+        Output(_id("example"), "value"),
         Input(_id("upload"), "contents"),
         State(_id("upload"), "filename"),
         prevent_initial_call=True,
@@ -727,8 +732,8 @@ def register(app: Any, state: Any = None) -> None:
     def _upload(contents: str | None, filename: str | None):
         text, message = read_upload(contents, filename)
         if text is None:
-            return no_update, html.Span(message, className="text-danger")
-        return text, html.Span(message, className="text-success")
+            return no_update, html.Span(message, className="text-danger"), no_update
+        return text, html.Span(message, className="text-success"), UPLOADED
 
     @app.callback(
         Output(_id("problems"), "children"),

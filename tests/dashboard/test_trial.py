@@ -227,6 +227,7 @@ def test_trial_page_driven_in_chromium(chromium, shots: Path, tmp_path, monkeypa
         wait_text("#tr-upload-feedback", "Read tiny.yaml")
         wait_text("#tr-problems", "Valid design")
         assert page.input_value("#tr-text") == tiny
+        assert page.input_value("#tr-example") == "uploaded"  # no longer the example chosen
         page.click("#tr-run")
         page.wait_for_selector("#tr-cancel:not([disabled])")
         page.wait_for_function(
