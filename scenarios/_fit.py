@@ -732,8 +732,16 @@ def write_fit_report(
             "theta_start": fit.model.theta,
             "random_effects": list(fit.model.random_effects),
             "residual": {k: v.kind for k, v in fit.model.residual.items()},
+            "time_varying_covariates": list(fit.model.time_varying_covariates),
         },
-        "data": {"n_subjects": fit.data.n_subjects, "n_observations": fit.data.n_observations},
+        "data": {
+            "n_subjects": fit.data.n_subjects,
+            "n_observations": fit.data.n_observations,
+            # the most covariate segments of any subject (1: covariates constant)
+            "max_covariate_segments": 1
+            if fit.data.covariate_times is None
+            else int(np.shape(fit.data.covariate_times)[1]),
+        },
         "success": fit.success,
         "failure_reasons": fit.diagnostics.get("failure_reasons", []),
         "estimates": fit.summary,

@@ -225,6 +225,8 @@ def cli_fit(crcl_data, tmp_path_factory) -> dict:
 def test_cli_fits_a_time_varying_covariate_model_file(cli_fit):
     assert cli_fit["success"] is True, cli_fit["failure_reasons"]
     assert cli_fit["model"]["name"] == "crcl_time_varying"
+    assert cli_fit["model"]["time_varying_covariates"] == ["crcl"]
+    assert cli_fit["data"]["max_covariate_segments"] == 2
     assert {row["name"] for row in cli_fit["estimates"]} >= {"theta_cl", "theta_v", "theta_cl_crcl"}
 
 
