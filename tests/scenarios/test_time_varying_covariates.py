@@ -138,6 +138,29 @@ def test_covariate_over_time_needs_the_declaration_and_change_times():
         )
 
 
+def test_unsupported_courses_are_clear_errors():
+    """A lag time, and an infusion into a compartment with F running across a change."""
+    oral = one_compartment(absorption=True, lag=True)
+    pm = PopulationModel(
+        name="oral_lag",
+        structural=oral,
+        theta={"cl": 4.0, "v": 40.0, "ka": 1.0, "f_oral": 1.0, "lag_oral": 0.5, "e": 0.75},
+        parameters=lambda th, cov: {"cl": th.cl * (cov["crcl"] / 80.0) ** th.e},
+        covariates=(Covariate("crcl", "mL/min", 80.0, time_varying=True),),
+    )
+    crcl = {"crcl": np.array([[100.0, 40.0]])}
+    bolus = DosingEvents.repeated(100.0, 12.0, 1, compartment=0)
+    with pytest.raises(PopulationModelError, match=r"lag time .* time-varying"):
+        pm.simulate(0, crcl, bolus, [1.0], residual=False, covariate_times=[0.0, 5.0])
+    no_lag = pm.replace(
+        structural=one_compartment(absorption=True),
+        theta={k: v for k, v in pm.theta.items() if k != "lag_oral"},
+    )
+    infusion = DosingEvents.from_doses([[Dose(4.0, 100.0, compartment=0, duration=2.0)]])
+    with pytest.raises(PopulationModelError, match=r"infusion into 'depot' .* 5 h"):
+        no_lag.simulate(0, crcl, infusion, [8.0], residual=False, covariate_times=[0.0, 5.0])
+
+
 # --------------------------------------------------------------------------- data sets
 
 
