@@ -11,8 +11,16 @@ A :class:`PopulationModel` wraps a structural :class:`~twinsim.priors.ODEModel` 
   0-based index of the level (so ``jnp.array([1.0, 0.685])[covariates["cyp2c9"]]`` is a
   genotype multiplier). Structural parameters the function does not return are taken from
   ``theta`` by name; with ``parameters=None`` every structural parameter comes from theta.
-  Time-varying covariates (smoking cessation, a dose-dependent change) are modelled inside
-  the structural model as parameters (e.g. a quit time) that this function supplies;
+  A covariate declared ``Covariate(..., time_varying=True)`` may change during a
+  subject's course: give its values as ``[subject, segment]`` with the segments' start
+  times (``covariate_times`` of :meth:`PopulationModel.simulate` and
+  :meth:`ObservationData.build`). The function is then called once per segment (still
+  with one value per subject), the individual parameters are piecewise constant in time
+  and predictions solve the course segment after segment, exactly (see
+  :mod:`twinsim.priors._segments`): the value given at a change time holds from that time
+  on, last observation carried forward. Covariates that change continuously (a smoking
+  cessation's decay) are modelled inside the structural model instead, as parameters (e.g.
+  a quit time) that this function supplies;
 - ``random_effects``: structural parameters with log-normal between-subject variability,
   ``p_i = p_typ,i · exp(η_i)``, ``η_i ~ N(0, Ω)`` with ``omega`` the full covariance Ω
   (log scale, NONMEM ``$OMEGA BLOCK``);
@@ -132,6 +140,11 @@ class Covariate:
         Value used when the column is absent (optional covariates such as a
         co-medication flag, absent meaning "not taking it"); ``None``: the column is
         required.
+    time_varying
+        The covariate may change within a subject (creatinine clearance, weight): its
+        values are given per segment (``[subject, segment]`` with ``covariate_times``) and
+        a NONMEM data set's per-record values are kept (last observation carried
+        forward). ``False``: one value per subject (a data set's first record).
 
     Examples
     --------
@@ -146,6 +159,7 @@ class Covariate:
     levels: tuple[str, ...] | None = None
     description: str = ""
     default: float | None = None
+    time_varying: bool = False
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -366,6 +380,42 @@ class ResidualError:
 # --------------------------------------------------------------------------- data and results
 
 
+def _check_covariate_times(covariate_times: Any, covariates: Mapping[str, Any], n: int):
+    """``covariate_times`` as a checked ``[subject, segment]`` float64 array (or ``None``)
+    consistent with the ``[subject, segment]`` covariate columns."""
+    over_time = {k: np.shape(v) for k, v in covariates.items() if np.ndim(v) == 2}
+    if covariate_times is None:
+        if over_time:
+            raise PopulationModelError(
+                f"covariates {sorted(over_time)} have values per segment (shapes "
+                f"{over_time}) but no `covariate_times`; give the segments' start times "
+                "[subject, segment] (h)"
+            )
+        return None
+    times = np.asarray(covariate_times, dtype=np.float64)
+    if times.ndim == 1:
+        times = np.broadcast_to(times, (n, times.shape[0])).copy()
+    if times.ndim != 2 or times.shape[0] != n or times.shape[1] < 1:
+        raise PopulationModelError(
+            f"`covariate_times` has shape {np.shape(covariate_times)}; expected ({n}, segments) "
+            "or (segments,): the start time (h) of each covariate segment"
+        )
+    if not np.all(np.isfinite(times)) or np.any(times < 0) or np.any(np.diff(times, axis=1) < 0):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(times), axis=1) | np.any(times < 0, axis=1)
+                                 | np.any(np.diff(times, axis=1) < 0, axis=1))[0])  # fmt: skip
+        raise PopulationModelError(
+            f"`covariate_times[{bad}]` = {times[bad].tolist()} must be finite, ≥ 0 h and "
+            "non-decreasing (the start times of the covariate segments)"
+        )
+    for k, shape in over_time.items():
+        if shape != times.shape:
+            raise PopulationModelError(
+                f"covariate `{k}` has shape {shape} but `covariate_times` {times.shape}; give "
+                "one value per subject and segment"
+            )
+    return times
+
+
 class ObservationData(NamedTuple):
     """Observations of a set of subjects as padded arrays, for the likelihood.
 
@@ -383,6 +433,9 @@ class ObservationData(NamedTuple):
     occasion: Int[Array, "subject obs"]  #: 0-based occasion of each observation
     covariates: Mapping[str, Any]  #: raw covariate columns, one entry per subject
     ids: tuple  #: subject identifiers (as in the data set)
+    #: ``[subject, segment]`` start times (h) of the segments of time-varying covariates
+    #: (whose columns are then ``[subject, segment]``); ``None``: none
+    covariate_times: Any = None
 
     @property
     def n_subjects(self) -> int:
@@ -405,6 +458,7 @@ class ObservationData(NamedTuple):
         lloq: Sequence[Sequence[float]] | float | None = None,
         occasion: Sequence[Sequence[int]] | None = None,
         ids: Sequence[Any] | None = None,
+        covariate_times: Any = None,
     ) -> ObservationData:
         """Pad ragged per-subject observation lists into arrays.
 
@@ -415,7 +469,8 @@ class ObservationData(NamedTuple):
         times, observed
             One list per subject (h; output unit). Times must be sorted within a subject.
         covariates
-            ``{name: values per subject}``.
+            ``{name: values per subject}``; a time-varying covariate may be
+            ``[subject, segment]`` (with ``covariate_times``).
         output
             Output index per observation (default 0, the model's first output).
         censored
@@ -426,6 +481,11 @@ class ObservationData(NamedTuple):
             0-based occasion per observation (default 0).
         ids
             Subject identifiers (default ``0 … n − 1``).
+        covariate_times
+            ``[subject, segment]`` (h): segment ``k``'s covariate values hold from
+            ``covariate_times[:, k]`` until the next segment's start (the first segment's
+            from time 0); non-decreasing per subject (a repeated time pads a subject with
+            fewer changes).
 
         Examples
         --------
@@ -496,6 +556,7 @@ class ObservationData(NamedTuple):
                 "finite value (drop it or flag it as censored)"
             )
         cov = {k: np.asarray(v) for k, v in (covariates or {}).items()}
+        change_times = _check_covariate_times(covariate_times, cov, n)
         for k, v in cov.items():
             if v.shape[:1] != (n,):
                 raise PopulationModelError(
@@ -512,6 +573,7 @@ class ObservationData(NamedTuple):
             occasion=jnp.asarray(occ),
             covariates=cov,
             ids=tuple(ids) if ids is not None else tuple(range(n)),
+            covariate_times=change_times,
         )
 
 
@@ -717,6 +779,12 @@ class PopulationModel:
         names = [c.name for c in self.covariates]
         if len(set(names)) != len(names):
             raise PopulationModelError(f"{where}: `covariates` repeats names: {names}")
+        if self.occasion_effects and self.time_varying_covariates:
+            raise PopulationModelError(
+                f"{where}: time-varying covariates {list(self.time_varying_covariates)} and "
+                f"between-occasion effects {list(self.occasion_effects)} cannot be combined; "
+                "drop `occasion_effects` or declare the covariates with time_varying=False"
+            )
         if self.parameters is None:
             missing = [p for p in structural.parameters if p not in self.theta]
             if missing:
@@ -744,6 +812,29 @@ class PopulationModel:
     @property
     def covariate_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.covariates)
+
+    @property
+    def time_varying_covariates(self) -> tuple[str, ...]:
+        """Names of the covariates declared ``time_varying=True``."""
+        return tuple(c.name for c in self.covariates if c.time_varying)
+
+    def _over_time(self, covariates: Mapping[str, Any]) -> tuple[str, ...]:
+        """Declared covariates given per segment (``[subject, segment]``); an error for a
+        covariate given so that the model does not declare time-varying."""
+        tv = set(self.time_varying_covariates)
+        out = []
+        for c in self.covariates:
+            if c.name not in covariates or np.ndim(covariates[c.name]) != 2:
+                continue
+            if c.name not in tv:
+                raise PopulationModelError(
+                    f"covariate `{c.name}` is given per segment (shape "
+                    f"{np.shape(covariates[c.name])}) but model {self.name!r} declares it "
+                    "constant per subject; declare Covariate(..., time_varying=True) or give "
+                    "one value per subject"
+                )
+            out.append(c.name)
+        return tuple(out)
 
     def _n_subjects(self, covariates: Mapping[str, Any], n: int | None = None) -> int:
         sizes = {k: int(np.shape(v)[0]) for k, v in covariates.items() if np.ndim(v) >= 1}
@@ -788,9 +879,11 @@ class PopulationModel:
                 continue
             values = np.asarray(covariates[c.name], dtype=np.float64)
             lo, hi = c.range
-            outside = np.flatnonzero((values < lo) | (values > hi))
+            bad = (values < lo) | (values > hi)
+            outside = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1) if bad.ndim else bad)
             if outside.size:
-                shown = ", ".join(f"{values[i]:g}" for i in outside[:5])
+                flat = values[bad] if values.ndim else values.reshape(1)
+                shown = ", ".join(f"{v:g}" for v in flat[:5])
                 msg = (
                     f"covariate `{c.name}` outside the range the model {self.name!r} was estimated "
                     f"on ({lo:g}–{hi:g} {c.unit}) for {outside.size} subject(s) (values {shown}); "
@@ -805,7 +898,21 @@ class PopulationModel:
         return jnp.asarray([self.theta[k] for k in self.theta], jnp.float64)
 
     def _typical(self, theta: Array, covariates: Mapping[str, Any], n: int) -> Array:
-        """Typical parameters [n, P] from a theta vector (traceable)."""
+        """Typical parameters [n, P] from a theta vector (traceable); ``[n, segment, P]``
+        when time-varying covariates are given per segment (one call per segment)."""
+        over_time = self._over_time(covariates)
+        if over_time:
+            k = max(int(np.shape(covariates[name])[1]) for name in over_time)
+            segments = [
+                self._typical_at(
+                    theta, {**covariates, **{m: covariates[m][:, j] for m in over_time}}, n
+                )
+                for j in range(k)
+            ]
+            return jnp.stack(segments, axis=1)
+        return self._typical_at(theta, covariates, n)
+
+    def _typical_at(self, theta: Array, covariates: Mapping[str, Any], n: int) -> Array:
         view = Named(tuple(self.theta), theta)
         given = dict(self.parameters(view, covariates)) if self.parameters is not None else {}
         unknown = set(given) - set(self.structural.parameters)
@@ -840,6 +947,8 @@ class PopulationModel:
     def _apply(self, typical: Array, eta: Array, kappa: Array | None = None) -> Array:
         """Individual parameters: ``[n, P]`` or, with ``kappa [n, K, Rb]``, ``[n, K, P]``."""
         log_shift = jnp.zeros_like(typical)
+        if typical.ndim == 3 and kappa is None:  # segments of time-varying covariates
+            eta = jnp.asarray(eta)[:, None, :]
         if self.random_effects:
             log_shift = log_shift.at[..., self._effect_index(self.random_effects)].add(eta)
         if kappa is None:
@@ -903,6 +1012,9 @@ class PopulationModel:
             eta = jnp.log(lognormal_parameters(seed, ids, np.ones(r), self.omega))
         else:
             eta = jnp.zeros((n, 0))
+        if typical.ndim == 3:  # [subject, segment, P]: time-varying covariates, no BOV
+            parameters = self._apply(typical, eta)
+            return PopulationSample(ids, typical, eta, jnp.zeros((n, 1, 0)), parameters)
         rb = len(self.occasion_effects)
         if rb and n:
             keys = subject_keys(seed, ids)
@@ -939,17 +1051,32 @@ class PopulationModel:
         occasion: Array | None = None,
         *,
         method: str = "auto",
+        covariate_times: Any = None,
     ) -> Array:
         """Outputs ``[subject, time, output]`` for individual parameters.
 
         ``parameters`` is ``[subject, P]`` or ``[subject, occasion, P]``; with occasions,
         ``occasion[subject, time]`` picks the parameters of each output time (see the module
-        docstring). Linear models without steady-state doses use the exact superposition
-        path (:func:`~twinsim.simulators.predict_linear`); others the engine.
+        docstring). With ``covariate_times`` (``[subject, segment]``, h), ``parameters`` is
+        ``[subject, segment, P]``: piecewise constant in time, solved segment after segment
+        (:func:`~twinsim.priors._segments.predict_segments`). Linear models without
+        steady-state doses use the exact superposition path
+        (:func:`~twinsim.simulators.predict_linear`); others the engine.
         """
         from ..simulators import predict_outputs
 
         times = jnp.asarray(times, jnp.float64)
+        if parameters.ndim == 3 and covariate_times is not None:
+            from ._segments import predict_segments
+
+            return predict_segments(
+                self.structural, parameters, events, times, covariate_times, method=method
+            )
+        if parameters.ndim == 3 and self.time_varying_covariates:
+            raise PopulationModelError(
+                f"population model {self.name!r}: parameters per covariate segment "
+                f"{tuple(parameters.shape)} need `covariate_times` (the segments' start times)"
+            )
         if parameters.ndim == 2:
             return predict_outputs(self.structural, parameters, events, times, method=method)
         n, k, p = parameters.shape
@@ -981,6 +1108,7 @@ class PopulationModel:
         ids: Sequence[int] | None = None,
         occasions: Sequence[float] | None = None,
         method: str = "auto",
+        covariate_times: Any = None,
     ) -> PopulationSimulation:
         """Simulate subjects with between-subject (and -occasion) variability and residual error.
 
@@ -1002,6 +1130,11 @@ class PopulationModel:
             Start times of the occasions (h, the first 0) when the model has BOV.
         method
             Engine, as in :func:`~twinsim.simulators.simulate`.
+        covariate_times
+            ``[subject, segment]`` or ``[segment]`` start times (h) of the segments of
+            time-varying covariates, given as ``[subject, segment]`` in ``covariates``:
+            segment ``k``'s values hold from ``covariate_times[:, k]`` on (the first from
+            time 0).
 
         Returns
         -------
@@ -1028,6 +1161,7 @@ class PopulationModel:
         n = self._n_subjects(covariates, None if ids_arr is None else ids_arr.shape[0])
         if ids_arr is None:
             ids_arr = np.arange(n)
+        change_times = _check_covariate_times(covariate_times, covariates, n)
         if events.n_subjects == 1 and n > 1:
             events = events.broadcast(n)
         times = jnp.asarray(times, jnp.float64)
@@ -1036,7 +1170,9 @@ class PopulationModel:
         occasion = self._occasion_of(times, occasions)
         n_occ = 1 if occasions is None else len(occasions)
         sample = self.sample_parameters(seed, covariates, ids_arr, n_occasions=n_occ)
-        prediction = self.predict(sample.parameters, events, times, occasion, method=method)
+        prediction = self.predict(
+            sample.parameters, events, times, occasion, method=method, covariate_times=change_times
+        )
         observed = prediction
         below = jnp.zeros(prediction.shape, bool)
         if residual:
@@ -1090,7 +1226,14 @@ class PopulationModel:
         overrides the residual SDs (defaults: the model's). Censored observations (M3) add
         ``log P(y < lloq)``.
         """
-        prediction = self.predict(parameters, data.events, data.times, data.occasion, method=method)
+        prediction = self.predict(
+            parameters,
+            data.events,
+            data.times,
+            data.occasion,
+            method=method,
+            covariate_times=data.covariate_times,
+        )
         f = jnp.take_along_axis(prediction, data.output[..., None], axis=-1)[..., 0]
         total = jnp.zeros(data.times.shape, jnp.float64)
         names = self.structural.output_names

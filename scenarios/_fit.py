@@ -45,6 +45,7 @@ from ._nonmem import NonmemData, NonmemError
 __all__ = [
     "FIT_MODELS",
     "NONMEM_COVARIATE_NAMES",
+    "TimeVaryingCovariateWarning",
     "UserModel",
     "example_data_path",
     "fit_data",
@@ -71,6 +72,10 @@ FIT_MODELS = ("one_compartment_oral", "one_compartment_iv", "two_compartment_ora
 
 class FitDataError(NonmemError):
     """A data set cannot be mapped onto the model to fit."""
+
+
+class TimeVaryingCovariateWarning(UserWarning):
+    """A covariate the model holds constant per subject changes within subjects in the data."""
 
 
 def _generic_model(name: str, error: str) -> PopulationModel:
@@ -263,6 +268,7 @@ def fit_data(
     lloq: float | None = None,
     covariate_map: Mapping[str, str] | None = None,
     covariate_defaults: Mapping[str, Any] | None = None,
+    covariate_interpolation: str = "locf",
 ) -> ObservationData:
     """Map a NONMEM data set onto ``model``'s observations, doses and covariates.
 
@@ -273,8 +279,32 @@ def fit_data(
     the data set lacks is an error naming it and the data's columns, unless it is mapped
     onto a column (``covariate_map``) or given one value for every subject
     (``covariate_defaults``) — never silently its reference value (every neonate would
-    weigh 70 kg). Covariates are per subject (the value on its first record; a column
-    that changes within a subject is reported by :func:`read_nonmem`).
+    weigh 70 kg).
+
+    Covariates are per subject (the value on its first record), except those the model
+    declares ``Covariate(..., time_varying=True)``: their values on every record
+    (doses, observations and ``EVID`` 2 records) are kept, and the individual parameters
+    change at the records where a value changes (:attr:`ObservationData.covariate_times`).
+    A column the model holds constant that changes within a subject warns
+    (:class:`TimeVaryingCovariateWarning`, naming the column and the subjects) and keeps
+    the first record's value.
+
+    Which interval a record's value governs (``covariate_interpolation``):
+
+    - ``"locf"`` (default, last observation carried forward): a value recorded at time
+      ``t`` holds from ``t`` (included) until the next record — the value is known from
+      when it is measured. rxode2/nlmixr2's default (``covsInterpolation = "locf"``).
+    - ``"nocb"`` (next observation carried backward): a value recorded at ``t_j`` holds
+      on the interval from the previous record ``t_(j−1)`` to ``t_j``: NONMEM's PREDPP
+      uses an event record's data items for the advance that *ends* at that record's time
+      (NONMEM Users Guide, Part VI, PREDPP), which mrgsolve reproduces with its default
+      ``nocb = TRUE``. Here the change happens at ``t_(j−1)`` itself, so an observation
+      exactly at ``t_(j−1)`` already sees ``t_j``'s value when an output reads a changing
+      parameter (``central / v``); concentrations of a changing clearance are continuous
+      and agree.
+
+    Missing values (``.``) of a time-varying covariate take the subject's previous
+    value (the next one before its first value).
 
     Parameters
     ----------
@@ -293,6 +323,8 @@ def fit_data(
         ``{model covariate: data column}`` (any case), e.g. ``{"weight": "BW"}``.
     covariate_defaults
         ``{model covariate: value}`` for covariates the data set does not have.
+    covariate_interpolation
+        ``"locf"`` or ``"nocb"``: see above.
 
     Returns
     -------
@@ -302,8 +334,14 @@ def fit_data(
     ------
     FitDataError
         For a subject without observations, an unknown output, a model covariate absent
-        from the data (neither mapped nor defaulted), or a map onto a missing column.
+        from the data (neither mapped nor defaulted), a map onto a missing column, or a
+        time-varying covariate without any value for a subject.
     """
+    if covariate_interpolation not in ("locf", "nocb"):
+        raise FitDataError(
+            f"`covariate_interpolation` must be 'locf' (last observation carried forward) or "
+            f"'nocb' (next observation carried backward, NONMEM's), got {covariate_interpolation!r}"
+        )
     names = dict(NONMEM_COVARIATE_NAMES)
     names.update(covariate_columns or {})
     observed_outputs = [o for o in model.structural.output_names if o in model.residual]
@@ -341,9 +379,11 @@ def fit_data(
         censored.append(cens)
         limits.append(limit)
     covariates: dict[str, Any] = {}
+    column_of: dict[str, Any] = {}
     for column in data.covariates.columns:
         name = names.get(column.upper(), column.lower())
         covariates[name] = data.covariates[column].to_numpy()
+        column_of[name] = column
     for name, column in (covariate_map or {}).items():
         if column.upper() not in columns:
             raise FitDataError(
@@ -351,6 +391,18 @@ def fit_data(
                 f"columns: {list(data.covariates.columns)}"
             )
         covariates[name] = data.covariates[columns[column.upper()]].to_numpy()
+        column_of[name] = columns[column.upper()]
+    change_times = None
+    records = data.covariate_records
+    if records is not None:
+        _warn_constant_but_varying(model, records, column_of)
+        varying = [(c.name, column_of[c.name]) for c in model.covariates if c.time_varying
+                   and c.name in column_of]  # fmt: skip
+        if varying:
+            over_time, change_times = _time_varying_covariates(
+                data, records, varying, covariate_interpolation
+            )
+            covariates.update(over_time)
     for name, value in (covariate_defaults or {}).items():
         if name not in model.covariate_names:
             raise FitDataError(
@@ -380,7 +432,69 @@ def fit_data(
         censored=censored if any_limit else None,
         lloq=limits if any_limit else None,
         ids=data.ids,
+        covariate_times=change_times,
     )
+
+
+def _warn_constant_but_varying(model: PopulationModel, records, column_of) -> None:
+    for cov in model.covariates:
+        if cov.time_varying or cov.name not in column_of:
+            continue
+        column = column_of[cov.name]
+        counts = records.groupby("ID", sort=False)[column].nunique(dropna=True)
+        subjects = counts.index[counts > 1].tolist()
+        if subjects:
+            shown = ", ".join(map(str, subjects[:10])) + (" …" if len(subjects) > 10 else "")
+            warnings.warn(
+                f"column {column} (model covariate `{cov.name}`) changes within "
+                f"{len(subjects)} subject(s) (IDs {shown}), but model {model.name!r} holds "
+                f"`{cov.name}` constant per subject: each subject keeps the value on its first "
+                f"record. Declare Covariate({cov.name!r}, ..., time_varying=True) in the model "
+                "to use every record's value",
+                TimeVaryingCovariateWarning,
+                stacklevel=3,
+            )
+
+
+def _time_varying_covariates(data: NonmemData, records, varying, interpolation: str):
+    """``{name: [subject, segment]}`` and the segments' start times ``[subject, segment]``."""
+    per_subject = []
+    for subject in data.ids:
+        rows = records[records["ID"] == subject]
+        times = rows["TIME"].to_numpy(float)
+        columns = []
+        for name, column in varying:
+            values = rows[column].ffill().bfill()
+            if values.isna().all():
+                raise FitDataError(
+                    f"time-varying covariate `{name}` (column {column}) has no value for "
+                    f"subject ID {subject}; give it on at least one of its records"
+                )
+            columns.append(values.to_numpy())
+        if interpolation == "nocb":  # record j's value holds from the previous record on
+            starts = np.concatenate([[0.0], times[:-1]])
+        else:
+            starts = np.concatenate([[0.0], times[1:]])
+        segments: list[tuple[float, tuple]] = []
+        for j, start in enumerate(starts):
+            value = tuple(column[j] for column in columns)
+            if segments and segments[-1][0] == start:  # same time: the later record holds
+                segments[-1] = (start, value)
+            else:
+                segments.append((start, value))
+        merged = [segments[0]]
+        for start, value in segments[1:]:
+            if value != merged[-1][1]:
+                merged.append((start, value))
+        per_subject.append(merged)
+    k = max(len(segments) for segments in per_subject)
+    padded = [segments + [segments[-1]] * (k - len(segments)) for segments in per_subject]
+    change_times = np.array([[start for start, _ in segments] for segments in padded], float)
+    values = {
+        name: np.array([[value[m] for _, value in segments] for segments in padded])
+        for m, (name, _) in enumerate(varying)
+    }
+    return values, change_times
 
 
 # --------------------------------------------------------------------------- VPC
@@ -438,11 +552,22 @@ def vpc_figure(
     observed = np.asarray(data.observed)
     n = data.n_subjects
     ids = np.arange(n_replicates * n)
-    covariates = {k: np.tile(np.asarray(v), n_replicates) for k, v in data.covariates.items()}
-    events = data.events.subset(np.tile(np.arange(n), n_replicates))
+    replicate = np.tile(np.arange(n), n_replicates)
+    covariates = {k: np.asarray(v)[replicate] for k, v in data.covariates.items()}
+    events = data.events.subset(replicate)
+    change_times = None
+    if data.covariate_times is not None:
+        change_times = np.asarray(data.covariate_times)[replicate]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data's own covariates: range warnings said once
-        sim = model.simulate(seed, covariates, events, np.tile(times, (n_replicates, 1)), ids=ids)
+        sim = model.simulate(
+            seed,
+            covariates,
+            events,
+            np.tile(times, (n_replicates, 1)),
+            ids=ids,
+            covariate_times=change_times,
+        )
     simulated = np.asarray(sim.observed[..., j]).reshape(n_replicates, n, -1)
     edges = _bins(times[mask], n_bins)
     centres = 0.5 * (edges[:-1] + edges[1:])
@@ -607,8 +732,16 @@ def write_fit_report(
             "theta_start": fit.model.theta,
             "random_effects": list(fit.model.random_effects),
             "residual": {k: v.kind for k, v in fit.model.residual.items()},
+            "time_varying_covariates": list(fit.model.time_varying_covariates),
         },
-        "data": {"n_subjects": fit.data.n_subjects, "n_observations": fit.data.n_observations},
+        "data": {
+            "n_subjects": fit.data.n_subjects,
+            "n_observations": fit.data.n_observations,
+            # the most covariate segments of any subject (1: covariates constant)
+            "max_covariate_segments": 1
+            if fit.data.covariate_times is None
+            else int(np.shape(fit.data.covariate_times)[1]),
+        },
         "success": fit.success,
         "failure_reasons": fit.diagnostics.get("failure_reasons", []),
         "estimates": fit.summary,

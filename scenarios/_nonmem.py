@@ -4,9 +4,10 @@ The NONMEM data layout (one record per row: ``ID, TIME, AMT, EVID, CMT, RATE, II
 SS, DV, MDV`` and covariate columns) is what every pharmacometrics tool reads and writes.
 :func:`read_nonmem` turns a file (or a :class:`pandas.DataFrame`) into a
 :class:`NonmemData`: one list of :class:`~twinsim.simulators.Dose` per subject (CMT
-1-based in the file, 0-based in ``Dose.compartment``), an observation table and one row
-of covariates per subject. :func:`write_nonmem` writes the standard column set back,
-atomically.
+1-based in the file, 0-based in ``Dose.compartment``), an observation table, one row
+of covariates per subject (the first record's) and every record's covariate values
+(``covariate_records``, for time-varying covariates). :func:`write_nonmem` writes the
+standard column set back, atomically (one covariate row per subject).
 
 Supported records: ``EVID`` 0 (observation), 1 (dose), 2 (other: an output time without a
 measurement), and 101 (a dose, as in data sets written by nlme/nlmixr, e.g. R's
@@ -74,12 +75,18 @@ class NonmemData:
     covariates
         One row per subject (index ``ID``, in ``ids`` order) with the other columns'
         values on the subject's first record.
+    covariate_records
+        Every record's covariate values, in file order: columns ``ID``, ``TIME`` (h) and
+        the covariate columns (``.`` read as NaN); what time-varying covariates are taken
+        from (:func:`~twinsim.scenarios.fit_data`). ``None`` for a data set built with
+        :meth:`from_doses`.
     """
 
     ids: tuple[Any, ...]
     doses: tuple[tuple[Dose, ...], ...]
     observations: pd.DataFrame
     covariates: pd.DataFrame
+    covariate_records: pd.DataFrame | None = None
 
     @property
     def n_subjects(self) -> int:
@@ -376,12 +383,15 @@ def _parse_table(
             break
     _stop(problems)
 
-    covariates = _covariates(table, covariate_columns, ids, subjects)
+    covariates, records = _covariates(table, covariate_columns, ids, subjects)
+    records.insert(0, "TIME", col["TIME"] * to_hours)
+    records.insert(0, "ID", ids)
     return NonmemData(
         ids=subjects,
         doses=tuple(tuple(dose_rows[s]) for s in subjects),
         observations=_typed_observations(obs),
         covariates=covariates,
+        covariate_records=records,
     )
 
 
@@ -534,13 +544,15 @@ def _dose(
 
 def _covariates(
     table: pd.DataFrame, columns: list[Any], ids: np.ndarray, subjects: tuple[Any, ...]
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     first = {s: int(np.flatnonzero(ids == s)[0]) for s in subjects}
     out: dict[Any, Any] = {}
+    records: dict[Any, Any] = {}
     varying = []
     for column in columns:
         values = table[column]
         numeric = _maybe_numeric(values)
+        records[column] = numeric.to_numpy()
         out[column] = numeric.iloc[[first[s] for s in subjects]].to_numpy()
         per_subject = (
             pd.DataFrame({"id": ids, "v": numeric})
@@ -551,12 +563,14 @@ def _covariates(
             varying.append(str(column))
     if varying:
         warnings.warn(
-            f"covariates {', '.join(varying)} change within subjects; each subject keeps the value on its "
-            "first record (time-varying covariates are not kept)",
+            f"covariates {', '.join(varying)} change within subjects; `covariates` keeps the value on "
+            "each subject's first record, `covariate_records` every record's (a model covariate "
+            "declared Covariate(..., time_varying=True) uses them when fitted)",
             UserWarning,
             stacklevel=3,
         )
-    return pd.DataFrame(out, index=pd.Index(list(subjects), name="ID"))
+    frame = pd.DataFrame(out, index=pd.Index(list(subjects), name="ID"))
+    return frame, pd.DataFrame(records, index=pd.RangeIndex(len(table)))
 
 
 def _maybe_numeric(values: pd.Series) -> pd.Series:

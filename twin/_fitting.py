@@ -208,7 +208,8 @@ class PopulationFit:
         return pm.replace(**changes)
 
     def individual_parameters(self) -> np.ndarray:
-        """Posterior-median individual parameters ``[subject, P]`` (structural order)."""
+        """Posterior-median individual parameters ``[subject, P]`` (structural order);
+        ``[subject, segment, P]`` for a model with time-varying covariates."""
         return np.median(
             self.draws["parameters"].reshape(-1, *self.draws["parameters"].shape[2:]), axis=0
         )
@@ -711,7 +712,9 @@ def _packed_bounds(pack: _Packing, bounds: dict) -> list[tuple[float | None, flo
 def _observation_moments(model: PopulationModel, data: ObservationData, params, sigmas):
     """Per observation ``[subject, obs]``: the location (prediction, or its log for
     exponential error) and the log SD of the residual error."""
-    prediction = model.predict(params, data.events, data.times, data.occasion)
+    prediction = model.predict(
+        params, data.events, data.times, data.occasion, covariate_times=data.covariate_times
+    )
     f = jnp.take_along_axis(prediction, data.output[..., None], axis=-1)[..., 0]
     names = model.structural.output_names
     loc = jnp.zeros_like(f)
@@ -1074,7 +1077,8 @@ def _individual_draws(model: PopulationModel, data: ObservationData, draws) -> n
     individual = jax.jit(
         jax.vmap(lambda th, eta: model._apply(model._typical(th, encoded, n), eta))
     )(jnp.asarray(theta), jnp.asarray(draws["eta"]).reshape(chains * n_draws, n, r))
-    return np.asarray(individual).reshape(chains, n_draws, n, -1)
+    # [subject, P], or [subject, segment, P] with time-varying covariates
+    return np.asarray(individual).reshape(chains, n_draws, *individual.shape[1:])
 
 
 def _summarise(model, draws, method, diverging, extra):

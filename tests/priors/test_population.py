@@ -389,10 +389,10 @@ def test_observation_data_validation():
 def test_docstring_examples_run():
     import doctest
 
-    from twinsim.priors import _population
+    from twinsim.priors import _population, _segments
     from twinsim.simulators import _superposition
 
-    for module in (_population, _superposition):
+    for module in (_population, _superposition, _segments):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 3 and result.failed == 0, module.__name__
 
