@@ -12,7 +12,7 @@ The top floor of the house: the only module that imports both the workflows
     twinsim demo [--out-dir demo-output]           a two-compartment oral cohort, end to end
     twinsim fit DATA.csv --model M --out DIR       population fit (NUTS/SVI/Laplace) + VPC
     twinsim whatif WHATIF.yaml [--out report.html] one patient: fit a twin, compare regimens
-    twinsim dashboard [--host H] [--port P]         the web dashboard (clinician's what-if page)
+    twinsim dashboard [--host H] [--port P]         the web dashboard (clinician, educator, trial designer)
     twinsim trial DESIGN.yaml --out DIR            replicated virtual trials: power, Zarr, report
 
 An invalid spec, file or option is reported as one message naming the field, with exit
@@ -472,6 +472,11 @@ class FitMethod(enum.StrEnum):
     focei = "focei"
 
 
+class CovariateInterpolation(enum.StrEnum):
+    locf = "locf"
+    nocb = "nocb"
+
+
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     """``["NAME=VALUE", ...]`` → ``{NAME: VALUE}``, or a BadParameter naming the option."""
     out = {}
@@ -562,6 +567,14 @@ def fit(
             help="One value of a model covariate for every subject, NAME=VALUE (repeatable).",
         ),
     ] = None,
+    covariate_interpolation: Annotated[
+        CovariateInterpolation,
+        typer.Option(
+            "--covariate-interpolation",
+            help="Time-varying covariates: a record's value applies from its time on (locf, "
+            "as rxode2/nlmixr2) or to the interval ending at it (nocb, as NONMEM's PREDPP).",
+        ),
+    ] = CovariateInterpolation.locf,
     chains: Annotated[int, typer.Option("--chains", help="NUTS chains.")] = 4,
     warmup: Annotated[int, typer.Option("--warmup", help="NUTS warm-up draws per chain.")] = 1000,
     samples: Annotated[int, typer.Option("--samples", help="NUTS draws per chain.")] = 1000,
@@ -609,6 +622,7 @@ def fit(
                     lloq=lloq,
                     covariate_map=_pairs(covariate_map, "--covariate-map"),
                     covariate_defaults=defaults,
+                    covariate_interpolation=covariate_interpolation.value,
                 )
                 result = fit_population(
                     population,
@@ -799,7 +813,7 @@ def dashboard(
         ),
     ] = True,
 ) -> None:
-    """Serve the dashboard (the clinician's what-if page) at http://HOST:PORT/."""
+    """Serve the dashboard (clinician, educator and trial-designer pages) at http://HOST:PORT/."""
     out_console, err = _consoles()
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(

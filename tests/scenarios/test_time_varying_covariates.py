@@ -239,7 +239,7 @@ def cli_fit(crcl_data, tmp_path_factory) -> dict:
     result = CliRunner().invoke(
         app,
         ["fit", str(crcl_data), "--model", str(MODEL_FILE), "--method", "focei",
-         "--vpc-replicates", "5", "--no-png", "--out", str(out)],
+         "--covariate-interpolation", "locf", "--vpc-replicates", "5", "--no-png", "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return json.loads((out / "report.json").read_text())
