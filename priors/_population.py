@@ -86,7 +86,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ..simulators._model import ModelDefinitionError, Named, ODEModel
+from ..simulators._model import Named, ODEModel
+from ._errors import PopulationModelError
 
 __all__ = [
     "Covariate",
@@ -103,10 +104,6 @@ __all__ = [
 # tags folded into a subject's key so that each kind of draw has its own stream
 _ETA, _OCCASION, _RESIDUAL = 0, 1, 2
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-class PopulationModelError(ModelDefinitionError):
-    """A population model or its inputs are inconsistent (names, shapes, values)."""
 
 
 class CovariateRangeWarning(UserWarning):

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..simulators import Dose, DosingEvents, ODEModel, predict_linear, predict_outputs, simulate
 from ..simulators._model import Named
-from ._population import PopulationModelError as _SegmentError
+from ._errors import PopulationModelError as _SegmentError
 
 __all__ = ["predict_segments", "segment_starts"]
 

@@ -135,7 +135,8 @@ def case_figure(case: Mapping[str, Any], *, key: bool = True):
 def _table_rows(case: Mapping[str, Any], *, key: bool) -> list[tuple[str, str, str]]:
     rows = []
     for lab in case["labs"]:
-        rows.append((f"{lab['time_h']:g}", lab["name"], f"{lab['value']:g} {lab['unit']}"))
+        unit = "" if lab["unit"] == "1" else lab["unit"]
+        rows.append((f"{lab['time_h']:g}", lab["name"], f"{lab['value']:g} {unit}".rstrip()))
     unit = case["monitoring"]["unit"]
     for m in case["monitoring"]["values"]:
         rows.append(

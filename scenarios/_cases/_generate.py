@@ -582,8 +582,8 @@ def _make_case(
         "kind": "interpret_level",
         "stem": (
             f"The {_output_word(template)} at hour {q.interpret_time:g} is "
-            f"{_fmt(value, digits)}{_unit_text(_unit(template))}. How does it compare with {lo:g}–{hi:g} "
-            f"{_unit(template)}?"
+            f"{_fmt(value, digits)}{_unit_text(_unit(template))}. How does it compare with {lo:g}–{hi:g}"
+            f"{_unit_text(_unit(template))}?"
         ),
         "criterion": f"the measured value {_fmt(value, digits)} lies {category} {lo:g}–{hi:g}",
         "options": _options(

@@ -32,7 +32,11 @@ def test_fit_writes_estimates_report_and_vpc(tmp_path):
     for name, reference in {"theta_ka": 1.57, "theta_cl": 2.76, "theta_v": 31.5}.items():
         assert abs(estimates.loc[name, "median"] / reference - 1) < 0.10, name
     report = json.loads((out / "report.json").read_text())
-    assert report["data"] == {"n_subjects": 12, "n_observations": 132}
+    assert report["data"] == {
+        "n_subjects": 12,
+        "n_observations": 132,
+        "max_covariate_segments": 1,
+    }
     assert report["diagnostics"]["method"] == "laplace"
     assert set(report["shrinkage"]) == {"cl", "v", "ka"}
     vpc = report["vpc"]
