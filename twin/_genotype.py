@@ -116,7 +116,7 @@ class GenotypeGroup:
     prior
         Summed population frequency (renormalised over the model's levels).
     label
-        ``"CYP2C9 *1/*2"`` (several genes: joined by ``", "``).
+        ``"CYP2C9 *1/*2"`` (several genes: joined by ``" + "``).
     """
 
     genotypes: Mapping[str, str]
@@ -181,7 +181,7 @@ def genotype_groups(
                     {c: combos[members[m]][j][0] for j, c in enumerate(untested)} for m in order
                 ),
                 prior=float(sum(prior)),
-                label=", ".join(f"{c.upper()} {best[j][0]}" for j, c in enumerate(untested)),
+                label=" + ".join(f"{c.upper()} {best[j][0]}" for j, c in enumerate(untested)),
             )
         )
     return tuple(out), dropped
@@ -290,7 +290,9 @@ class GenotypeMixture:
             if self.weights[k] >= smallest
         ]
         hidden = len(order) - len(shown)
-        source = "; ".join(GENES[c.upper()].citation.split("frequencies: ")[-1] for c in self.genes)
+        source = "; ".join(
+            GENES[c.upper()].citation.split("frequencies: ")[-1].rstrip(".") for c in self.genes
+        )
         if self.log_evidence is None:
             how = "weighted by their frequency (no levels measured)"
         else:
@@ -301,7 +303,7 @@ class GenotypeMixture:
             )
         text = (
             f"{genes} not tested: the prediction averages over the genotypes of {ancestry} "
-            f"ancestry (Hardy–Weinberg frequencies from {source.rstrip('.')}), {how}: "
+            f"ancestry (Hardy–Weinberg frequencies from {source}), {how}: "
             f"{', '.join(shown)}"
         )
         if hidden:
