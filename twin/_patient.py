@@ -274,10 +274,16 @@ class PatientTwin:
         covariates
             One row of the standard covariate table: scalars or arrays of length 1 (e.g.
             ``PatientSpec.covariates()``); the model's declared covariates are required.
+            A genotype may be given as not tested (``"not tested"``, ``"untested"``,
+            ``"unknown"``, ``"not known"``, ``"N/A"``, ``"none"``, ``""``, ``None`` or NaN):
+            the twin then averages over the genotypes of the patient's ``ancestry``
+            (required then: ``"european"``, ``"east_asian"`` or ``"african"``), see
+            :attr:`untested_genes` and :mod:`twinsim.twin._genotype`.
         doses
             The doses given: :class:`~twinsim.simulators.Dose` records (0-based
             compartment, see :meth:`dose`) or a one-subject
-            :class:`~twinsim.simulators.DosingEvents`.
+            :class:`~twinsim.simulators.DosingEvents`; steady-state (``SS=1``) records
+            are accepted (the fit then runs on the model's steady-state engine).
         observations
             :class:`Observation` s (any order).
         target
@@ -290,8 +296,9 @@ class PatientTwin:
         Raises
         ------
         PatientTwinError
-            Unknown drug (lists the known ones), missing covariates, an observation of an
-            output the model cannot observe, or a drug level before any dose.
+            Unknown drug (lists the known ones), missing covariates, an untested genotype
+            without a known ``ancestry``, an observation of an output the model cannot
+            observe, or a drug level before any dose.
 
         Examples
         --------

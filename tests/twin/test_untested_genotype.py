@@ -35,7 +35,7 @@ from twinsim.priors import (
     one_compartment,
 )
 from twinsim.simulators import Dose
-from twinsim.twin import Observation, PatientTwin, PatientTwinError, Target
+from twinsim.twin import Observation, PatientTwin, PatientTwinError, Target, fit_nuts_many
 
 _CYP2C9 = GENES["CYP2C9"]
 LEVELS = _CYP2C9.diplotypes()
@@ -225,7 +225,8 @@ def test_recommendation_uses_the_mixture_and_says_so():
 
 def test_clear_errors_for_ancestry():
     """Without an ancestry, or with one that has no frequency table, the error names the
-    field and the accepted values; a given genotype needs no ancestry."""
+    field and the accepted values; a given genotype needs no ancestry; ``fit_nuts_many``
+    refuses twins with untested genes."""
     with pytest.raises(PatientTwinError, match=r"`ancestry`.*'european', 'east_asian', 'african'"):
         PatientTwin.create(MODEL, {"cyp2c9": "not tested"})
     with pytest.raises(PatientTwinError, match=r"`ancestry` 'martian'.*accepted values"):
@@ -235,6 +236,9 @@ def test_clear_errors_for_ancestry():
     assert twin.genotype_note == ""
     with pytest.raises(PatientTwinError, match="covariate `cyp2c9`"):
         PatientTwin.create(MODEL, {"cyp2c9": "*1/*99", "ancestry": "european"})
+    # the cohort sampler vectorises one genotype per twin: it refuses a mixture
+    with pytest.raises(PatientTwinError, match=r"untested genes.*fit them one by one"):
+        fit_nuts_many([_twin().with_observations(Observation(24.0, 1.3))])
 
 
 @pytest.mark.isolated
