@@ -3,7 +3,23 @@ prior of the random effects, the posterior mode (BFGS for linear models, bounded
 L-BFGS-B on forward sensitivities for ODE models), predictions and the NUTS chain.
 
 One :class:`_Engine` per model (cached), whose compiled functions take padded doses and
-observations as arguments, so refits of the same shape compile nothing."""
+observations as arguments, so refits of the same shape compile nothing.
+
+Twins whose dosing history holds a steady-state (``SS=1``) record get a second engine of
+the same model (``_engine(model, steady_state=True)``):
+
+- a linear model's fit normally predicts the levels by superposition (no event walk,
+  exact Hessian inside one compiled BFGS), which cannot express an SS=1 record; its
+  steady-state engine predicts with the simulators' exact linear event walk (steady
+  state solved exactly, ``x = Φ(τ) x + cycle``) and searches the mode as for an ODE
+  model (forward sensitivities, bounded L-BFGS-B on the host, Hessian by central
+  differences of the gradient);
+- an ODE model's event walk finds the steady state by Newton's method, but its forward
+  sensitivities through that root are not finite (NaN, measured on theophylline); its
+  steady-state engine differentiates the solves in reverse mode (checkpointed adjoint:
+  slower to compile and run, correct).
+
+Twins without an SS=1 record keep the default engine."""
 
 from __future__ import annotations
 
@@ -59,11 +75,19 @@ class _Engine:
     so new data of the same bucket sizes reuse the compilation.
     """
 
-    def __init__(self, model: PopulationModel):
+    def __init__(self, model: PopulationModel, steady_state: bool = False):
         self.model = model
         structural = model.structural
-        self.linear = bool(structural.linear)
-        self.method = "superposition" if self.linear else "auto"
+        # ``linear``: superposition and the compiled BFGS (no SS=1 records); otherwise the
+        # engine's event walk — exact for a linear model, the ODE solver for the others
+        self.steady_state = bool(steady_state)
+        self.linear = bool(structural.linear) and not self.steady_state
+        if self.linear:
+            self.method = "superposition"
+        else:
+            self.method = "linear" if structural.linear else "auto"
+        # forward sensitivities of an ODE steady state are NaN: reverse mode there
+        self.sensitivity = "reverse" if steady_state and not structural.linear else "forward"
         self.outputs = structural.output_names
         self.errors = [
             (j, model.residual[o]) for j, o in enumerate(self.outputs) if o in model.residual
@@ -72,8 +96,10 @@ class _Engine:
         self.chol = jnp.asarray(_cholesky(model.omega))
         self.prior_sd = np.sqrt(np.diag(np.asarray(model.omega)))
         self._observed = self._observed_predictions
-        self._sampled = self._observed_predictions
-        if not self.linear:
+        self._sampled = functools.partial(
+            self._observed_predictions, rtol=_SAMPLE_RTOL, atol=_SAMPLE_ATOL
+        )
+        if not self.linear and self.sensitivity == "forward":
             self._observed = _forward_mode_jacobian(self._observed_predictions)
             self._sampled = _forward_mode_jacobian(
                 functools.partial(self._observed_predictions, rtol=_SAMPLE_RTOL, atol=_SAMPLE_ATOL)
@@ -110,7 +136,7 @@ class _Engine:
         params = self._params(batch["typical"], eta[None])
         prediction = predict_outputs(
             self.model.structural, params, batch["events"], batch["times"][None],
-            method=self.method, rtol=rtol, atol=atol, sensitivity="forward",
+            method=self.method, rtol=rtol, atol=atol, sensitivity=self.sensitivity,
         )[0]  # fmt: skip
         return jnp.take_along_axis(prediction, batch["output"][:, None], axis=-1)[:, 0]
 
@@ -192,7 +218,8 @@ class _Engine:
             for h, e in zip(steps, np.eye(r), strict=True)
         ]
         hess = np.stack(columns, axis=1)
-        ok = bool(sol.success) and bool(np.all(np.abs(sol.x) < bound))
+        # a failed solve at the search's end (scored 1e12) is no mode, even if "converged"
+        ok = bool(sol.success) and bool(np.all(np.abs(sol.x) < bound)) and sol.fun < 1e12
         return eta, 0.5 * (hess + hess.T), float(sol.fun), ok, int(sol.nit)
 
     def _prior_draws(self, key: Array, prior_weight: Array, n: int) -> Array:
@@ -294,9 +321,15 @@ def _forward_mode_jacobian(predict):
     return predicted
 
 
+def _engine(model: PopulationModel, steady_state: bool = False) -> _Engine:
+    """The model's engine; ``steady_state``: the one for histories with ``SS=1`` records
+    (see the module docstring)."""
+    return _cached_engine(model, bool(steady_state))
+
+
 @functools.lru_cache(maxsize=32)
-def _engine(model: PopulationModel) -> _Engine:
-    return _Engine(model)
+def _cached_engine(model: PopulationModel, steady_state: bool) -> _Engine:
+    return _Engine(model, steady_state)
 
 
 def _inverse_pd(hess: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -86,7 +86,14 @@ def fit_nuts_many(
     ):
         if int(v) < 1:
             raise PatientTwinError(f"`{name}` must be ≥ 1, got {v!r}")
-    engine = _engine(model)
+    untested = [i for i, t in enumerate(twins) if t.untested_genes]
+    if untested:
+        raise PatientTwinError(
+            f"twins {untested[:5]} have untested genes {twins[untested[0]].untested_genes}; "
+            "fit them one by one with twin.fit('nuts') (a mixture over genotypes), or give "
+            "the genotypes"
+        )
+    engine = _engine(model, steady_state=any(t._has_steady_state for t in twins))
     start = _time.perf_counter()
     modes = [t.fit("map", prior_weight=prior_weight) for t in twins]
     root = jax.random.PRNGKey(seed)

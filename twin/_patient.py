@@ -62,6 +62,7 @@ Names follow the issue-4 contract (``/tmp/coord/issue4.md``); additions: ``Regim
 
 from __future__ import annotations
 
+import functools
 import math
 import time as _time
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,15 @@ from ..simulators import Dose, DosingEvents, bucket_size
 from ..simulators._events import as_dose
 from ._clinical import _PRACTICAL, Observation, PatientTwinError, default_target
 from ._compiled import _engine, _inverse_pd
+from ._genotype import (
+    NOT_TESTED,
+    GenotypeGroup,
+    GenotypeMixture,
+    ancestry_of,
+    genotype_groups,
+    is_not_tested,
+    mixture_weights,
+)
 from ._nuts import _sample_nuts
 from ._posterior import TwinPosterior
 
@@ -155,7 +165,94 @@ class PatientTwin:
         """
         used = {c.name for c in self.model.covariates}
         used |= {src for name, sources in _DERIVED.items() if name in used for src in sources}
+        if self.untested_genes:
+            used.add("ancestry")
         return tuple(sorted(name for name in self.covariates if name not in used))
+
+    # ---- untested genotypes
+    @property
+    def untested_genes(self) -> tuple[str, ...]:
+        """Genotype covariates given as not tested (``"not tested"``, ``"unknown"``, ``None``,
+        ...; see :func:`~twinsim.twin._genotype.is_not_tested`): the twin averages over them.
+
+        Examples
+        --------
+        >>> twin = PatientTwin.create(
+        ...     "warfarin",
+        ...     {"age": 70, "cyp2c9": "not tested", "vkorc1": "G/A", "ancestry": "european"},
+        ... )
+        >>> twin.untested_genes
+        ('cyp2c9',)
+        >>> [(g.label, round(g.prior, 3)) for g in twin.genotype_groups][:3]
+        [('CYP2C9 *1/*1', 0.634), ('CYP2C9 *1/*2', 0.213), ('CYP2C9 *1/*3', 0.111)]
+        """
+        return tuple(
+            c.name
+            for c in self.model.covariates
+            if c.name in self.covariates and str(self.covariates[c.name][0]) == NOT_TESTED
+        )
+
+    @property
+    def ancestry(self) -> str | None:
+        """The ancestry group whose genotype frequencies stand in for untested genes
+        (``None`` when every genotype is given)."""
+        if not self.untested_genes:
+            return None
+        return ancestry_of(self.covariates, self.untested_genes)
+
+    @functools.cached_property
+    def genotype_groups(self) -> tuple[GenotypeGroup, ...]:
+        """The genotype groups averaged over, with their prior (population) weights: the
+        Hardy–Weinberg diplotype frequencies of :attr:`ancestry`, diplotypes with the same
+        model parameters pooled (empty when every genotype is given)."""
+        return self._genotype_prior[0]
+
+    @functools.cached_property
+    def _genotype_prior(self) -> tuple[tuple[GenotypeGroup, ...], dict[str, float]]:
+        if not self.untested_genes:
+            return (), {}
+        return genotype_groups(self.model, self.covariates, self.untested_genes, self.ancestry)
+
+    @property
+    def genotype_note(self) -> str:
+        """What the twin does about untested genes, in words (``""`` when none)."""
+        if not self.untested_genes:
+            return ""
+        groups = self.genotype_groups
+        genes = " and ".join(c.upper() for c in self.untested_genes)
+        return (
+            f"{genes} not tested: the twin averages over {len(groups)} genotype group(s) "
+            f"weighted by their frequency in {self.ancestry.replace('_', ' ').title()} "
+            "ancestry (Hardy–Weinberg), and by the measured levels once fitted"
+        )
+
+    def with_genotype(self, **genotypes: str) -> PatientTwin:
+        """A new twin with these genotypes (``cyp2c9="*1/*3"``; ``"not tested"`` to average)."""
+        return PatientTwin.create(
+            self.model, {**self.covariates, **genotypes}, self.doses, self.observations,
+            self.target,
+        )  # fmt: skip
+
+    def _component(self, group: GenotypeGroup) -> PatientTwin:
+        """This twin with the untested genes set to one genotype group."""
+        row = {**self.covariates, **{c: np.asarray([v]) for c, v in group.genotypes.items()}}
+        return PatientTwin(self.model, self.drug, row, self.doses, self.observations, self.target)
+
+    @property
+    def _structural_row(self) -> Mapping[str, np.ndarray]:
+        """Covariates for questions about the structural model only (untested genes at
+        the model's reference level)."""
+        if not self.untested_genes:
+            return self.covariates
+        row = dict(self.covariates)
+        for c in self.model.covariates:
+            if c.name in self.untested_genes:
+                row[c.name] = np.asarray([c.levels[0]])
+        return row
+
+    @property
+    def _has_steady_state(self) -> bool:
+        return any(d.steady_state for d in self.doses)
 
     # ---- construction
     @classmethod
@@ -177,10 +274,16 @@ class PatientTwin:
         covariates
             One row of the standard covariate table: scalars or arrays of length 1 (e.g.
             ``PatientSpec.covariates()``); the model's declared covariates are required.
+            A genotype may be given as not tested (``"not tested"``, ``"untested"``,
+            ``"unknown"``, ``"not known"``, ``"N/A"``, ``"none"``, ``""``, ``None`` or NaN):
+            the twin then averages over the genotypes of the patient's ``ancestry``
+            (required then: ``"european"``, ``"east_asian"`` or ``"african"``), see
+            :attr:`untested_genes` and :mod:`twinsim.twin._genotype`.
         doses
             The doses given: :class:`~twinsim.simulators.Dose` records (0-based
             compartment, see :meth:`dose`) or a one-subject
-            :class:`~twinsim.simulators.DosingEvents`.
+            :class:`~twinsim.simulators.DosingEvents`; steady-state (``SS=1``) records
+            are accepted (the fit then runs on the model's steady-state engine).
         observations
             :class:`Observation` s (any order).
         target
@@ -193,8 +296,9 @@ class PatientTwin:
         Raises
         ------
         PatientTwinError
-            Unknown drug (lists the known ones), missing covariates, an observation of an
-            output the model cannot observe, or a drug level before any dose.
+            Unknown drug (lists the known ones), missing covariates, an untested genotype
+            without a known ``ancestry``, an observation of an output the model cannot
+            observe, or a drug level before any dose.
 
         Examples
         --------
@@ -284,9 +388,16 @@ class PatientTwin:
                 given = [row[src] for src in sources if src in row]
                 if given:
                     row[name] = np.asarray([float(max(float(v[0]) for v in given))])
+        untested = []
         for c in model.covariates:
             if c.categorical and c.name in row and c.name.upper() in GENES:
-                row[c.name] = _canonical_genotype(c.name, row[c.name][0])
+                if is_not_tested(row[c.name][0]):
+                    row[c.name] = np.asarray([NOT_TESTED])
+                    untested.append(c.name)
+                else:
+                    row[c.name] = _canonical_genotype(c.name, row[c.name][0])
+        if untested:
+            ancestry_of(row, untested)  # a clear error now, not at the first prediction
         missing = [c.name for c in model.covariates if c.name not in row and c.default is None]
         if missing:
             raise PatientTwinError(
@@ -302,8 +413,12 @@ class PatientTwin:
                     raise PatientTwinError(
                         f"covariate `{c.name}` must be a finite number ({c.unit}), got {value[0]!r}"
                     )
+        check = dict(row)
+        for c in model.covariates:
+            if c.name in untested:
+                check[c.name] = np.asarray([c.levels[0]])
         try:
-            model.encode_covariates(row)
+            model.encode_covariates(check)
         except ValueError as error:
             raise PatientTwinError(str(error)) from None
         return row
@@ -377,7 +492,7 @@ class PatientTwin:
 
     def _zero_without_drug(self) -> frozenset[str]:
         """Outputs that are 0 without drug (levels), as opposed to baselines (INR)."""
-        return _engine(self.model).zero_without_drug(self.covariates)
+        return _engine(self.model).zero_without_drug(self._structural_row)
 
     # ---- dosing helpers
     @property
@@ -483,10 +598,10 @@ class PatientTwin:
             [list(self.doses) or [Dose(0.0, 0.0, compartment=0)]],
             pad_to=bucket_size(max(len(self.doses), 1)),
         )
-        if bool(np.any(np.asarray(events.steady_state) & np.asarray(events.mask))):
+        if self.untested_genes:
             raise PatientTwinError(
-                "steady-state (SS=1) dose records are not supported by the patient twin; give "
-                "the doses as they were given (ADDL expands repeated doses)"
+                f"{self.untested_genes} not tested: fit the twin (it averages over the "
+                "genotypes), or give each genotype"
             )
         return {
             "typical": model.typical_parameters(self.covariates)[0],
@@ -567,7 +682,12 @@ class PatientTwin:
                 f"`prior_weight` must be a finite number > 0 (1 = Bayes' rule; < 1 trusts the "
                 f"data more), got {prior_weight!r}"
             )
-        engine = _engine(self.model)
+        if self.untested_genes:
+            return self._fit_mixture(
+                method, prior_weight=prior_weight, num_warmup=num_warmup,
+                num_samples=num_samples, num_chains=num_chains, seed=seed,
+            )  # fmt: skip
+        engine = _engine(self.model, steady_state=self._has_steady_state)
         r = engine.n_effects
         start = _time.perf_counter()
         if method == "prior" or (not self.observations and method != "nuts"):
@@ -602,6 +722,37 @@ class PatientTwin:
             diagnostics.update(extra)
         diagnostics["seconds"] = _time.perf_counter() - start
         return TwinPosterior(self, method, prior_weight, eta, cov, draws, diagnostics)
+
+    def _fit_mixture(self, method: str, **options: Any) -> TwinPosterior:
+        """Fit every genotype group and weigh them (see :mod:`~twinsim.twin._genotype`)."""
+        start = _time.perf_counter()
+        groups, dropped = self._genotype_prior
+        components = tuple(self._component(g).fit(method, **options) for g in groups)
+        with_data = method != "prior" and bool(self.observations)
+        prior = np.array([g.prior for g in groups])
+        weights, log_evidence = mixture_weights(prior, components, with_data)
+        mixture = GenotypeMixture(
+            ancestry=self.ancestry or "",
+            genes=self.untested_genes,
+            groups=groups,
+            prior=prior / prior.sum(),
+            weights=weights,
+            log_evidence=log_evidence,
+            components=components,
+            dropped=dropped,
+            observations=len(self.observations) if with_data else 0,
+        )
+        best = components[mixture.most_probable]
+        diagnostics = {
+            "converged": all(p.diagnostics.get("converged", True) for p in components),
+            "observations": best.diagnostics.get("observations", 0),
+            "genotype_weights": {g.label: float(w) for g, w in zip(groups, weights, strict=True)},
+            "seconds": _time.perf_counter() - start,
+        }
+        return TwinPosterior(
+            self, best.method, best.prior_weight, best.eta_mode, best.covariance, None,
+            diagnostics, mixture=mixture,
+        )  # fmt: skip
 
 
 def _has_doses(doses: Any) -> bool:

@@ -18,6 +18,7 @@ from ._recommend import Recommendation, _named_regimens, _nearest, _positive_gri
 
 if TYPE_CHECKING:
     from ._clinical import Safety, Target
+    from ._genotype import GenotypeMixture
     from ._patient import PatientTwin
     from ._prediction import Prediction
 
@@ -44,6 +45,12 @@ class TwinPosterior:
         NUTS draws of η ``[draw, R]`` (chains concatenated), ``None`` otherwise.
     diagnostics
         Optimiser convergence, NUTS divergences, R-hat and ESS, timings.
+    mixture
+        For a twin with untested genes (:attr:`PatientTwin.untested_genes`): the posterior
+        over their genotypes (:class:`~twinsim.twin._genotype.GenotypeMixture`, weights
+        and one posterior per genotype group). ``eta_mode``, ``covariance`` and
+        :meth:`individual_parameters` are then those of the most probable genotype;
+        draws, predictions and recommendations are of the mixture.
     """
 
     twin: PatientTwin
@@ -53,13 +60,18 @@ class TwinPosterior:
     covariance: np.ndarray
     samples: np.ndarray | None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    mixture: GenotypeMixture | None = None
 
     @property
     def random_effects(self) -> tuple[str, ...]:
         return self.twin.model.random_effects
 
     def eta_draws(self, n: int | None = None, seed: int = 0) -> np.ndarray:
-        """``n`` draws of η ``[n, R]``: NUTS samples (thinned evenly) or Gaussian draws."""
+        """``n`` draws of η ``[n, R]``: NUTS samples (thinned evenly) or Gaussian draws;
+        with untested genes, the mixture's (each genotype's draws in turn, see
+        :meth:`~twinsim.twin._genotype.GenotypeMixture.draws`)."""
+        if self.mixture is not None:
+            return self._draws(1000 if n is None else int(n), seed)[0]
         if self.samples is not None:
             if n is None or n >= self.samples.shape[0]:
                 return self.samples
@@ -69,6 +81,38 @@ class TwinPosterior:
         z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (n, self.eta_mode.size)))
         chol = np.linalg.cholesky(self.covariance + 1e-300 * np.eye(self.eta_mode.size))
         return self.eta_mode[None] + z @ chol.T
+
+    def _draws(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """η draws ``[n, R]`` and the typical parameters each draw belongs to ``[n, P]``."""
+        model = self.twin.model
+        if self.mixture is None:
+            eta = self.eta_draws(n, seed)
+            typical = np.asarray(model.typical_parameters(self.twin.covariates), np.float64)
+            return eta, np.broadcast_to(typical, (eta.shape[0], typical.shape[-1]))
+        etas, typicals = [], []
+        for k, eta in self.mixture.draws(n, seed):
+            twin = self.mixture.components[k].twin
+            typical = np.asarray(model.typical_parameters(twin.covariates), np.float64)
+            etas.append(eta)
+            typicals.append(np.broadcast_to(typical, (eta.shape[0], typical.shape[-1])))
+        return np.concatenate(etas), np.concatenate(typicals)
+
+    def _modes(self, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+        """The posterior mode as draws ``(η [m, R], typical [m, P])``: one row, or with
+        untested genes each genotype's mode repeated in proportion to its weight over
+        ``n`` rows (a weighted set whose median is the weighted median)."""
+        model = self.twin.model
+        if self.mixture is None:
+            typical = np.asarray(model.typical_parameters(self.twin.covariates), np.float64)
+            return self.eta_mode[None], typical
+        etas, typicals = [], []
+        for k, count in enumerate(self.mixture.allocate(n)):
+            if count:
+                post = self.mixture.components[k]
+                typical = np.asarray(model.typical_parameters(post.twin.covariates), np.float64)
+                etas.append(np.repeat(post.eta_mode[None], count, axis=0))
+                typicals.append(np.repeat(typical, count, axis=0))
+        return np.concatenate(etas), np.concatenate(typicals)
 
     def eta_summary(self) -> dict[str, dict[str, float]]:
         """Per random effect: mode (or median), SD, 5 % and 95 % quantiles of η."""
@@ -86,7 +130,10 @@ class TwinPosterior:
         return out
 
     def individual_parameters(self) -> dict[str, float]:
-        """The structural parameters at the posterior mode (NUTS: posterior median of η)."""
+        """The structural parameters at the posterior mode (NUTS: posterior median of η;
+        untested genes: the most probable genotype's)."""
+        if self.mixture is not None:
+            return self.mixture.components[self.mixture.most_probable].individual_parameters()
         eta = np.median(self.samples, axis=0) if self.samples is not None else self.eta_mode
         params = np.asarray(self.twin.model.individual_parameters(self.twin.covariates, eta[None]))[
             0
@@ -130,7 +177,8 @@ class TwinPosterior:
             Spacing of the time grid.
         eta
             Predict for these random effects ``[draw, R]`` instead of posterior draws
-            (e.g. ``post.eta_mode``: the MAP prediction, without its uncertainty).
+            (e.g. ``post.eta_mode``: the MAP prediction, without its uncertainty). With
+            untested genes, ``eta`` belongs to the most probable genotype.
         safety
             Safety threshold for :attr:`Prediction.p_unsafe` (default: the drug's,
             :func:`~twinsim.twin.default_safety`).
@@ -148,6 +196,28 @@ class TwinPosterior:
         >>> bool(0.0 <= pred.pta[0] <= 1.0)
         True
         """
+        if eta is None:
+            eta, typical = self._draws(int(n_draws), seed)
+        else:
+            eta = np.atleast_2d(eta)
+            best = (
+                self
+                if self.mixture is None
+                else self.mixture.components[self.mixture.most_probable]
+            )
+            typical = np.asarray(
+                best.twin.model.typical_parameters(best.twin.covariates), np.float64
+            )
+            typical = np.broadcast_to(typical, (eta.shape[0], typical.shape[-1]))
+        return self._forecast(
+            regimens, horizon_h=horizon_h, times=times, eta=eta, typical=typical,
+            target=target, resolution_h=resolution_h, safety=safety,
+        )  # fmt: skip
+
+    def _forecast(
+        self, regimens, *, horizon_h, times, eta, typical, target, resolution_h, safety
+    ) -> Prediction:
+        """:meth:`predict` for given draws of η and their typical parameters."""
         twin = self.twin
         target = target or twin.target
         named = _named_regimens(regimens)
@@ -168,7 +238,6 @@ class TwinPosterior:
                 raise PatientTwinError(f"regimen {name!r} has no doses and none were given")
             starts.append(reg_start)
         window = target.window_h if target is not None else 24.0
-        eta = self.eta_draws(n_draws, seed) if eta is None else np.atleast_2d(eta)
         descriptions = [r.describe() if isinstance(r, Regimen) else n for n, r in named.items()]
         safety = safety if safety is not None else default_safety(twin.drug or "")
         daily = [
@@ -189,6 +258,8 @@ class TwinPosterior:
             resolution_h,
             safety=safety,
             daily_doses=daily,
+            typical=typical,
+            notes=(self.mixture.describe(),) if self.mixture is not None else (),
         )
 
     def _horizon(self, horizon_h: float | None) -> float:
@@ -327,9 +398,11 @@ class TwinPosterior:
         )
         searched = len(candidates) + len(excluded)
         if shortlist is not None and len(candidates) > max(int(shortlist), 1):
-            at_mode = self.predict(
-                {c.describe(): c for c in candidates}, eta=self.eta_mode, **settings
-            )
+            eta_mode, typical_mode = self._modes()
+            at_mode = self._forecast(
+                {c.describe(): c for c in candidates}, eta=eta_mode, typical=typical_mode,
+                resolution_h=0.5, **settings,
+            )  # fmt: skip
             candidates = _shortlist(candidates, at_mode, target, max(int(shortlist), 1))
         prediction = self.predict(
             {c.describe(): c for c in candidates}, n_draws=n_draws, seed=seed, **settings
@@ -382,6 +455,7 @@ class TwinPosterior:
                 objective_text=prediction.objective_text,
                 safety=safety.describe() if safety is not None else "",
                 excluded=tuple(excluded),
+                notes=prediction.notes,
             )
             for i in chosen
         ]

@@ -62,6 +62,9 @@ class Prediction:
         INR of the maintenance dose lies in range (see :attr:`objective_text`).
     objective_text
         The objective in plain words.
+    notes
+        What the prediction assumes beyond the data, in words (e.g. an untested genotype
+        averaged over the ancestry's genotype frequencies).
     """
 
     names: tuple[str, ...]
@@ -83,6 +86,7 @@ class Prediction:
     safety: Safety | None = None
     objective: np.ndarray | None = None
     objective_text: str = ""
+    notes: tuple[str, ...] = ()
 
     def table(self) -> list[dict[str, Any]]:
         """One row per regimen: name, PTA and the metrics' medians and 90 % intervals."""
@@ -130,7 +134,11 @@ def _predict(
     resolution_h,
     safety=None,
     daily_doses=None,
+    typical=None,
+    notes=(),
 ):
+    """Predictions of the regimens for the draws ``eta [draw, R]`` whose typical
+    parameters are ``typical [draw, P]`` (default: the twin's, for every draw)."""
     twin = post.twin
     engine = _engine(twin.model)
     start = min(starts)
@@ -147,7 +155,9 @@ def _predict(
     w_start = end - window_h
     n_history = len(twin.doses)
     width = bucket_size(n_history + max(len(d) for d in dose_lists))
-    typical = twin.model.typical_parameters(twin.covariates)[0]
+    if typical is None:
+        typical = np.asarray(twin.model.typical_parameters(twin.covariates), np.float64)
+    typical = np.broadcast_to(typical, (eta.shape[0], np.shape(typical)[-1]))
     eta_j = jnp.asarray(eta)
     out_index = twin.model.structural.output_names.index(target.output) if target is not None else 0
     in_window = grid >= w_start - 1e-9
@@ -156,7 +166,7 @@ def _predict(
     tables += [tables[-1]] * (bucket_size(len(tables), minimum=1) - len(tables))
     events = DosingEvents.from_doses(tables, pad_to=width)
     n = len(dose_lists)
-    every = np.asarray(engine.predict(typical, eta_j, events, jnp.asarray(grid)))[:n]
+    every = np.asarray(engine.predict(jnp.asarray(typical), eta_j, events, jnp.asarray(grid)))[:n]
     lowers, medians, uppers = np.quantile(every, [0.05, 0.5, 0.95], axis=1)  # [regimen, ...]
     # the engines' pre-dose convention: a trough at a dose time is the value before it
     last_dose = [
@@ -175,7 +185,7 @@ def _predict(
     if not after.any():
         after = np.ones_like(after)
     per_draw["peak"] = every[..., safety_index][..., after].max(axis=-1)
-    steady = _steady_state(twin, eta, daily_doses, n) if daily_doses is not None else None
+    steady = _steady_state(twin, eta, typical, daily_doses, n) if daily_doses is not None else None
     if steady is not None:
         per_draw["steady_state"] = steady
     summary = {
@@ -233,21 +243,19 @@ def _predict(
         safety=safety,
         objective=objective,
         objective_text=objective_text,
+        notes=tuple(notes),
     )
 
 
-def _steady_state(twin, eta, daily_doses, n) -> np.ndarray | None:
+def _steady_state(twin, eta, typical, daily_doses, n) -> np.ndarray | None:
     """Warfarin: steady-state INR of each regimen's maintenance dose ``[regimen, draw]``
-    (NaN for a dose list without a maintenance dose)."""
+    (NaN for a dose list without a maintenance dose); ``typical [draw, P]``."""
     if twin.drug != "warfarin":
         return None
     from ..priors._warfarin import steady_state_inr_at_average
 
     eta = jnp.atleast_2d(jnp.asarray(eta, jnp.float64))
-    typical = twin.model.typical_parameters(twin.covariates)
-    params = np.asarray(
-        twin.model._apply(jnp.broadcast_to(typical, (eta.shape[0], typical.shape[-1])), eta)
-    )
+    params = np.asarray(twin.model._apply(jnp.asarray(typical, jnp.float64), eta))
     names = twin.model.structural.parameters
     rows = [
         steady_state_inr_at_average(params, daily, names)

@@ -101,6 +101,9 @@ class Recommendation:
     excluded
         ``(regimen, reason)`` for every candidate not recommended because of the label or
         the safety limit.
+    notes
+        What the recommendation assumes beyond the data, in words (e.g. that an untested
+        genotype was averaged over the ancestry's genotype frequencies); also in ``why``.
     """
 
     regimen: Regimen
@@ -116,6 +119,7 @@ class Recommendation:
     objective_text: str = ""
     safety: str = ""
     excluded: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def _fmt(value: float) -> str:
@@ -177,4 +181,5 @@ def _why(post, prediction, i, order, candidates, target) -> str:
             f"A smaller daily dose ({candidates[best_lower].describe()}) would reach "
             f"{100 * prediction.pta[best_lower]:.0f} %."
         )
+    parts.extend(prediction.notes)
     return " ".join(parts)
