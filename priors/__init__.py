@@ -10,6 +10,7 @@ from ..simulators._model import ODEModel as ODEModel  # noqa: E402
 from ._covariates import ANCESTRIES as ANCESTRIES  # noqa: E402
 from ._covariates import COMEDICATIONS as COMEDICATIONS  # noqa: E402
 from ._covariates import COVARIATE_COLUMNS as COVARIATE_COLUMNS  # noqa: E402
+from ._covariates import DERIVED_COVARIATES as DERIVED_COVARIATES  # noqa: E402
 from ._covariates import GENES as GENES  # noqa: E402
 from ._covariates import Allele as Allele  # noqa: E402
 from ._covariates import Comedication as Comedication  # noqa: E402

@@ -41,6 +41,7 @@ __all__ = [
     "ANCESTRIES",
     "COMEDICATIONS",
     "COVARIATE_COLUMNS",
+    "DERIVED_COVARIATES",
     "GENES",
     "Allele",
     "Comedication",
@@ -796,6 +797,17 @@ COMEDICATIONS: Mapping[str, Comedication] = MappingProxyType(
         )
     }
 )  # fmt: skip
+
+
+#: Model covariates derived from the standard co-medication columns (``comed_<name>``):
+#: 1 when any of the listed drugs is taken. The warfarin model's ``amiodarone`` and
+#: ``enzyme_inducer`` (IWPC 2009's inducer status: carbamazepine, phenytoin, rifampicin).
+DERIVED_COVARIATES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "amiodarone": ("comed_amiodarone",),
+        "enzyme_inducer": ("comed_carbamazepine", "comed_phenytoin", "comed_rifampicin"),
+    }
+)
 
 
 def _comed_key(text: str) -> str:

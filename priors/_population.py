@@ -87,6 +87,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ..simulators._model import Named, ODEModel
+from ._covariates import DERIVED_COVARIATES
 from ._errors import PopulationModelError
 
 __all__ = [
@@ -863,6 +864,43 @@ class PopulationModel:
                 out[c.name] = jnp.asarray(c.default, jnp.float64)
                 continue
             out[c.name] = c.encode(covariates[c.name])
+        return out
+
+    def covariate_columns(self, table: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """This model's covariate columns from a standard covariate table.
+
+        A column the table has is taken as it is; one it lacks is derived from the
+        co-medication columns where :data:`~twinsim.priors.DERIVED_COVARIATES` says how
+        (the warfarin model's ``amiodarone`` from ``comed_amiodarone``), otherwise filled
+        with the covariate's ``default``. A covariate with neither is an error naming it
+        and the table's columns.
+
+        Examples
+        --------
+        >>> from twinsim.priors import drug_model
+        >>> table = {"age": np.array([60.0, 70.0]), "cyp2c9": np.array(["*1/*1", "*1/*3"]),
+        ...          "vkorc1": np.array(["G/A", "G/G"]), "comed_amiodarone": np.array([0.0, 1.0])}
+        >>> columns = drug_model("warfarin").covariate_columns(table)
+        >>> columns["amiodarone"].tolist(), columns["enzyme_inducer"].tolist()
+        ([0.0, 1.0], [0.0, 0.0])
+        """
+        n = len(np.atleast_1d(next(iter(table.values())))) if table else 1
+        out: dict[str, np.ndarray] = {}
+        for c in self.covariates:
+            if c.name in table:
+                out[c.name] = np.asarray(table[c.name])
+                continue
+            sources = [s for s in DERIVED_COVARIATES.get(c.name, ()) if s in table]
+            if sources:
+                taken = np.stack([np.asarray(table[s], dtype=np.float64) for s in sources])
+                out[c.name] = (taken > 0).any(axis=0).astype(np.float64)
+            elif c.default is not None:
+                out[c.name] = np.full(n, float(c.default))
+            else:
+                raise PopulationModelError(
+                    f"population model {self.name!r} needs covariate {c.name!r}; the table "
+                    f"has columns {sorted(table)}"
+                )
         return out
 
     def check_covariates(self, covariates: Mapping[str, Any]) -> list[str]:

@@ -73,7 +73,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..priors._covariates import GENES, CovariateError, parse_diplotype
+from ..priors._covariates import DERIVED_COVARIATES, GENES, CovariateError, parse_diplotype
 from ..priors._library import DrugLibraryError, drug_metadata
 from ..priors._population import PopulationModel
 from ..simulators import Dose, DosingEvents, bucket_size
@@ -100,10 +100,7 @@ __all__ = ["PatientTwin"]
 
 
 # model covariates derived from the standard co-medication columns (1 if any is taken)
-_DERIVED = {
-    "amiodarone": ("comed_amiodarone",),
-    "enzyme_inducer": ("comed_carbamazepine", "comed_phenytoin", "comed_rifampicin"),
-}
+_DERIVED = DERIVED_COVARIATES
 
 
 def _canonical_genotype(column: str, value: Any) -> np.ndarray:

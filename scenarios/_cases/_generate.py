@@ -454,12 +454,6 @@ def _case_patient(
     template: CaseTemplate, table: Mapping[str, np.ndarray], i: int
 ) -> dict[str, Any]:
     row = {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in table.items()}
-    # covariates the population draw does not make (comedications such as the warfarin
-    # model's `amiodarone`) take the model's default: a case starts without them and an
-    # event (e.g. inhibitor_start) brings them in over time
-    for cov in drug_model(template.drug).covariates:
-        if cov.name not in row and cov.default is not None:
-            row[cov.name] = cov.default
     if template.event is not None and template.event.kind == "smoking_cessation":
         row["smoking"] = 1.0
         row["smoking_quit_time"] = float(template.event.at)
@@ -1013,6 +1007,9 @@ def generate_cases(spec: CaseSpec) -> CaseSet:
     """
     template = spec.resolved_template()
     table = draw_patients(spec, template)
+    # the model's own columns: derived from the co-medication columns (the warfarin model's
+    # `amiodarone`: 0, a case starts without it and an inhibitor_start event brings it in)
+    table.update(drug_model(template.drug).covariate_columns(table))
     cases = tuple(
         _make_case(spec, template, _case_patient(template, table, i), i)
         for i in range(len(table["age"]))

@@ -101,6 +101,8 @@ def enrol(design: TrialDesign, replicates: list[int]) -> list[Enrolment]:
         order = sorted(chosen, key=lambda c: (c[1], c[2]))
         index = np.array([c[0] for c in order])
         covariates = {k: v[index] for k, v in table.items() if k != "id"}
+        # the model's own columns (e.g. warfarin's amiodarone from comed_amiodarone)
+        covariates.update(load_model(design).covariate_columns(covariates))
         out.append(
             Enrolment(
                 covariates=covariates,

@@ -270,3 +270,22 @@ def test_time_to_event_is_censored_at_the_last_visit_attended():
     value, event = endpoint_values(endpoint, times, mask, measured, measured, np.full(3, 99.0), 0)
     assert value.tolist() == [4.0, 4.0, 1.0]
     assert event.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_enrolment_carries_the_models_own_covariate_columns():
+    """The warfarin model's ``amiodarone`` and ``enzyme_inducer`` (IWPC 2009 covariates) come
+    from the virtual population's co-medication columns: ``comed_amiodarone`` drawn at the
+    design's prevalence becomes the model's ``amiodarone``; no inducer drawn gives 0. (A
+    warfarin trial once failed with KeyError 'amiodarone' in the simulation.)"""
+    from twinsim.scenarios._trial._simulate import enrol
+
+    design = load_trial(trial_examples()["warfarin_genotype_guided"])
+    population = design.population.model_copy(update={"comedications": {"amiodarone": 0.5}})
+    design = design.model_copy(
+        update={"population": population, "replicates": 1, "sample_size": [40]}
+    )
+    (enrolment,) = enrol(design, [0])
+    cov = enrolment.covariates
+    np.testing.assert_array_equal(cov["amiodarone"], cov["comed_amiodarone"])
+    assert 0 < cov["amiodarone"].sum() < cov["amiodarone"].size  # prevalence 0.5 of 80
+    np.testing.assert_array_equal(cov["enzyme_inducer"], 0.0)
