@@ -108,7 +108,7 @@ def test_warfarin_whatif_with_cyp2c9_not_tested_runs_and_says_so(tmp_path) -> No
     """End to end from Python and from ``twinsim whatif``: the forecast averages over the
     CYP2C9 genotype groups with their Hardy–Weinberg weights (no INR: posterior = prior),
     the twin's note is in the result, the HTML report (with the weights table) and the
-    command's output."""
+    command's output (and the clinician page's recommendation card)."""
     spec = WhatIfSpec.model_validate(WARFARIN)
     spec = spec.model_copy(update={"fit": FitOptions(method="map", n_draws=60)})
     result = run_whatif(spec)
@@ -128,6 +128,11 @@ def test_warfarin_whatif_with_cyp2c9_not_tested_runs_and_says_so(tmp_path) -> No
     html = write_whatif_report(result, tmp_path / "r.html")["report"].read_text()
     assert 'id="twin-note-0"' in html and "CYP2C9 not tested" in html
     assert 'id="genotypes"' in html and "CYP2C9 *1/*1" in html
+    # the clinician page's recommendation card shows it too
+    from twinsim.dashboard._clinician import _recommendation
+
+    (alert,) = [c for c in _recommendation(result) if getattr(c, "id", None) == "cl-twin-notes"]
+    assert [div.children for div in alert.children] == [note]
 
     spec_file = tmp_path / "warfarin.yaml"
     spec_file.write_text(yaml.safe_dump({**WARFARIN, "fit": {"method": "map", "n_draws": 60}}))
