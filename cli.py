@@ -725,8 +725,9 @@ def whatif(
 
     Prints one row per regimen (the spec's candidates, then the recommended ones) with
     the probability of target attainment and the exposure metrics (median and 90 %
-    interval), and the recommendation; writes the HTML report with the plot and a
-    provenance record next to it.
+    interval), the recommendation and what the twin assumed beyond the data (e.g. a
+    genotype "not tested" averaged over the patient's ancestry); writes the HTML report
+    with the plot and a provenance record next to it.
     """
     out_console, err = _consoles()
     with _clean_errors(err):
@@ -752,6 +753,8 @@ def whatif(
         if not quiet:
             out_console.print(_whatif_table(result))
         out_console.print(f"recommendation: {result.recommendation_text()}", markup=False)
+        for note in result.notes:  # e.g. an untested genotype averaged over: always shown
+            out_console.print(f"assumption: {note}", markup=False)
         if result.objective_text:
             out_console.print(f"objective: {result.objective_text}", markup=False)
         if result.safety_text:
@@ -770,7 +773,8 @@ def _whatif_table(result: Any) -> Table:
             units.setdefault(name, metric.display_unit)
     table = Table(
         title=f"{result.spec.title or result.spec.drug} — target {result.target.describe()}",
-        caption="metrics: median (90 % interval)",
+        caption="metrics: median (90 % interval)"
+        + ("; see the twin's assumption(s) below" if getattr(result, "notes", ()) else ""),
         show_header=True,
         header_style="bold",
     )

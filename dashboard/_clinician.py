@@ -32,6 +32,7 @@ from ._form import (
     FormCheck,
     check_form,
     example_form,
+    genotype_choices,
     genotype_note,
 )
 
@@ -71,7 +72,10 @@ def _input(
     placeholder: str = "",
     help: str | None = None,
     width: int = 6,
+    choices: Sequence[str] = (),
 ) -> dbc.Col:
+    # `choices`: offered in a datalist (the browser's suggestions), any text may be typed
+    suggest = {"list": _id(key) + "-choices"} if choices else {}
     children: list[Any] = [
         dbc.Label(
             [label, html.Span(f" ({unit})", className="text-muted") if unit else None],
@@ -86,9 +90,14 @@ def _input(
             size="sm",
             placeholder=placeholder,
             autoComplete="off",
+            **suggest,
         ),
         _feedback(key),
     ]
+    if choices:
+        children.append(
+            html.Datalist([html.Option(value=c) for c in choices], id=_id(key) + "-choices")
+        )
     if help is not None:
         children.append(dbc.FormText(help, id=_id(key) + "-help", className="small"))
     return dbc.Col(children, xs=12, md=width, className="mb-2")
@@ -167,9 +176,10 @@ def layout(**_: Any) -> dbc.Container:
             f"gene_{g}",
             g,
             form[f"gene_{g}"],
-            placeholder={"VKORC1": "e.g. G/A"}.get(g, "e.g. *1/*3"),
+            placeholder={"VKORC1": "e.g. G/A"}.get(g, "e.g. *1/*3") + ", not tested",
             help=genotype_note(g, form[f"gene_{g}"]),
             width=4,
+            choices=genotype_choices(g),
         )
         for g in GENES_SHOWN
     ]
@@ -660,6 +670,15 @@ def _recommendation(result: Any) -> list[Any]:
             f"level(s); target source: {target.source}.",
             className="small text-muted mb-0",
         ),
+        # what the twin assumed beyond the data (an untested genotype averaged over)
+        dbc.Alert(
+            [html.Div(note) for note in result.notes],
+            color="info",
+            className="py-1 small mt-2 mb-0",
+            id=_id("twin-notes"),
+        )
+        if getattr(result, "notes", ())
+        else None,
         warning,
     ]
 

@@ -25,6 +25,7 @@ __all__ = [
     "check_form",
     "example_form",
     "field_for",
+    "genotype_choices",
     "genotype_note",
 ]
 
@@ -288,19 +289,46 @@ def _place(
     check.errors[key] = f"{check.errors[key]}; {message}" if key in check.errors else message
 
 
+def genotype_choices(gene: str, *, smallest: float = 0.005) -> tuple[str, ...]:
+    """What a genotype field offers: ``"not tested"`` first, then the gene's diplotypes
+    with a Hardy–Weinberg frequency ≥ ``smallest`` in any ancestry group, in the gene's
+    canonical order (reference allele first; any other diplotype may still be typed).
+
+    Examples
+    --------
+    >>> genotype_choices("VKORC1")
+    ('not tested', 'G/G', 'G/A', 'A/A')
+    """
+    from ..priors import ANCESTRIES, GENES, NOT_TESTED, diplotype_frequencies
+
+    common = {
+        diplotype
+        for ancestry in ANCESTRIES
+        for diplotype, p in diplotype_frequencies(gene, ancestry).items()
+        if p >= smallest
+    }
+    listed = [d for d in GENES[gene.strip().upper()].diplotypes() if d in common]
+    return (NOT_TESTED, *listed, *sorted(common.difference(listed)))
+
+
 def genotype_note(gene: str, text: str | None) -> str:
-    """The phenotype of a typed diplotype: ``"not tested"`` when blank, ``""`` when unreadable
-    (the field then shows the spec's message instead).
+    """The phenotype of a typed diplotype; ``"not given"`` when blank, what the twin does
+    for ``"not tested"`` (any spelling of :func:`twinsim.priors.is_not_tested`), ``""``
+    when unreadable (the field then shows the spec's message instead).
 
     Examples
     --------
     >>> genotype_note("CYP2C9", "*3/*1")
     '*1/*3: intermediate metabolizer'
+    >>> genotype_note("CYP2C9", "unknown")
+    "not tested: averaged over the genotypes of the patient's ancestry"
     """
-    from ..priors import CovariateError, parse_diplotype, phenotype
+    from ..priors import CovariateError, is_not_tested, parse_diplotype, phenotype
 
     if _blank(text):
-        return "not tested"
+        return "not given"
+    if is_not_tested(text):
+        return "not tested: averaged over the genotypes of the patient's ancestry"
     try:
         canonical = parse_diplotype(gene, text.strip())
         return f"{canonical}: {phenotype(gene, canonical)}"

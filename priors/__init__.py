@@ -12,6 +12,7 @@ from ._covariates import COMEDICATIONS as COMEDICATIONS  # noqa: E402
 from ._covariates import COVARIATE_COLUMNS as COVARIATE_COLUMNS  # noqa: E402
 from ._covariates import DERIVED_COVARIATES as DERIVED_COVARIATES  # noqa: E402
 from ._covariates import GENES as GENES  # noqa: E402
+from ._covariates import NOT_TESTED as NOT_TESTED  # noqa: E402
 from ._covariates import Allele as Allele  # noqa: E402
 from ._covariates import Comedication as Comedication  # noqa: E402
 from ._covariates import CovariateColumn as CovariateColumn  # noqa: E402
@@ -22,7 +23,9 @@ from ._covariates import cockcroft_gault as cockcroft_gault  # noqa: E402
 from ._covariates import comedication as comedication  # noqa: E402
 from ._covariates import covariate_table as covariate_table  # noqa: E402
 from ._covariates import diplotype_frequencies as diplotype_frequencies  # noqa: E402
+from ._covariates import is_not_tested as is_not_tested  # noqa: E402
 from ._covariates import parse_diplotype as parse_diplotype  # noqa: E402
+from ._covariates import parse_genotype as parse_genotype  # noqa: E402
 from ._covariates import phenotype as phenotype  # noqa: E402
 from ._covariates import phenotype_frequencies as phenotype_frequencies  # noqa: E402
 from ._covariates import smoking_induction as smoking_induction  # noqa: E402

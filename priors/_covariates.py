@@ -43,6 +43,7 @@ __all__ = [
     "COVARIATE_COLUMNS",
     "DERIVED_COVARIATES",
     "GENES",
+    "NOT_TESTED",
     "Allele",
     "Comedication",
     "CovariateColumn",
@@ -53,7 +54,9 @@ __all__ = [
     "comedication",
     "covariate_table",
     "diplotype_frequencies",
+    "is_not_tested",
     "parse_diplotype",
+    "parse_genotype",
     "phenotype",
     "phenotype_frequencies",
     "smoking_induction",
@@ -541,6 +544,76 @@ def parse_diplotype(gene: str, text: str) -> str:
     return _gene(gene).canonical(text)
 
 
+#: How a genotype that was not tested is stored (covariate tables, specs, twins).
+NOT_TESTED = "not tested"
+
+#: Spellings read as "not tested" (case, spaces, ``-`` and ``_`` ignored), besides ``None``
+#: and NaN.
+NOT_TESTED_SPELLINGS = frozenset(
+    {"", "not tested", "nottested", "untested", "unknown", "not known", "na", "n/a", "none", "nan"}
+)
+
+
+def is_not_tested(value: Any) -> bool:
+    """Whether a genotype value says the gene was not tested.
+
+    ``None``, NaN, ``""``, ``"not tested"``, ``"untested"``, ``"unknown"``, ``"not
+    known"``, ``"NA"``, ``"N/A"``, ``"none"`` (any case, ``-``/``_`` as spaces). The one
+    spelling check shared by the specs (``twinsim.scenarios.PatientSpec``) and the patient
+    twin.
+
+    Examples
+    --------
+    >>> [is_not_tested(v) for v in ("Not tested", "unknown", None, float("nan"), "*1/*3")]
+    [True, True, True, True, False]
+    """
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    if not isinstance(value, str | np.str_):
+        return False
+    key = " ".join(str(value).strip().lower().replace("_", " ").replace("-", " ").split())
+    return key in NOT_TESTED_SPELLINGS
+
+
+def parse_genotype(gene: str, value: Any) -> str:
+    """A genotype as a clinician writes it: the canonical diplotype, or :data:`NOT_TESTED`.
+
+    Parameters
+    ----------
+    gene
+        Gene symbol, any case.
+    value
+        A diplotype (any spelling :func:`parse_diplotype` accepts) or a "not tested"
+        spelling (:func:`is_not_tested`).
+
+    Returns
+    -------
+    str
+        ``"*1/*3"``, ``"G/A"``, ... or ``"not tested"``.
+
+    Raises
+    ------
+    CovariateError
+        Unknown gene or allele; the message says that ``"not tested"`` is accepted too.
+
+    Examples
+    --------
+    >>> parse_genotype("CYP2C9", "*3/*1"), parse_genotype("cyp2c9", "Unknown")
+    ('*1/*3', 'not tested')
+    """
+    the_gene = _gene(gene)
+    if is_not_tested(value):
+        return NOT_TESTED
+    try:
+        return the_gene.canonical(value)
+    except CovariateError as error:
+        raise CovariateError(
+            f"{error}; if {the_gene.name} was not genotyped, write 'not tested'"
+        ) from None
+
+
 def phenotype(gene: str, diplotype: str) -> str:
     """CPIC phenotype of a diplotype (any spelling :func:`parse_diplotype` accepts).
 
@@ -1019,7 +1092,9 @@ def covariate_table(
         One mapping per patient with any of the :data:`COVARIATE_COLUMNS` plus ``sex``
         (``"female"``/``"male"``, instead of ``female``), ``genotype`` (``{gene: diplotype}``,
         instead of the gene columns) and ``comedications`` (a list of names, instead of
-        ``comed_*`` flags); an ``id`` key is ignored. Diplotypes are made canonical.
+        ``comed_*`` flags); an ``id`` key is ignored. Diplotypes are made canonical
+        (:func:`parse_genotype`): a "not tested" spelling becomes :data:`NOT_TESTED`,
+        while ``None``, ``""`` or NaN leave the gene not given (``""``).
     crcl_options
         Keywords of :func:`cockcroft_gault` (``cap``, ``min_creatinine_over_60``) used when
         ``crcl`` is computed (a record without ``crcl`` but with age, weight, serum
@@ -1088,7 +1163,9 @@ def _row(
     canonical: dict[str, str] = {}
     for gene_name, text in genotype.items():
         gene = _gene(gene_name)
-        canonical[gene.name] = "" if text in (None, "") else gene.canonical(text)
+        missing = text is None or (isinstance(text, str) and not text.strip())
+        missing = missing or (isinstance(text, float) and math.isnan(text))
+        canonical[gene.name] = "" if missing else parse_genotype(gene.name, text)
     for gene in GENES.values():
         row[gene.column] = canonical.get(gene.name, "")
     taking = {comedication(name).column for name in record.get("comedications") or ()}

@@ -33,7 +33,7 @@ from ..priors import (
     CovariateError,
     comedication,
     covariate_table,
-    parse_diplotype,
+    parse_genotype,
     smoking_status,
 )
 from ._regimen import SpecError, SpecModel, quantity
@@ -223,7 +223,11 @@ class PatientSpec(SpecModel):
         One of :data:`twinsim.priors.ANCESTRIES` (``"european"``, ``"east_asian"``, ...).
     genotype
         ``{gene: diplotype}`` (``{CYP2C9: "*1/*3", VKORC1: GA}``), genes of
-        :data:`twinsim.priors.GENES`; stored in canonical form.
+        :data:`twinsim.priors.GENES`; stored in canonical form. A gene that was not
+        genotyped may be given as ``"not tested"`` (also ``"untested"``, ``"unknown"``,
+        ``"not known"``, ``"N/A"``, ``"none"``, ``""`` or null; stored as ``"not tested"``,
+        :func:`twinsim.priors.is_not_tested`): the patient twin then averages over the
+        genotypes of the patient's ``ancestry``, which a workflow using that gene requires.
     comedications
         Interacting comedications, names of :data:`twinsim.priors.COMEDICATIONS`
         (aliases such as ``rifampin`` accepted; stored canonical).
@@ -250,6 +254,8 @@ class PatientSpec(SpecModel):
     (100.0, '*1/*3', 1.0)
     >>> float(row["smoking"][0]), float(row["smoking_quit_time"][0])
     (1.0, -48.0)
+    >>> PatientSpec(genotype={"CYP2C9": "Unknown", "VKORC1": "AG"}, ancestry="european").genotype
+    {'CYP2C9': 'not tested', 'VKORC1': 'G/A'}
     """
 
     id: Annotated[str, BeforeValidator(_text_id, json_schema_input_type=str | int)] = "patient-1"
@@ -354,9 +360,7 @@ class PatientSpec(SpecModel):
                 )
                 continue
             try:
-                canonical[symbol] = parse_diplotype(
-                    symbol, text if isinstance(text, str) else str(text)
-                )
+                canonical[symbol] = parse_genotype(symbol, text)  # or "not tested"
             except CovariateError as error:
                 message = str(error).removeprefix(f"`{GENES[symbol].column}` ")
                 problems.append(((gene,), message, text))

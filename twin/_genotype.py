@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from ..priors._covariates import ANCESTRIES, GENES, CovariateError, diplotype_frequencies
+from ..priors._covariates import (
+    ANCESTRIES,
+    GENES,
+    NOT_TESTED,
+    NOT_TESTED_SPELLINGS,
+    CovariateError,
+    diplotype_frequencies,
+    is_not_tested,
+)
 from ..priors._covariates import parse_diplotype as _parse_diplotype
 from ._clinical import PatientTwinError
 
@@ -45,37 +53,14 @@ if TYPE_CHECKING:
     from ..priors._population import PopulationModel
     from ._posterior import TwinPosterior
 
-__all__ = ["NOT_TESTED", "GenotypeGroup", "GenotypeMixture", "is_not_tested"]
-
-#: How an untested genotype is stored in a twin's covariates.
-NOT_TESTED = "not tested"
-
-#: Spellings read as "not tested" (case, spaces, ``-`` and ``_`` ignored), besides ``None``
-#: and NaN.
-NOT_TESTED_SPELLINGS = frozenset(
-    {"", "not tested", "nottested", "untested", "unknown", "not known", "na", "n/a", "none", "nan"}
-)
-
-
-def is_not_tested(value: Any) -> bool:
-    """Whether a genotype value says the gene was not tested.
-
-    ``None``, NaN, ``""``, ``"not tested"``, ``"untested"``, ``"unknown"``, ``"not
-    known"``, ``"NA"``, ``"N/A"``, ``"none"`` (any case, ``-``/``_`` as spaces).
-
-    Examples
-    --------
-    >>> [is_not_tested(v) for v in ("Not tested", "unknown", None, float("nan"), "*1/*3")]
-    [True, True, True, True, False]
-    """
-    if value is None:
-        return True
-    if isinstance(value, float | np.floating):
-        return bool(np.isnan(value))
-    if not isinstance(value, str | np.str_):
-        return False
-    key = " ".join(str(value).strip().lower().replace("_", " ").replace("-", " ").split())
-    return key in NOT_TESTED_SPELLINGS
+# the spellings live in the priors (specs check them too); re-exported here
+__all__ = [
+    "NOT_TESTED",
+    "NOT_TESTED_SPELLINGS",
+    "GenotypeGroup",
+    "GenotypeMixture",
+    "is_not_tested",
+]
 
 
 def ancestry_of(covariates: Mapping[str, Any], untested: Sequence[str]) -> str:

@@ -151,6 +151,10 @@ class WhatIfResult:
         The safety threshold and its limit, in plain words.
     excluded
         ``(regimen, reason)`` of the regimens the search excluded (label, safety).
+    notes
+        What the twin assumed beyond the data, in words (:attr:`twinsim.twin.Prediction.notes`):
+        e.g. that an untested genotype was averaged over the genotypes of the patient's
+        ancestry, with the weights.
     """
 
     spec: WhatIfSpec
@@ -162,6 +166,7 @@ class WhatIfResult:
     objective_text: str = ""
     safety_text: str = ""
     excluded: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def recommendation(self) -> RegimenForecast:
@@ -472,6 +477,39 @@ def _explanation(result: WhatIfResult) -> str:
     return "\n".join(parts)
 
 
+def _notes(result: WhatIfResult) -> str:
+    """What the twin assumed beyond the data (an untested genotype averaged over)."""
+    import html
+
+    return "\n".join(
+        f'<p class="assumption" id="twin-note-{i}"><strong>Assumption:</strong> '
+        f"{html.escape(note)}</p>"
+        for i, note in enumerate(result.notes)
+    )
+
+
+def _genotype_table(result: WhatIfResult) -> str:
+    """The untested genotypes averaged over: prior and posterior weight of each group."""
+    import html
+
+    rows = result.fit.get("genotypes") or []
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(r['genotype'])}</td><td>{html.escape(r['pooled'])}</td>"
+        f"<td>{100 * r['prior']:.1f} %</td><td>{100 * r['posterior']:.1f} %</td></tr>"
+        for r in rows
+    )
+    return (
+        '<p class="note">Parameters above are those of the most probable genotype; '
+        "forecasts average over these genotype groups:</p>"
+        '<table id="genotypes"><thead><tr><th>genotype group</th><th>diplotypes pooled</th>'
+        "<th>population frequency</th><th>weight given the levels</th></tr></thead><tbody>"
+        + body
+        + "</tbody></table>"
+    )
+
+
 def _fit_table(result: WhatIfResult) -> str:
     import html
 
@@ -497,6 +535,7 @@ tr.best td { background: #e8f5e9; font-weight: 600; }
 .recommendation { border-left: 5px solid #2ca02c; background: #f3faf3; padding: 0.8em 1em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; }
+.assumption { border-left: 5px solid #ff7f0e; background: #fff6ec; padding: 0.5em 1em; }
 """
 
 
@@ -530,6 +569,7 @@ Times count from the first dose (t = 0); the candidate regimens start at {spec.c
 <h2>Recommendation</h2>
 <div class="recommendation" id="recommendation">{html.escape(result.recommendation_text())}</div>
 <p class="note">Target: {html.escape(result.target.describe())} — {html.escape(result.target.source)}</p>
+{_notes(result)}
 {_explanation(result)}
 <h2>Forecast</h2>
 {plot}
@@ -538,6 +578,7 @@ Times count from the first dose (t = 0); the candidate regimens start at {spec.c
 {_html_table(result)}
 <h2>Twin</h2>
 {_fit_table(result)}
+{_genotype_table(result)}
 <h2>Spec</h2>
 <pre>{html.escape(spec_yaml)}</pre>
 <h2>Provenance</h2>
@@ -642,6 +683,9 @@ def _fit_summary(posterior: Any) -> dict[str, Any]:
     """Typical against individual parameters, η and the fit's diagnostics."""
     twin = posterior.twin
     model = twin.model
+    mixture = getattr(posterior, "mixture", None)
+    if mixture is not None:  # untested genes: the most probable genotype's parameters
+        twin = mixture.components[mixture.most_probable].twin
     typical = np.asarray(model.typical_parameters(twin.covariates))[0]
     individual = posterior.individual_parameters()
     units = dict(model.structural.parameter_units)
@@ -657,4 +701,7 @@ def _fit_summary(posterior: Any) -> dict[str, Any]:
     diagnostics = {
         k: v for k, v in posterior.diagnostics.items() if isinstance(v, bool | int | float | str)
     }
-    return {"parameters": parameters, "eta": posterior.eta_summary(), "diagnostics": diagnostics}
+    summary = {"parameters": parameters, "eta": posterior.eta_summary(), "diagnostics": diagnostics}
+    if mixture is not None:
+        summary["genotypes"] = mixture.table()
+    return summary

@@ -263,6 +263,7 @@ def forecast_whatif(
             else (prediction.safety.describe() if prediction.safety is not None else "")
         ),
         excluded=found[0].excluded if found else (),
+        notes=tuple(dict.fromkeys([*prediction.notes, *(n for r in found for n in r.notes)])),
     )
 
 

@@ -27,7 +27,11 @@ patient's smoking ``quit`` time counts from the same origin). Fields:
     ``theophylline``).
 ``patient``
     A :class:`~twinsim.scenarios.PatientSpec`; it must give every covariate the drug's
-    model uses (e.g. the CYP2C9 and VKORC1 genotypes for warfarin).
+    model uses (e.g. the CYP2C9 and VKORC1 genotypes for warfarin). A genotype that was
+    not tested is written ``not tested`` (``genotype: {CYP2C9: not tested, VKORC1: G/A}``;
+    also ``untested``, ``unknown``, ``N/A``): the twin then averages over the genotypes of
+    the patient's ``ancestry`` (required then: ``european``, ``east_asian`` or
+    ``african``), and the report says so.
 ``history`` (alias ``doses``)
     The doses actually given: regimen text, or a list of dose records with their actual
     times (``{time: 12.5 h, amount: 1 g, duration: 1 h}``), or a mix (see
@@ -603,9 +607,29 @@ class WhatIfSpec(SpecModel):
     def _covariate_problems(
         self, model: PopulationModel
     ) -> list[tuple[tuple[str | int, ...], str, Any]]:
-        """A covariate the drug's model uses but the patient does not give."""
+        """A covariate the drug's model uses but the patient does not give; the ancestry
+        when a genotype the model uses is not tested."""
+        from ...priors import ANCESTRIES, NOT_TESTED
+
         row = self.covariates()
         problems = []
+        untested = [
+            c.name.upper()
+            for c in model.covariates
+            if c.name in row and str(row[c.name][0]) == NOT_TESTED
+        ]
+        if untested and self.patient.ancestry is None:
+            genes = " and ".join(untested) + (" is" if len(untested) == 1 else " are")
+            problems.append(
+                (
+                    ("patient", "ancestry"),
+                    f"is needed because {genes} not tested: the twin averages over the "
+                    f"genotype frequencies of the patient's ancestry group; give one of "
+                    f"{', '.join(repr(a) for a in ANCESTRIES)} (e.g. ancestry: european), or "
+                    f"the genotype itself",
+                    None,
+                )
+            )
         for cov in model.covariates:
             value = row.get(cov.name)
             value = None if value is None else value[0]
@@ -739,11 +763,23 @@ _PATIENT_FIELDS = {
     "age": ("age", "age: 65 y"),
     "weight": ("weight", "weight: 70 kg"),
     "crcl": ("crcl", "crcl: 60 (mL/min), or age, sex and serum_creatinine for Cockcroft–Gault"),
-    "cyp2c9": ("genotype.CYP2C9", "genotype: {CYP2C9: '*1/*3'}"),
-    "vkorc1": ("genotype.VKORC1", "genotype: {VKORC1: A/A}"),
-    "cyp2d6": ("genotype.CYP2D6", "genotype: {CYP2D6: '*1/*4'}"),
-    "cyp2c19": ("genotype.CYP2C19", "genotype: {CYP2C19: '*1/*2'}"),
-    "cyp3a5": ("genotype.CYP3A5", "genotype: {CYP3A5: '*3/*3'}"),
+    "cyp2c9": (
+        "genotype.CYP2C9",
+        "genotype: {CYP2C9: '*1/*3'}, or {CYP2C9: not tested} with ancestry",
+    ),
+    "vkorc1": ("genotype.VKORC1", "genotype: {VKORC1: A/A}, or {VKORC1: not tested} with ancestry"),
+    "cyp2d6": (
+        "genotype.CYP2D6",
+        "genotype: {CYP2D6: '*1/*4'}, or {CYP2D6: not tested} with ancestry",
+    ),
+    "cyp2c19": (
+        "genotype.CYP2C19",
+        "genotype: {CYP2C19: '*1/*2'}, or {CYP2C19: not tested} with ancestry",
+    ),
+    "cyp3a5": (
+        "genotype.CYP3A5",
+        "genotype: {CYP3A5: '*3/*3'}, or {CYP3A5: not tested} with ancestry",
+    ),
     "smoking": ("smoking", "smoking: current"),
     "female": ("sex", "sex: female"),
 }

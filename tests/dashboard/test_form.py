@@ -7,11 +7,14 @@ import pytest
 
 from twinsim.dashboard._form import (
     FIELDS,
+    GENES_SHOWN,
     N_REGIMENS,
     check_form,
     example_form,
     field_for,
+    genotype_choices,
     genotype_note,
+    spec_form,
 )
 from twinsim.scenarios import load_whatif, whatif_examples
 
@@ -114,7 +117,55 @@ def test_genotype_note_names_the_phenotype() -> None:
     assert genotype_note("VKORC1", "AA") == "A/A: highly increased warfarin sensitivity"
     assert genotype_note("CYP2C19", "*17/*17") == "*17/*17: ultrarapid metabolizer"
     assert genotype_note("CYP2C9", "*1/*99") == ""
-    assert genotype_note("CYP2C9", "  ") == "not tested"
+    assert genotype_note("CYP2C9", "  ") == "not given"
+    assert genotype_note("CYP2C9", "N/A").startswith("not tested: averaged over the genotypes")
+
+
+def test_the_form_offers_and_submits_not_tested(form) -> None:
+    """Each genotype field offers "not tested" (first in its datalist); the form submits it
+    to the spec as "not tested" (any spelling), it round-trips through the form, and a
+    warfarin patient without ancestry gets the spec's message on the ancestry field."""
+    from twinsim.dashboard._clinician import layout
+
+    for gene in ("CYP2C9", "VKORC1", "CYP2D6"):
+        choices = genotype_choices(gene)
+        assert choices[0] == "not tested" and len(set(choices)) == len(choices) > 2
+    page = layout()
+    for gene in GENES_SHOWN:
+        field = _find(page, f"cl-gene_{gene}")
+        offered = _find(page, field.list)
+        assert [o.value for o in offered.children] == list(genotype_choices(gene))
+    warfarin = {
+        **form, "drug": "warfarin", "history": [], "levels": [], "start": "",
+        "regimens": ["5 mg q24h", "", "", ""],
+        "gene_CYP2C9": "not tested", "gene_VKORC1": "GA", "ancestry": "east_asian",
+    }  # fmt: skip
+    check = check_form(warfarin)
+    assert check.ok, (check.errors, check.general)
+    assert check.data["patient"]["genotype"] == {"CYP2C9": "not tested", "VKORC1": "GA"}
+    assert check.spec.patient.genotype == {"CYP2C9": "not tested", "VKORC1": "G/A"}
+    assert str(check.spec.covariates()["cyp2c9"][0]) == "not tested"
+    again = spec_form(check.spec)
+    assert again["gene_CYP2C9"] == "not tested" and again["ancestry"] == "east_asian"
+    unknown = check_form({**warfarin, "gene_CYP2C9": "Unknown"})
+    assert unknown.ok and unknown.spec.patient.genotype["CYP2C9"] == "not tested"
+    missing = check_form({**warfarin, "ancestry": ""})
+    assert not missing.ok and not missing.general
+    assert missing.errors["ancestry"].startswith("is needed because CYP2C9 is not tested")
+    assert "'european', 'east_asian', 'african'" in missing.errors["ancestry"]
+
+
+def _find(component, key: str):
+    """The component with id ``key`` in a Dash layout tree."""
+    if getattr(component, "id", None) == key:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list | tuple) else [children]:
+        if child is not None and not isinstance(child, str | int | float):
+            found = _find(child, key)
+            if found is not None:
+                return found
+    return None
 
 
 def test_docstring_examples_run() -> None:
