@@ -899,7 +899,8 @@ class PopulationModel:
             else:
                 raise PopulationModelError(
                     f"population model {self.name!r} needs covariate {c.name!r}; the table "
-                    f"has columns {sorted(table)}"
+                    f"has columns {sorted(table)}; add a column {c.name!r} (or give the "
+                    "covariate a default in the model)"
                 )
         return out
 

@@ -43,6 +43,7 @@ from ..priors._covariates import (
     NOT_TESTED,
     NOT_TESTED_SPELLINGS,
     CovariateError,
+    _ancestry,
     diplotype_frequencies,
     is_not_tested,
 )
@@ -77,14 +78,14 @@ def ancestry_of(covariates: Mapping[str, Any], untested: Sequence[str]) -> str:
             f"over the genotype frequencies of the patient's ancestry group; give `ancestry` "
             f"(one of {accepted}) or the genotype itself"
         )
-    key = str(value).strip().lower().replace(" ", "_").replace("-", "_")
-    if key not in ANCESTRIES:
+    try:
+        return _ancestry(str(value))  # the frequency tables' own spelling rule
+    except CovariateError:
         raise PatientTwinError(
             f"covariate `ancestry` {value!r} has no genotype frequencies (needed because "
             f"{genes} is not tested); accepted values: {accepted}; give one of them or the "
             "genotype itself"
-        )
-    return key
+        ) from None
 
 
 @dataclass(frozen=True)

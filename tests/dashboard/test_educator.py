@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from twinsim.dashboard._educator import case_view, generate, tried
 
 
@@ -32,17 +30,9 @@ def test_generate_reports_bad_input_and_tried_dose_matches_the_key():
     assert "Answer:" not in student["questions"] and "Answer:" in instructor["questions"]
 
 
-def test_educator_page_driven_in_chromium(shots: Path) -> None:
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    from twinsim.dashboard._browser import (
-        VIEWPORT,
-        DashboardServer,
-        chromium_path,
-        launch_chromium,
-    )
+def test_educator_page_driven_in_chromium(chromium, shots: Path) -> None:
+    from twinsim.dashboard._browser import VIEWPORT, DashboardServer, launch_chromium
 
-    if chromium_path() is None:
-        pytest.skip("no Chromium at /usr/bin/chromium (install Debian's chromium)")
     timeout = 240_000
     with (
         DashboardServer(warm_up=False, log=shots / "educator-server.log") as server,
