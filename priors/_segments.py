@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..simulators import Dose, DosingEvents, ODEModel, predict_linear, predict_outputs, simulate
-from ..simulators._model import Named
 from ._errors import PopulationModelError as _SegmentError
+from ._pd import extend_model
 
 __all__ = ["predict_segments", "segment_starts"]
 
@@ -37,39 +37,19 @@ __all__ = ["predict_segments", "segment_starts"]
 @functools.cache
 def _with_initial_state(structural: ODEModel) -> ODEModel:
     """``structural`` with one more parameter per state, its initial value (``x0_<state>``)."""
-    names = structural.parameters
-    n = len(names)
     extra = tuple(f"x0_{state}" for state in structural.states)
-    taken = set(names) & set(extra)
+    taken = set(structural.parameters) & set(extra)
     if taken:
         raise _SegmentError(
             f"model {structural.name!r} has parameters named {sorted(taken)}, which the "
             "segment-wise solve of time-varying covariates uses for initial states; rename them"
         )
-
-    def base(p: Named) -> Named:
-        return Named(names, p._array[..., :n])
-
-    def rhs(t, y, p):
-        return structural.rhs(t, y, base(p))
-
-    def initial(p: Named):
-        return {state: p._array[..., n + j] for j, state in enumerate(structural.states)}
-
-    return ODEModel(
+    return extend_model(
+        structural,
         name=f"{structural.name}_segment",
-        states=structural.states,
-        parameters=(*names, *extra),
-        rhs=rhs,
-        outputs={name: (lambda y, p, fn=fn: fn(y, base(p))) for name, fn in structural.outputs},
-        output_units=dict(structural.output_units),
-        parameter_units=dict(structural.parameter_units),
+        parameters=extra,
+        initial=lambda p: {state: getattr(p, f"x0_{state}") for state in structural.states},
         linear=structural.linear,
-        initial=initial,
-        bioavailability=dict(structural.bioavailability),
-        lag_time=dict(structural.lag_time),
-        routes=dict(structural.routes),
-        citation=structural.citation,
     )
 
 
