@@ -143,27 +143,18 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
         update_title=None,
     )
     app.server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    dash.register_page(
-        "twinsim.dashboard.clinician",
-        path="/",
-        name="Clinician",
-        title="twinsim · clinician what-if",
-        layout=_clinician.layout,
-    )
-    dash.register_page(
-        "twinsim.dashboard.educator",
-        path="/educator",
-        name="Educator",
-        title="twinsim · educator teaching cases",
-        layout=_educator.layout,
-    )
-    dash.register_page(
-        "twinsim.dashboard.trial",
-        path="/trial",
-        name="Trial designer",
-        title="twinsim · trial designer",
-        layout=_trial.layout,
-    )
+    for module, path, name, title, page in (
+        ("clinician", "/", "Clinician", "clinician what-if", _clinician),
+        ("educator", "/educator", "Educator", "educator teaching cases", _educator),
+        ("trial", "/trial", "Trial designer", "trial designer", _trial),
+    ):
+        dash.register_page(
+            f"twinsim.dashboard.{module}",
+            path=path,
+            name=name,
+            title=f"twinsim · {title}",
+            layout=page.layout,
+        )
     app.layout = html.Div(
         [
             _navbar(),
