@@ -89,6 +89,7 @@ from ._genotype import (
     is_not_tested,
     mixture_weights,
 )
+from ._latent import LatentModel
 from ._nuts import _sample_nuts
 from ._posterior import TwinPosterior
 
@@ -111,13 +112,19 @@ def _canonical_genotype(column: str, value: Any) -> np.ndarray:
         raise PatientTwinError(f"covariate `{column}`: {error}") from None
 
 
-def _resolve_model(drug: str | PopulationModel) -> tuple[PopulationModel, str | None]:
+def _resolve_model(drug: str | PopulationModel | LatentModel) -> tuple[PopulationModel, str | None]:
+    if isinstance(drug, LatentModel):
+        # a trained latent twin: its population-model form, labelled with the drug of its
+        # prior (targets, label limits and safety thresholds are the drug's)
+        name = drug.population.name.lower()
+        return drug.population_model(), (name if name in _PRACTICAL else None)
     if isinstance(drug, PopulationModel):
         name = drug.name.lower()
         return drug, (name if name in _PRACTICAL else None)
     if not isinstance(drug, str):
         raise PatientTwinError(
-            f"`drug` must be a drug name or a PopulationModel, got {type(drug).__name__}"
+            f"`drug` must be a drug name, a PopulationModel or a trained LatentModel, got "
+            f"{type(drug).__name__}"
         )
     from ..priors._library import DRUG_LIBRARY
 
@@ -255,7 +262,7 @@ class PatientTwin:
     @classmethod
     def create(
         cls,
-        drug: str | PopulationModel,
+        drug: str | PopulationModel | LatentModel,
         covariates: Mapping[str, Any],
         doses: DosingEvents | Sequence[Dose] = (),
         observations: Sequence[Observation] = (),
@@ -266,8 +273,11 @@ class PatientTwin:
         Parameters
         ----------
         drug
-            ``"vancomycin"``, ``"warfarin"``, ``"theophylline"`` or a
-            :class:`~twinsim.priors.PopulationModel`.
+            ``"vancomycin"``, ``"warfarin"``, ``"theophylline"``, a
+            :class:`~twinsim.priors.PopulationModel` or a trained
+            :class:`~twinsim.twin.LatentModel` (the twin then individualises the latent
+            variable: MAP, Laplace and NUTS over ``z``; the drug's targets and label
+            limits are those of the model's prior).
         covariates
             One row of the standard covariate table: scalars or arrays of length 1 (e.g.
             ``PatientSpec.covariates()``); the model's declared covariates are required.

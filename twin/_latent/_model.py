@@ -232,6 +232,18 @@ class LatentModel:
     def with_params(self, params) -> LatentModel:
         return LatentModel(self.population, self.features, self.config, self.graphdef, params)
 
+    def population_model(self) -> PopulationModel:
+        """This model as a :class:`~twinsim.priors.PopulationModel` over the standardised
+        latent variable (one instance per model, so its compiled programs are shared):
+        what :class:`~twinsim.twin.PatientTwin`, cohort simulation and trials run on. See
+        :mod:`twinsim.twin._latent._population`."""
+        cached = self.__dict__.get("_population_model")
+        if cached is None:
+            from ._population import latent_population_model
+
+            cached = self.__dict__["_population_model"] = latent_population_model(self)
+        return cached
+
     def networks(self, params=None) -> _Networks:
         return nnx.merge(self.graphdef, self.params if params is None else params)
 
