@@ -973,6 +973,20 @@ def train(
     correction_hidden: Annotated[
         int, typer.Option("--correction-hidden", help="Width of the ODE correction network.")
     ] = 16,
+    decoder: Annotated[
+        str,
+        typer.Option(
+            "--decoder",
+            help="hybrid: the prior's mechanistic ODE + a learned correction; neural: a latent "
+            "neural ODE without the mechanistic prior (the baseline).",
+        ),
+    ] = "hybrid",
+    neural_states: Annotated[
+        int | None,
+        typer.Option(
+            "--neural-states", help="States of the neural decoder (default: the prior's)."
+        ),
+    ] = None,
     lloq: Annotated[
         float | None,
         typer.Option("--lloq", help="Limit of quantification (DV unit); below it: censored (M3)."),
@@ -981,6 +995,8 @@ def train(
     quiet: QuietOption = False,
 ) -> None:
     """Train a latent generative twin (mechanistic prior + flax networks) on a data set.
+
+    `--decoder neural` trains the neural-only baseline (no mechanistic prior in the decoder).
 
     Writes model.json (settings, provenance) and params/ to --out; checkpoints/ there
     lets the same command resume after a kill.
@@ -1000,8 +1016,9 @@ def train(
                 checkpoint_every=checkpoint_every, seed=seed,
             )  # fmt: skip
             config = LatentConfig(
-                latent_dim=latent_dim, hidden=hidden, correction_hidden=correction_hidden
-            )
+                latent_dim=latent_dim, hidden=hidden, correction_hidden=correction_hidden,
+                decoder=decoder, neural_states=neural_states,
+            )  # fmt: skip
             columns = (
                 TextColumn("epoch {task.fields[epoch]}"),
                 BarColumn(),

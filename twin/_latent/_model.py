@@ -1,5 +1,6 @@
-"""The hybrid latent model: conditional prior, set encoder and a mechanistic decoder with
-a learned correction, as flax NNX modules staged through ``nnx.split``/``nnx.merge``.
+"""The latent model: conditional prior, set encoder and a mechanistic decoder with
+a learned correction (or, as a baseline, a neural ODE), as flax NNX modules staged
+through ``nnx.split``/``nnx.merge``.
 
 Generative story for a patient with covariate features ``x`` and doses ``u``::
 
@@ -22,12 +23,35 @@ precision plus one non-negative precision (and precision-weighted mean) per obse
 each from a network of (time, value, log ratio to the typical patient's prediction,
 output, censored flag, x). Sums over masked, padded observations make it permutation-
 invariant and exact for any number of observations — with none, q is the prior.
+
+The neural-only baseline (``LatentConfig(decoder="neural")``) keeps that prior and
+encoder and replaces the mechanism by a latent neural ODE with no published parameter::
+
+    h ∈ R^K (amount-like states, mg; K = ``neural_states``, default the drug's states)
+    dh_i/dt = Σ_j r_ji h_j − h_i Σ_j r_ij    r = R · sigmoid(g_nn(h, z, x, t) + c)   (1/h)
+    h jumps / infuses by the doses              (the same event engine; dose state k = h_k)
+    c_j = Σ_i softmax(ρ_j(z, x))_i h_i / exp(log V_j(z, x))      (output j, e.g. mg/L)
+
+``r_ij`` (``i ≠ j``) moves amount from state ``i`` to ``j`` and ``r_ii`` eliminates it.
+The choice of a mass-balance flow network over a free ``dh/dt = g_nn(...)``: amounts
+stay non-negative and never grow between doses (the flows are linear in ``h`` with rates
+bounded by ``R = neural_max_rate``, so no solve can blow up), doses enter exactly as the
+simulators give them (amounts, boluses and infusions, ``F = 1`` and no lag time: the
+drug's bioavailability and lag are published values), and the outputs are positive.
+Nothing of the published model enters the decoder or the encoder: it starts from
+generic scales only (every rate ``_NEURAL_INITIAL_RATE`` = 0.1 /h, volume
+``neural_volume``, a uniform readout of the states), it ignores the typical parameters
+given to :meth:`LatentModel.parameters`, and its encoder sees 0 for the log ratio to the
+typical patient's prediction (the published model's). Its outputs are amounts over
+volumes, zero before the first dose: an output with a baseline (warfarin's INR) is
+outside its reach.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +70,9 @@ from ._features import CovariateFeatures, LatentModelError
 __all__ = ["LatentConfig", "LatentModel"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+DECODERS = ("hybrid", "neural")
+# every rate of an untrained neural decoder, 1/h (a half-life of ~7 h: a generic scale)
+_NEURAL_INITIAL_RATE = 0.1
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,18 @@ class LatentConfig:
         Structural parameters the correction multiplies; default the random effects.
     correction
         ``False``: no correction (the mechanistic model with a learned θ(z, x) only).
+        Hybrid decoder only: the neural decoder *is* its network.
+    decoder
+        ``"hybrid"`` (the drug's mechanistic model with a learned correction) or
+        ``"neural"`` (a latent neural ODE without the published model; see the module doc).
+    neural_states
+        Neural decoder: number of states ``K`` (``None``: the drug model's number, so that
+        doses into compartment ``k`` enter state ``k`` as in the drug model).
+    neural_max_rate
+        Neural decoder: the largest rate of a flow, 1/h (bounds the ODE's stiffness).
+    neural_volume
+        Neural decoder: the untrained volume of every output, L (a body-size scale, not a
+        drug's estimate; training moves it).
     time_scale
         Hours per unit of the networks' time input.
     rtol, atol
@@ -78,21 +117,43 @@ class LatentConfig:
     correction_bound: float = 2.0
     modulated: tuple[str, ...] | None = None
     correction: bool = True
+    decoder: str = "hybrid"
+    neural_states: int | None = None
+    neural_max_rate: float = 5.0
+    neural_volume: float = 50.0
     time_scale: float = 24.0
     rtol: float = 1e-6
     atol: float = 1e-8
 
     def __post_init__(self) -> None:
-        for name in ("latent_dim", "hidden", "correction_hidden"):
+        integers = ("latent_dim", "hidden", "correction_hidden")
+        for name in (*integers, *(("neural_states",) if self.neural_states is not None else ())):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise LatentModelError(
                     f"`LatentConfig.{name}` must be an integer ≥ 1, got {value!r}"
                 )
-        for name in ("correction_bound", "time_scale", "rtol", "atol"):
+        positive = ("correction_bound", "neural_max_rate", "neural_volume", "time_scale", "rtol",
+                    "atol")  # fmt: skip
+        for name in positive:
             value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
+            if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
                 raise LatentModelError(f"`LatentConfig.{name}` must be > 0, got {value!r}")
+        if self.neural_max_rate <= _NEURAL_INITIAL_RATE:
+            raise LatentModelError(
+                f"`LatentConfig.neural_max_rate` must be > {_NEURAL_INITIAL_RATE} /h (the "
+                f"untrained decoder's rate), got {self.neural_max_rate!r}"
+            )
+        if self.decoder not in DECODERS:
+            raise LatentModelError(
+                f"`LatentConfig.decoder` must be one of {list(DECODERS)}, got {self.decoder!r}"
+            )
+        if self.decoder == "neural" and not self.correction:
+            raise LatentModelError(
+                "`LatentConfig.correction` must be True with decoder 'neural' (its network is "
+                "the whole decoder), got False; use decoder='hybrid' for the mechanistic model "
+                "without a correction"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -101,6 +162,8 @@ class LatentConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LatentConfig:
+        """The config of :meth:`to_dict` (a record without ``decoder``, saved before the
+        neural decoder existed, is a hybrid: the defaults of the new fields)."""
         d = dict(d)
         if d.get("modulated") is not None:
             d["modulated"] = tuple(d["modulated"])
@@ -133,6 +196,11 @@ _OBS_FEATURES = 4
 
 
 class _Networks(nnx.Module):
+    """The prior, the encoder and the decoder's networks; ``correction`` is the one inside
+    the ODE (its weights travel in the parameter rows): the hybrid's rate multipliers or
+    the neural decoder's ``K × K`` flows, which also has ``readout`` (volumes and readout
+    weights from z, x)."""
+
     def __init__(self, n_x: int, n_effects: int, n_states: int, n_outputs: int, n_modulated: int,
                  chol: np.ndarray, config: LatentConfig, *, rngs: nnx.Rngs):  # fmt: skip
         d, h = config.latent_dim, config.hidden
@@ -140,15 +208,20 @@ class _Networks(nnx.Module):
         self.encoder = _MLP(
             [_OBS_FEATURES + n_outputs + n_x + 1, h, h, 2 * d], rngs=rngs, zero_last=True
         )
-        effect = np.zeros((n_effects, d))
-        k = min(n_effects, d)
-        effect[:, :k] = chol[:, :k]
-        self.effect = nnx.Param(jnp.asarray(effect))
-        self.covariate = _MLP([n_x + 1, h, max(n_effects, 1)], rngs=rngs, zero_last=True)
+        if config.decoder == "neural":
+            n_flows = n_states * n_states
+            self.readout = _MLP(
+                [d + n_x + 1, h, n_outputs * (1 + n_states)], rngs=rngs, zero_last=True
+            )
+        else:
+            n_flows = max(n_modulated, 1)
+            effect = np.zeros((n_effects, d))
+            k = min(n_effects, d)
+            effect[:, :k] = chol[:, :k]
+            self.effect = nnx.Param(jnp.asarray(effect))
+            self.covariate = _MLP([n_x + 1, h, max(n_effects, 1)], rngs=rngs, zero_last=True)
         self.correction = _MLP(
-            [n_states + d + n_x + 2, config.correction_hidden, max(n_modulated, 1)],
-            rngs=rngs,
-            zero_last=True,
+            [n_states + d + n_x + 2, config.correction_hidden, n_flows], rngs=rngs, zero_last=True
         )
 
 
@@ -157,7 +230,7 @@ def _gaussian_kl(mq, sq, mp, sp):
 
 
 class LatentModel:
-    """A trained (or freshly initialised) hybrid latent model of one drug.
+    """A trained (or freshly initialised) latent model of one drug: hybrid or neural-only.
 
     Build with :meth:`create`; train with :func:`~twinsim.twin.train_latent`; save and
     load with :meth:`save` / :meth:`load`. Immutable: :meth:`with_params` returns a new one.
@@ -181,8 +254,11 @@ class LatentModel:
     >>> from twinsim.twin import CovariateFeatures, LatentModel
     >>> f = CovariateFeatures.fit({"weight": [60.0, 90.0], "crcl": [50.0, 110.0], "dialysis": [0, 0]})
     >>> m = LatentModel.create(vancomycin_model(), f, seed=0)
-    >>> m.hybrid.parameters[:4], m.config.latent_dim
+    >>> m.ode_model.parameters[:4], m.config.latent_dim
     (('cl', 'v1', 'q', 'v2'), 4)
+    >>> n = LatentModel.create(vancomycin_model(), f, LatentConfig(decoder="neural"), seed=0)
+    >>> n.ode_model.states, n.ode_model.parameters[:3]
+    (('central', 'peripheral1'), ('_log_v_conc', '_read_conc_central', '_read_conc_peripheral1'))
     """
 
     def __init__(self, population: PopulationModel, features: CovariateFeatures,
@@ -202,6 +278,7 @@ class LatentModel:
                 f"{structural.name!r}; known: {list(structural.parameters)}"
             )
         self.modulated = tuple(modulated)
+        self.n_states = config.neural_states or structural.n_states
         self.outputs = structural.output_names
         self.errors = tuple(
             (j, population.residual[o])
@@ -210,7 +287,7 @@ class LatentModel:
         )
         _, self._unravel = ravel_pytree(params["correction"])
         self.n_weights = int(ravel_pytree(params["correction"])[0].size)
-        self.hybrid = self._hybrid_model()
+        self.ode_model = self._decoder_model()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -222,8 +299,9 @@ class LatentModel:
         omega = np.asarray(population.omega, float)
         chol = np.linalg.cholesky(omega) if omega.size else np.zeros((0, 0))
         modulated = config.modulated if config.modulated is not None else population.random_effects
+        n_states = config.neural_states or structural.n_states
         nets = _Networks(
-            features.size, len(population.random_effects), structural.n_states,
+            features.size, len(population.random_effects), n_states,
             len(structural.output_names), len(modulated), chol, config, rngs=nnx.Rngs(seed),
         )  # fmt: skip
         graphdef, params = nnx.split(nets, nnx.Param)
@@ -247,35 +325,48 @@ class LatentModel:
     def networks(self, params=None) -> _Networks:
         return nnx.merge(self.graphdef, self.params if params is None else params)
 
-    def _hybrid_model(self) -> ODEModel:
-        """The drug's structural model with θ ⊙ m(y, z, x, t) in its right-hand side; its
-        parameter vector is [θ, z, x, correction weights] so that the simulators' engine
-        (events, infusions, steady state, per-subject status) runs it unchanged."""
+    def _decoder_model(self) -> ODEModel:
+        """The decoder as an ``ODEModel`` whose parameter vector is [per-subject parameters,
+        z, x, ODE network weights], so that the simulators' engine (events, infusions,
+        steady state, per-subject status) runs it unchanged: the hybrid's per-subject
+        parameters are θ, the neural decoder's its log-volumes and readout logits."""
         s = self.population.structural
-        n_p, d, n_x = len(s.parameters), self.config.latent_dim, self.features.size
+        neural = self.config.decoder == "neural"
+        lead = self._lead_names()
+        n_p, d, n_x = len(lead), self.config.latent_dim, self.features.size
         names = (
-            *s.parameters,
+            *lead,
             *(f"_z{i}" for i in range(d)),
             *(f"_x{i}" for i in range(n_x)),
             *(f"_w{i}" for i in range(self.n_weights)),
         )
-        mod_index = np.array([s.parameters.index(m) for m in self.modulated], dtype=np.int64)
-        bound, time_scale = self.config.correction_bound, self.config.time_scale
+        time_scale = self.config.time_scale
         graphdef = nnx.split(self.networks().correction)[0]
-        unravel, use_correction = self._unravel, self.config.correction
+        unravel = self._unravel
         state_scale = self._state_scale()
 
+        def network(t, y, z, x, w):
+            """``g_nn(y, z, x, t)`` (raw outputs) for the weights ``w`` of the row."""
+            y_feature = jnp.log1p(jnp.maximum(y, 0.0) / state_scale)
+            inputs = jnp.concatenate([y_feature, z, x, jnp.array([t / time_scale, 1.0])])
+            return nnx.merge(graphdef, unravel(w))(inputs)
+
         def split(p):
-            theta = p[:n_p]
-            return theta, p[n_p : n_p + d], p[n_p + d : n_p + d + n_x], p[n_p + d + n_x :]
+            return p[:n_p], p[n_p : n_p + d], p[n_p + d : n_p + d + n_x], p[n_p + d + n_x :]
+
+        common = dict(
+            name=f"{s.name}_{'neural' if neural else 'latent'}", parameters=names,
+            output_units=dict(s.output_units), linear=False, citation=s.citation,
+        )  # fmt: skip
+        if neural:
+            return self._neural_model(network, split, common)
+        mod_index = np.array([s.parameters.index(m) for m in self.modulated], dtype=np.int64)
+        bound, use_correction = self.config.correction_bound, self.config.correction
 
         def rhs(t, y, p):
             theta, z, x, w = split(p._array)
             if use_correction:
-                net = nnx.merge(graphdef, unravel(w))
-                y_feature = jnp.log1p(jnp.maximum(y._array, 0.0) / state_scale)
-                inputs = jnp.concatenate([y_feature, z, x, jnp.array([t / time_scale, 1.0])])
-                log_m = bound * jnp.tanh(net(inputs)[: len(mod_index)] / bound)
+                log_m = bound * jnp.tanh(network(t, y._array, z, x, w)[: len(mod_index)] / bound)
                 # a dense multiplier (scatter-multiply has no derivative for repeated indices)
                 theta = theta * jnp.ones_like(theta).at[mod_index].set(jnp.exp(log_m))
             return s.rhs(t, y, Named(s.parameters, theta))
@@ -287,24 +378,69 @@ class LatentModel:
             return s.initial(Named(s.parameters, p._array[..., :n_p])) if s.initial else {}
 
         return ODEModel(
-            name=f"{s.name}_latent",
             states=s.states,
-            parameters=names,
             rhs=rhs,
             outputs={name: output_fn(fn) for name, fn in s.outputs},
-            output_units=dict(s.output_units),
             parameter_units=dict(s.parameter_units),
-            linear=False,
             initial=initial if s.initial else None,
             bioavailability=dict(s.bioavailability),
             lag_time=dict(s.lag_time),
             routes=dict(s.routes),
-            citation=s.citation,
+            **common,
         )
 
+    def _neural_model(self, network, split, common) -> ODEModel:
+        """The neural decoder's ODE (mass-balance flows; see the module doc)."""
+        s = self.population.structural
+        k = self.n_states
+        states = self._neural_states()
+        max_rate = self.config.neural_max_rate
+        # the network's raw output 0 gives _NEURAL_INITIAL_RATE
+        offset = math.log(_NEURAL_INITIAL_RATE / (max_rate - _NEURAL_INITIAL_RATE))
+        transfer = 1.0 - np.eye(k)
+
+        def rhs(t, y, p):
+            _, z, x, w = split(p._array)
+            h = y._array
+            rates = max_rate * jax.nn.sigmoid(network(t, h, z, x, w).reshape(k, k) + offset)
+            # rates[i, j]: state i → state j (i ≠ j) or out of the body (i = j)
+            return (rates * transfer).T @ h - h * jnp.sum(rates, axis=1)
+
+        n_out = len(self.outputs)
+
+        def output_fn(j):
+            def concentration(y, p):
+                a = p._array
+                weights = jax.nn.softmax(a[..., n_out + j * k : n_out + (j + 1) * k], axis=-1)
+                return jnp.sum(weights * y._array, axis=-1) / jnp.exp(a[..., j])
+
+            return concentration
+
+        return ODEModel(
+            states=states,
+            rhs=rhs,
+            outputs={name: output_fn(j) for j, name in enumerate(self.outputs)},
+            routes={r: state for r, state in s.routes if state in states},
+            **common,
+        )
+
+    def _lead_names(self) -> tuple[str, ...]:
+        """Names of the per-subject parameters at the head of a decoder row."""
+        if self.config.decoder == "hybrid":
+            return self.population.structural.parameters
+        return (
+            *(f"_log_v_{o}" for o in self.outputs),
+            *(f"_read_{o}_{state}" for o in self.outputs for state in self._neural_states()),
+        )
+
+    def _neural_states(self) -> tuple[str, ...]:
+        """The drug model's state names (so its routes still apply), then ``h<i>``."""
+        s = self.population.structural
+        return (*s.states[: self.n_states], *(f"h{i}" for i in range(s.n_states, self.n_states)))
+
     def _state_scale(self) -> np.ndarray:
-        """A typical amount per state (mg) so that the correction sees O(1) inputs."""
-        return np.full(self.population.structural.n_states, 1000.0)
+        """A typical amount per state (mg) so that the ODE network sees O(1) inputs."""
+        return np.full(self.n_states, 1000.0)
 
     # ------------------------------------------------------------------ pieces
     def typical(self, covariates: Mapping[str, Any]) -> np.ndarray:
@@ -330,6 +466,8 @@ class LatentModel:
         value = jnp.maximum(obs["observed"], 0.0)
         ratio = jnp.log(jnp.maximum(value, 1e-3) / jnp.maximum(obs["typical_prediction"], 1e-3))
         ratio = jnp.where(obs["censored"], 0.0, jnp.clip(ratio, -5.0, 5.0))
+        if self.config.decoder == "neural":
+            ratio = jnp.zeros_like(ratio)  # the typical prediction is the published model's
         one_hot = jax.nn.one_hot(obs["output"], len(self.outputs))
         xs = jnp.broadcast_to(x[:, None, :], (*obs["times"].shape, x.shape[-1]))
         features = jnp.concatenate(
@@ -352,26 +490,35 @@ class LatentModel:
         return mean_q, 1.0 / jnp.sqrt(prec_q)
 
     def parameters(self, params, typical, x, z):
-        """Hybrid parameter rows ``[n, θ | z | x | w]`` for latent draws ``z [n, d]``."""
+        """Decoder rows ``[n, lead | z | x | w]`` for latent draws ``z [n, d]``.
+
+        ``lead``: the hybrid's θ (the published covariate model ``typical [.., P]``
+        shifted by ``A z + b(x)``) or the neural decoder's log-volumes and readout logits
+        from ``(z, x)`` (``typical`` ignored); ``w``: the ODE network's weights.
+        """
         nets = nnx.merge(self.graphdef, params)
-        eta = (
-            z @ nets.effect.get_value().T
-            + nets.covariate(self._with_one(x))[..., : len(self.effects)]
-        )
-        theta = self.population._apply(
-            jnp.broadcast_to(typical, (z.shape[0], typical.shape[-1])), eta
-        )
+        n = z.shape[0]
+        xs = jnp.broadcast_to(x, (n, x.shape[-1]))
+        if self.config.decoder == "neural":
+            out = nets.readout(self._with_one(jnp.concatenate([z, xs], axis=-1)))
+            n_out = len(self.outputs)
+            lead = jnp.concatenate(
+                [out[:, :n_out] + math.log(self.config.neural_volume), out[:, n_out:]], axis=-1
+            )
+        else:
+            eta = (
+                z @ nets.effect.get_value().T
+                + nets.covariate(self._with_one(x))[..., : len(self.effects)]
+            )
+            lead = self.population._apply(jnp.broadcast_to(typical, (n, typical.shape[-1])), eta)
         w = ravel_pytree(params["correction"])[0]
-        w = jnp.broadcast_to(w, (z.shape[0], w.size))
-        return jnp.concatenate(
-            [theta, z, jnp.broadcast_to(x, (z.shape[0], x.shape[-1])), w], axis=-1
-        )
+        return jnp.concatenate([lead, z, xs, jnp.broadcast_to(w, (n, w.size))], axis=-1)
 
     def decode(self, params, typical, x, z, events: DosingEvents, times, *, sensitivity="reverse"):
-        """Outputs ``[n, time, output]`` of the hybrid ODE for each row of z/events."""
+        """Outputs ``[n, time, output]`` of the decoder's ODE for each row of z/events."""
         rows = self.parameters(params, typical, x, z)
         return predict_outputs(
-            self.hybrid, rows, events, times, method="ode",
+            self.ode_model, rows, events, times, method="ode",
             rtol=self.config.rtol, atol=self.config.atol, sensitivity=sensitivity,
         )  # fmt: skip
 
@@ -459,7 +606,7 @@ class LatentModel:
         """Trajectories of ``n`` new virtual patients like ``covariates`` (one row) on ``doses``.
 
         Draw ``z ~ p(z | x)`` per patient (key from ``(seed, patient index)``, so a
-        patient's trajectory does not depend on ``n``) and solve the hybrid ODE.
+        patient's trajectory does not depend on ``n``) and solve the decoder's ODE.
 
         Parameters
         ----------
@@ -503,7 +650,7 @@ class LatentModel:
         events = DosingEvents.from_doses([list(d) for d in regimens for _ in range(s)])
         zz = jnp.tile(z, (r, 1))
         out = predict_outputs(
-            self.hybrid, self.parameters(self.params, jnp.asarray(typical), x, zz), events,
+            self.ode_model, self.parameters(self.params, jnp.asarray(typical), x, zz), events,
             jnp.broadcast_to(times, (r * s, times.shape[-1])), method="ode",
             rtol=self.config.rtol, atol=self.config.atol,
         )  # fmt: skip
