@@ -295,19 +295,13 @@ def synthesize_patients(
         When the training data lacks a covariate column the model uses, or has no
         ``weight`` column while ``weight_based_doses`` is set.
     """
-    columns = [*model.features.columns, *(("ancestry",) if model.features.ancestry else ())]
-    missing = [c for c in columns if c not in training.covariates]
-    if missing:
-        raise LatentModelError(
-            f"the training data lacks covariate columns {missing} that the model uses; "
-            f"got {sorted(training.covariates)}"
-        )
+    table = model.features.select(training.covariates)
     if weight_based_doses and "weight" not in training.covariates:
         raise LatentModelError(
             "`weight_based_doses` needs a `weight` column in the training data; give weights "
             "or keep the donors' doses (weight_based_doses=False)"
         )
-    copula = CovariateCopula.fit({c: training.covariates[c] for c in columns}, seed=seed)
+    copula = CovariateCopula.fit(table, seed=seed)
     covariates = copula.sample(n, seed)
     donors = np.array([_patient_rng(seed, i).integers(training.n_subjects) for i in range(int(n))])
     factor = np.ones(int(n))
