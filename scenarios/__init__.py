@@ -5,7 +5,10 @@ One module or small package per workflow:
 - ``_cohort/``: cohort simulation (:class:`SimulationSpec`, :func:`run_simulation`);
 - ``_whatif/``: the clinician's what-if (:class:`WhatIfSpec`, :class:`WhatIfSession`,
   :func:`run_whatif`, the HTML report);
-- ``_fit.py``: population fit of a NONMEM data set (:func:`fit_data`, the VPC report).
+- ``_fit.py``: population fit of a NONMEM data set (:func:`fit_data`, the VPC report);
+- ``_train.py``: training a latent twin on a data set (:func:`train_from_nonmem`);
+- ``_synthetic.py``: fidelity and privacy of a latent twin's synthetic patients
+  (:func:`synthetic_report`, :func:`compare_synthetic`).
 
 Shared by all of them: ``_patient`` (:class:`PatientSpec`), ``_units`` (quantities with
 units, converted once to the core's h, mg, L, kg, cm, mg/L), ``_regimen`` (regimen text and
@@ -82,6 +85,14 @@ from ._regimen import DoseSpec as DoseSpec
 from ._regimen import RegimenSpec as RegimenSpec
 from ._regimen import SpecError as SpecError
 from ._regimen import parse_regimen_text as parse_regimen_text
+from ._synthetic import SyntheticReport as SyntheticReport
+from ._synthetic import closest_record_distance as closest_record_distance
+from ._synthetic import compare_synthetic as compare_synthetic
+from ._synthetic import patient_table as patient_table
+from ._synthetic import synthetic_html as synthetic_html
+from ._synthetic import synthetic_report as synthetic_report
+from ._synthetic import synthetic_report_from_files as synthetic_report_from_files
+from ._synthetic import write_synthetic_report as write_synthetic_report
 from ._train import load_latent_model as load_latent_model
 from ._train import save_latent_model as save_latent_model
 from ._train import train_from_nonmem as train_from_nonmem

@@ -52,3 +52,26 @@ def _free_compiled_programs():
 
     jax.clear_caches()
     gc.collect()
+
+
+def _study_csv(cohort, path):
+    """Write a cohort of ``twin._latent._study.simulate_patients`` as a NONMEM-layout CSV
+    (levels as DV, covariates as columns, WT and CRCL by their NONMEM names)."""
+    import pandas as pd
+
+    from twinsim.scenarios import NonmemData, write_nonmem
+    from twinsim.twin._latent._study import latent_covariates
+
+    n = len(cohort["doses"])
+    rows = [{"ID": i + 1, "TIME": t, "DV": v} for i in range(n)
+            for t, v in zip(cohort["times"][i], cohort["observed"][i], strict=True)]  # fmt: skip
+    cov = latent_covariates(cohort)
+    cov["WT"], cov["CRCL"] = cov.pop("weight"), cov.pop("crcl")
+    data = NonmemData.from_doses(cohort["doses"], observations=pd.DataFrame(rows), covariates=cov)
+    return write_nonmem(data, path)
+
+
+@pytest.fixture
+def study_csv():
+    """``study_csv(cohort, path) -> path``: a simulated latent-study cohort as a NONMEM CSV."""
+    return _study_csv

@@ -14,6 +14,7 @@ from ._fitting import PopulationFit as PopulationFit
 from ._fitting import fit_population as fit_population
 from ._fitting import objective_function_value as objective_function_value
 from ._fitting import with_initial as with_initial
+from ._latent import CovariateCopula as CovariateCopula
 from ._latent import CovariateFeatures as CovariateFeatures
 from ._latent import LatentConfig as LatentConfig
 from ._latent import LatentData as LatentData
@@ -21,6 +22,8 @@ from ._latent import LatentModel as LatentModel
 from ._latent import LatentModelError as LatentModelError
 from ._latent import TrainingResult as TrainingResult
 from ._latent import TrainingSettings as TrainingSettings
+from ._latent import covariate_kind as covariate_kind
+from ._latent import synthesize_patients as synthesize_patients
 from ._latent import train_latent as train_latent
 from ._nuts import fit_nuts_many as fit_nuts_many
 from ._patient import PatientTwin as PatientTwin

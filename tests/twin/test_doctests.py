@@ -7,9 +7,12 @@ import doctest
 import pytest
 
 from twinsim.twin import _clinical, _genotype, _recommend
+from twinsim.twin._latent import _synthetic
 
 
-@pytest.mark.parametrize("module", [_clinical, _genotype, _recommend], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [_clinical, _genotype, _recommend, _synthetic], ids=lambda m: m.__name__
+)
 def test_docstring_examples_run(module) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0

@@ -6,17 +6,15 @@ One tiny cohort (16 patients, 4 levels each, networks of width 8/4); the trainin
 compiles once for the module (the command line reuses it in-process)."""
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from twinsim.cli import app
 from twinsim.priors import vancomycin_model
-from twinsim.scenarios import NonmemData, load_latent_model, write_nonmem
+from twinsim.scenarios import load_latent_model
 from twinsim.twin import (
     CovariateFeatures,
     LatentConfig,
@@ -37,16 +35,6 @@ SETTINGS = TrainingSettings(epochs=2, batch_size=8, validation_fraction=0.25, ch
 @pytest.fixture(scope="module")
 def cohort():
     return simulate_patients("published", 16, seed=1)
-
-
-def _csv(cohort, path: Path) -> Path:
-    n = len(cohort["doses"])
-    rows = [{"ID": i + 1, "TIME": t, "DV": v} for i in range(n)
-            for t, v in zip(cohort["times"][i], cohort["observed"][i], strict=True)]  # fmt: skip
-    cov = latent_covariates(cohort)
-    cov["WT"], cov["CRCL"] = cov.pop("weight"), cov.pop("crcl")
-    data = NonmemData.from_doses(cohort["doses"], observations=pd.DataFrame(rows), covariates=cov)
-    return write_nonmem(data, path)
 
 
 def _model_and_data(cohort):
@@ -99,7 +87,7 @@ def test_training_is_deterministic_and_resumes_with_nothing_lost(cohort, referen
     assert not _same(resumed.model.params, model.params)
 
 
-def test_train_command_writes_a_model_with_provenance(cohort, reference, tmp_path):
+def test_train_command_writes_a_model_with_provenance(cohort, reference, tmp_path, study_csv):
     """`twinsim train DATA.csv --prior vancomycin --out DIR` trains the model the library
     call trains (same data, seed, settings → the same parameters to 1e-6 relative after
     the CSV round trip), records the data's SHA-256, prior, settings and versions, and
@@ -107,7 +95,7 @@ def test_train_command_writes_a_model_with_provenance(cohort, reference, tmp_pat
     test_latent.py::test_record_round_trip_is_bit_identical)."""
     import hashlib
 
-    csv = _csv(cohort, tmp_path / "data.csv")
+    csv = study_csv(cohort, tmp_path / "data.csv")
     args = ["train", str(csv), "--prior", "vancomycin", "--out", str(tmp_path / "m"),
             "--epochs", "2", "--batch-size", "8", "--validation-fraction", "0.25",
             "--checkpoint-every", "1", "--seed", "7", "--hidden", "8", "--correction-hidden", "4",

@@ -118,15 +118,23 @@ class CovariateFeatures:
             scales.append(sd if sd > 1e-12 else 1.0)
         return cls(numeric, tuple(means), tuple(scales), "ancestry" in columns)
 
-    def transform(self, table: Mapping[str, Any]) -> np.ndarray:
-        """Features ``[subject, size]`` (float64) of a covariate table."""
-        missing = [
-            c for c in (*self.columns, *(("ancestry",) if self.ancestry else ())) if c not in table
-        ]
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The covariate table's columns the transform reads (``ancestry`` once)."""
+        return (*self.columns, *(("ancestry",) if self.ancestry else ()))
+
+    def select(self, table: Mapping[str, Any]) -> dict[str, Any]:
+        """The columns of ``table`` the transform reads (:attr:`inputs`), by name."""
+        missing = [c for c in self.inputs if c not in table]
         if missing:
             raise LatentModelError(
                 f"the latent model needs covariate columns {missing}; got {sorted(table)}"
             )
+        return {c: table[c] for c in self.inputs}
+
+    def transform(self, table: Mapping[str, Any]) -> np.ndarray:
+        """Features ``[subject, size]`` (float64) of a covariate table."""
+        self.select(table)
         parts = []
         for c, m, s in zip(self.columns, self.mean, self.scale, strict=True):
             raw = (self._raw(table, c) - m) / s

@@ -634,12 +634,77 @@ class LatentModel:
         if x.shape[0] != 1:
             raise LatentModelError(f"`covariates` must describe one patient, got {x.shape[0]} rows")
         keys = subject_keys(seed, np.arange(n))
-        mean, sd = self.prior(self.params, x)
-        eps = jax.vmap(lambda k: jax.random.normal(k, (self.config.latent_dim,), jnp.float64))(keys)
-        z = mean + sd * eps
+        z = self._prior_draws(x, keys)
         return self._trajectories(covariates, z, [list(doses)], times, keys if residual else None)[
             0
         ]
+
+    def sample_patients(
+        self,
+        covariates: Mapping[str, Any],
+        events: DosingEvents,
+        times: Any,
+        seed: int,
+        *,
+        residual: bool = False,
+    ) -> np.ndarray:
+        """One trajectory for each of ``n`` different patients (row ``i`` of every input).
+
+        Patient ``i`` draws ``z ~ p(z | x_i)`` (and its residual error) with the key of
+        ``(seed, i)``, as :meth:`sample` draws its ``i``-th patient: a patient given the
+        same covariates and doses gets the same trajectory from either.
+
+        Parameters
+        ----------
+        covariates
+            ``{column: values [n]}``.
+        events
+            The patients' doses, :class:`~twinsim.simulators.DosingEvents` ``[n, event]``.
+        times
+            Output times ``[n, time]``, h (sorted per patient).
+        seed
+            Root seed.
+        residual
+            Add the drug's residual error (simulated levels) instead of true values.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[n, time, output]``.
+        """
+        from ...simulators import subject_keys
+
+        x = jnp.asarray(self.features.transform(covariates))
+        times = jnp.asarray(times, jnp.float64)
+        n = x.shape[0]
+        if events.n_subjects != n or times.ndim != 2 or times.shape[0] != n:
+            raise LatentModelError(
+                f"`events` and `times` must have one row per patient ({n} from `covariates`), "
+                f"got {events.n_subjects} and shape {tuple(times.shape)}"
+            )
+        keys = subject_keys(seed, np.arange(n))
+        z = self._prior_draws(x, keys)
+        rows = self.parameters(self.params, jnp.asarray(self.typical(covariates)), x, z)
+        out = predict_outputs(
+            self.hybrid, rows, events, times, method="ode",
+            rtol=self.config.rtol, atol=self.config.atol,
+        )  # fmt: skip
+        out = np.asarray(out)
+        return self._with_residual(out, keys) if residual else out
+
+    def _prior_draws(self, x, keys):
+        """``z ~ p(z | x)``, one draw per key (``x``: one row, or one row per key)."""
+        mean, sd = self.prior(self.params, x)
+        eps = jax.vmap(lambda k: jax.random.normal(k, (self.config.latent_dim,), jnp.float64))(keys)
+        return mean + sd * eps
+
+    def _with_residual(self, out: np.ndarray, keys) -> np.ndarray:
+        """Levels ``[m, time, output]`` with the drug's residual error, draw ``i`` by ``keys[i]``."""
+        out = np.array(out)
+        for j, err in self.errors:
+            noise = jax.vmap(lambda k, f, e=err: e.sample(jax.random.fold_in(k, 2), f))
+            out[..., j] = np.asarray(noise(keys, jnp.asarray(out[..., j])))
+        return out
 
     def _trajectories(self, covariates, z, regimens, times, keys=None) -> np.ndarray:
         """``[regimen, draw, time, output]`` for draws z ``[S, d]`` of one patient."""
@@ -654,14 +719,10 @@ class LatentModel:
             jnp.broadcast_to(times, (r * s, times.shape[-1])), method="ode",
             rtol=self.config.rtol, atol=self.config.atol,
         )  # fmt: skip
-        out = np.asarray(out).reshape(r, s, times.shape[-1], -1)
+        out = np.asarray(out)
         if keys is not None:
-            for j, err in self.errors:
-                noise = jax.vmap(lambda k, f, e=err: e.sample(jax.random.fold_in(k, 2), f))
-                out[..., j] = np.asarray(
-                    noise(jnp.tile(keys, r), jnp.asarray(out[..., j].reshape(r * s, -1)))
-                ).reshape(r, s, -1)
-        return out
+            out = self._with_residual(out, jnp.tile(keys, r))
+        return out.reshape(r, s, times.shape[-1], -1)
 
     def encode(self, data: Any, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``q(z | x, history)`` of subject ``index`` of a :class:`LatentData`: mean, SD."""
