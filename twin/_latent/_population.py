@@ -120,11 +120,17 @@ def latent_population_model(model: Any) -> PopulationModel:
     Raises
     ------
     LatentModelError
-        The drug's bioavailability or lag time is a parameter with between-subject
+        A neural-only decoder (no mechanistic model to individualise), or the drug's bioavailability or lag time is a parameter with between-subject
         variability (this representation reads those before the latent shift).
     """
     pm, config = model.population, model.config
-    s, hybrid = pm.structural, model.hybrid
+    if config.decoder != "hybrid":
+        raise LatentModelError(
+            f"a twin needs the hybrid decoder (the mechanistic model inside); this model's "
+            f"`LatentConfig.decoder` is {config.decoder!r}: use its encoder "
+            "(`LatentModel.encode`/`forecast`) or train a hybrid"
+        )
+    s, hybrid = pm.structural, model.ode_model
     n_p, d, n_x = len(s.parameters), config.latent_dim, model.features.size
     n_r = len(model.effects)
     dosing = {p for _, p in (*s.bioavailability, *s.lag_time)}

@@ -12,7 +12,8 @@ Covariates: weight, CrCL, age, sex, ancestry, CYP3A5 diplotype (Hardy–Weinberg
 ancestry). Regimens: ``"train"`` 15 mg/kg every 12 h (1 h infusions, rounded to 250 mg)
 for 3 days; ``"heldout"`` 25 mg/kg every 24 h (2 h infusions) — never seen in training.
 Levels: up to four per patient at jittered peak/trough/mid-interval times over 72 h,
-with the published residual error (3.4 mg/L + 22.7 %).
+with the published residual error (3.4 mg/L + 22.7 %); a level below ``LLOQ`` (2 mg/L, a
+typical immunoassay's limit) is reported as censored, as a laboratory would.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from ...priors import diplotype_frequencies as _diplotypes
 from ...simulators import Dose, DosingEvents, ODEModel
 from ...simulators._model import Named
 
-__all__ = ["KINDS", "simulate_patients", "true_model"]
+__all__ = ["KINDS", "LLOQ", "simulate_patients", "true_model"]
 
 KINDS = ("published", "genomic", "structural")
 GENOMIC_FOLD = 1.6
 DECLINE_FLOOR, DECLINE_TIME = 0.45, 36.0
 HORIZON = 72.0
+LLOQ = 2.0  # mg/L
 
 
 def _declining(structural: ODEModel) -> ODEModel:
@@ -126,7 +128,9 @@ def simulate_patients(kind: str, n: int, seed: int, regimen: str = "train") -> d
     dict
         ``covariates`` (columns, incl. the truth-only ``cyp3a5_expresser``), ``doses``
         (lists of Dose), ``times`` ``[n, 4]`` h, ``observed`` and ``prediction`` (true,
-        noise-free) ``[n, 4]`` mg/L, ``auc24`` (true AUC over 48–72 h, mg·h/L).
+        noise-free) ``[n, 4]`` mg/L, ``censored`` ``[n, 4]`` (observed below ``LLOQ``;
+        the observed value is then 0), ``auc24`` (true AUC over 48–72 h, mg·h/L)
+        and ``curve`` (the true concentrations on ``grid``, 48–72 h every 0.5 h).
     """
     rng = np.random.default_rng([seed, KINDS.index(kind)])
     cov = _covariates(n, rng)
@@ -145,8 +149,10 @@ def simulate_patients(kind: str, n: int, seed: int, regimen: str = "train") -> d
     k = times.shape[1]
     curve = pred[:, k:]
     auc24 = np.trapezoid(curve, grid, axis=1)
-    return {"covariates": cov, "doses": doses, "times": times, "observed": obs[:, :k],
-            "prediction": pred[:, :k], "auc24": auc24}  # fmt: skip
+    censored = obs[:, :k] < LLOQ
+    return {"covariates": cov, "doses": doses, "times": times,
+            "observed": np.where(censored, 0.0, obs[:, :k]), "censored": censored,
+            "prediction": pred[:, :k], "auc24": auc24, "curve": curve, "grid": grid}  # fmt: skip
 
 
 def observation_lists(cohort: Mapping[str, Any], n_levels: int | None = None) -> list:
