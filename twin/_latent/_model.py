@@ -686,7 +686,7 @@ class LatentModel:
         z = self._prior_draws(x, keys)
         rows = self.parameters(self.params, jnp.asarray(self.typical(covariates)), x, z)
         out = predict_outputs(
-            self.hybrid, rows, events, times, method="ode",
+            self.ode_model, rows, events, times, method="ode",
             rtol=self.config.rtol, atol=self.config.atol,
         )  # fmt: skip
         out = np.asarray(out)
