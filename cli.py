@@ -987,6 +987,14 @@ def train(
             "--neural-states", help="States of the neural decoder (default: the prior's)."
         ),
     ] = None,
+    learn_variability: Annotated[
+        bool,
+        typer.Option(
+            "--learn-variability/--published-variability",
+            help="Learn the between-patient variability too (default: keep the prior's Ω; "
+            "the ELBO tends to shrink it).",
+        ),
+    ] = False,
     lloq: Annotated[
         float | None,
         typer.Option("--lloq", help="Limit of quantification (DV unit); below it: censored (M3)."),
@@ -1018,6 +1026,7 @@ def train(
             config = LatentConfig(
                 latent_dim=latent_dim, hidden=hidden, correction_hidden=correction_hidden,
                 decoder=decoder, neural_states=neural_states,
+                learn_variability=learn_variability,
             )  # fmt: skip
             columns = (
                 TextColumn("epoch {task.fields[epoch]}"),

@@ -87,6 +87,23 @@ def test_training_is_deterministic_and_resumes_with_nothing_lost(cohort, referen
     assert not _same(resumed.model.params, model.params)
 
 
+def test_training_keeps_the_published_variability(cohort, reference):
+    """By default (``LatentConfig.learn_variability=False``) training moves the prior's
+    mean, the covariate shift, the correction and the encoder, but the between-patient
+    variability stays Goti 2018's: ``A`` is still chol Ω bit for bit and the prior's SD is
+    1, so the implied covariance of η is Ω (see LatentConfig for why)."""
+    model, _ = _model_and_data(cohort)
+    trained = reference.model
+    before, after = model.networks(), trained.networks()
+    np.testing.assert_array_equal(after.effect.get_value(), before.effect.get_value())
+    x = trained.features.transform(latent_covariates(cohort))
+    mean, sd = trained.prior(trained.params, x)
+    np.testing.assert_array_equal(np.asarray(sd), 1.0)
+    assert not np.allclose(np.asarray(mean), 0.0)  # the mean is learned
+    chol = np.asarray(after.effect.get_value())[:, :3]
+    np.testing.assert_allclose(chol @ chol.T, np.asarray(vancomycin_model().omega), rtol=1e-12)
+
+
 def test_train_command_writes_a_model_with_provenance(cohort, reference, tmp_path, study_csv):
     """`twinsim train DATA.csv --prior vancomycin --out DIR` trains the model the library
     call trains (same data, seed, settings → the same parameters to 1e-6 relative after

@@ -105,6 +105,15 @@ class LatentConfig:
     neural_volume
         Neural decoder: the untrained volume of every output, L (a body-size scale, not a
         drug's estimate; training moves it).
+    learn_variability
+        ``False`` (default): the between-patient variability stays the published model's —
+        the prior's SD is 1 and ``A`` stays chol Ω — while the prior's mean, the covariate
+        shift ``b(x)``, the correction and the encoder are learned. ``True`` learns the
+        prior's SD and ``A`` too. Measured on 1,000 virtual vancomycin patients of the
+        published model (``benchmarks/latent_study.py``, 10 epochs): with ``True`` the
+        ELBO's amortisation gap shrank the implied variance of log CL from Ω's 0.147 to
+        0.012 (the prior narrows while the encoder is still learning) and the 90 % bands
+        covered the truth for 63 % of new patients without levels.
     time_scale
         Hours per unit of the networks' time input.
     rtol, atol
@@ -121,6 +130,7 @@ class LatentConfig:
     neural_states: int | None = None
     neural_max_rate: float = 5.0
     neural_volume: float = 50.0
+    learn_variability: bool = False
     time_scale: float = 24.0
     rtol: float = 1e-6
     atol: float = 1e-8
@@ -144,6 +154,11 @@ class LatentConfig:
                 f"`LatentConfig.neural_max_rate` must be > {_NEURAL_INITIAL_RATE} /h (the "
                 f"untrained decoder's rate), got {self.neural_max_rate!r}"
             )
+        if not isinstance(self.learn_variability, bool):
+            raise LatentModelError(
+                f"`LatentConfig.learn_variability` must be True or False, got "
+                f"{self.learn_variability!r}"
+            )
         if self.decoder not in DECODERS:
             raise LatentModelError(
                 f"`LatentConfig.decoder` must be one of {list(DECODERS)}, got {self.decoder!r}"
@@ -163,8 +178,10 @@ class LatentConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LatentConfig:
         """The config of :meth:`to_dict` (a record without ``decoder``, saved before the
-        neural decoder existed, is a hybrid: the defaults of the new fields)."""
+        neural decoder existed, is a hybrid: the defaults of the new fields; one without
+        ``learn_variability`` learned it)."""
         d = dict(d)
+        d.setdefault("learn_variability", True)
         if d.get("modulated") is not None:
             d["modulated"] = tuple(d["modulated"])
         return cls(**d)
@@ -456,6 +473,8 @@ class LatentModel:
         nets = nnx.merge(self.graphdef, params)
         out = nets.prior(self._with_one(x))
         d = self.config.latent_dim
+        if not self.config.learn_variability:
+            return out[..., :d], jnp.ones_like(out[..., :d])
         return out[..., :d], jnp.exp(out[..., d:])
 
     def posterior(self, params, x, obs: Mapping[str, Any]):
@@ -506,10 +525,10 @@ class LatentModel:
                 [out[:, :n_out] + math.log(self.config.neural_volume), out[:, n_out:]], axis=-1
             )
         else:
-            eta = (
-                z @ nets.effect.get_value().T
-                + nets.covariate(self._with_one(x))[..., : len(self.effects)]
-            )
+            effect = nets.effect.get_value()
+            if not self.config.learn_variability:
+                effect = jax.lax.stop_gradient(effect)  # A stays chol Ω (see LatentConfig)
+            eta = z @ effect.T + nets.covariate(self._with_one(x))[..., : len(self.effects)]
             lead = self.population._apply(jnp.broadcast_to(typical, (n, typical.shape[-1])), eta)
         w = ravel_pytree(params["correction"])[0]
         return jnp.concatenate([lead, z, xs, jnp.broadcast_to(w, (n, w.size))], axis=-1)
