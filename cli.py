@@ -719,9 +719,22 @@ def whatif(
         WhatIfMethod | None,
         typer.Option("--method", help="Fit method instead of the spec's (map, laplace, nuts)."),
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Trained latent model folder (twinsim train --out) instead of the published "
+            "model; its prior must be the spec's drug.",
+            metavar="MODEL_DIR",
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Fit a patient twin to the measured levels and compare regimens: table + HTML report.
+
+    With --model MODEL_DIR (or `model: MODEL_DIR` in the file) the twin is the trained
+    latent model instead of the library's published model; the output and the report
+    name the folder, its prior and the hashes of its parameters and model.json.
 
     Prints one row per regimen (the spec's candidates, then the recommended ones) with
     the probability of target attainment and the exposure metrics (median and 90 %
@@ -734,7 +747,7 @@ def whatif(
         from .scenarios import load_whatif, run_whatif, write_whatif_report
         from .twin import PatientTwinError
 
-        spec = load_whatif(spec_file)
+        spec = load_whatif(spec_file, model=model)
         if method is not None:
             spec = spec.model_copy(
                 update={"fit": spec.fit.model_copy(update={"method": method.value})}
@@ -752,6 +765,7 @@ def whatif(
         )
         if not quiet:
             out_console.print(_whatif_table(result))
+        out_console.print(f"model: {result.model_text}", markup=False)
         out_console.print(f"recommendation: {result.recommendation_text()}", markup=False)
         for note in result.notes:  # e.g. an untested genotype averaged over: always shown
             out_console.print(f"assumption: {note}", markup=False)
