@@ -12,8 +12,12 @@ The top floor of the house: the only module that imports both the workflows
     twinsim demo [--out-dir demo-output]           a two-compartment oral cohort, end to end
     twinsim fit DATA.csv --model M --out DIR       population fit (NUTS/SVI/Laplace) + VPC
     twinsim whatif WHATIF.yaml [--out report.html] one patient: fit a twin, compare regimens
+        [--model MODEL_DIR]                        ... on a trained latent model instead
     twinsim dashboard [--host H] [--port P]         the web dashboard (clinician, educator, trial designer)
+        [--model MODEL_DIR ...]                    ... offering trained models on the clinician page
     twinsim trial DESIGN.yaml --out DIR            replicated virtual trials: power, Zarr, report
+    twinsim cases SPEC.yaml --out DIR              teaching cases: Markdown, HTML, JSON, FHIR
+    twinsim train DATA.csv --prior DRUG --out DIR  train a latent generative twin (resumable)
 
 An invalid spec, file or option is reported as one message naming the field, with exit
 code 2, never as a traceback.
@@ -830,9 +834,30 @@ def dashboard(
             help="Compile the models in the background at start (instant first what-if).",
         ),
     ] = True,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            help="Trained latent model folder (twinsim train --out) offered in the clinician "
+            "page's Model menu; repeat for several.",
+            metavar="MODEL_DIR",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the dashboard (clinician, educator and trial-designer pages) at http://HOST:PORT/."""
+    """Serve the dashboard (clinician, educator and trial-designer pages) at http://HOST:PORT/.
+
+    With --model MODEL_DIR the clinician page's Model menu offers the trained latent
+    model besides the published one; fit, forecasts and recommendation then run on it.
+    """
     out_console, err = _consoles()
+    models: tuple[str, ...] = ()
+    if model:
+        with _clean_errors(err):
+            from .dashboard._app import trained_models
+
+            models = trained_models(model)
+        for folder in models:
+            out_console.print(f"trained model offered: {folder}", markup=False)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(
             f"warning: serving on {host}: anyone who can reach this address can use the "
@@ -844,7 +869,7 @@ def dashboard(
 
     shown = f"[{host}]" if ":" in host else host
     out_console.print(f"twinsim dashboard on http://{shown}:{port}/ (Ctrl+C stops)", markup=False)
-    serve(host, port, warm_up=warm_up)
+    serve(host, port, warm_up=warm_up, models=models)
 
 
 @app.command()
