@@ -12,8 +12,12 @@ The top floor of the house: the only module that imports both the workflows
     twinsim demo [--out-dir demo-output]           a two-compartment oral cohort, end to end
     twinsim fit DATA.csv --model M --out DIR       population fit (NUTS/SVI/Laplace) + VPC
     twinsim whatif WHATIF.yaml [--out report.html] one patient: fit a twin, compare regimens
+        [--model MODEL_DIR]                        ... on a trained latent model instead
     twinsim dashboard [--host H] [--port P]         the web dashboard (clinician, educator, trial designer)
+        [--model MODEL_DIR ...]                    ... offering trained models on the clinician page
     twinsim trial DESIGN.yaml --out DIR            replicated virtual trials: power, Zarr, report
+    twinsim cases SPEC.yaml --out DIR              teaching cases: Markdown, HTML, JSON, FHIR
+    twinsim train DATA.csv --prior DRUG --out DIR  train a latent generative twin (resumable)
 
 An invalid spec, file or option is reported as one message naming the field, with exit
 code 2, never as a traceback.
@@ -719,9 +723,22 @@ def whatif(
         WhatIfMethod | None,
         typer.Option("--method", help="Fit method instead of the spec's (map, laplace, nuts)."),
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Trained latent model folder (twinsim train --out) instead of the published "
+            "model; its prior must be the spec's drug.",
+            metavar="MODEL_DIR",
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Fit a patient twin to the measured levels and compare regimens: table + HTML report.
+
+    With --model MODEL_DIR (or `model: MODEL_DIR` in the file) the twin is the trained
+    latent model instead of the library's published model; the output and the report
+    name the folder, its prior and the hashes of its parameters and model.json.
 
     Prints one row per regimen (the spec's candidates, then the recommended ones) with
     the probability of target attainment and the exposure metrics (median and 90 %
@@ -734,7 +751,7 @@ def whatif(
         from .scenarios import load_whatif, run_whatif, write_whatif_report
         from .twin import PatientTwinError
 
-        spec = load_whatif(spec_file)
+        spec = load_whatif(spec_file, model=model)
         if method is not None:
             spec = spec.model_copy(
                 update={"fit": spec.fit.model_copy(update={"method": method.value})}
@@ -752,6 +769,7 @@ def whatif(
         )
         if not quiet:
             out_console.print(_whatif_table(result))
+        out_console.print(f"model: {result.model_text}", markup=False)
         out_console.print(f"recommendation: {result.recommendation_text()}", markup=False)
         for note in result.notes:  # e.g. an untested genotype averaged over: always shown
             out_console.print(f"assumption: {note}", markup=False)
@@ -816,9 +834,30 @@ def dashboard(
             help="Compile the models in the background at start (instant first what-if).",
         ),
     ] = True,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            help="Trained latent model folder (twinsim train --out) offered in the clinician "
+            "page's Model menu; repeat for several.",
+            metavar="MODEL_DIR",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the dashboard (clinician, educator and trial-designer pages) at http://HOST:PORT/."""
+    """Serve the dashboard (clinician, educator and trial-designer pages) at http://HOST:PORT/.
+
+    With --model MODEL_DIR the clinician page's Model menu offers the trained latent
+    model besides the published one; fit, forecasts and recommendation then run on it.
+    """
     out_console, err = _consoles()
+    models: tuple[str, ...] = ()
+    if model:
+        with _clean_errors(err):
+            from .dashboard._app import trained_models
+
+            models = trained_models(model)
+        for folder in models:
+            out_console.print(f"trained model offered: {folder}", markup=False)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(
             f"warning: serving on {host}: anyone who can reach this address can use the "
@@ -830,7 +869,7 @@ def dashboard(
 
     shown = f"[{host}]" if ":" in host else host
     out_console.print(f"twinsim dashboard on http://{shown}:{port}/ (Ctrl+C stops)", markup=False)
-    serve(host, port, warm_up=warm_up)
+    serve(host, port, warm_up=warm_up, models=models)
 
 
 @app.command()

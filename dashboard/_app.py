@@ -7,9 +7,12 @@ Pages are registered explicitly (the package is flat, there is no ``pages/`` fol
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +22,7 @@ from dash import Input, Output, dcc, html
 
 from ..scenarios import WhatIfSession
 
-__all__ = ["DashboardState", "create_app", "serve"]
+__all__ = ["DashboardState", "create_app", "serve", "trained_models"]
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,18 @@ COMING_PAGES: tuple[str, ...] = ()
 
 @dataclass
 class DashboardState:
-    """What the app's callbacks share: the what-if session and the warm-up's progress."""
+    """What the app's callbacks share: the what-if session, the trained models offered on
+    the clinician page and the warm-up's progress.
+
+    Attributes
+    ----------
+    models
+        Trained latent model folders (``twinsim train --out``) the clinician page offers
+        besides the published models: absolute paths, checked by :func:`create_app`.
+    """
 
     session: WhatIfSession = field(default_factory=WhatIfSession)
+    models: tuple[str, ...] = ()
     ready: threading.Event = field(default_factory=threading.Event)
     warm_up_seconds: float | None = None
     warm_up_error: str | None = None
@@ -115,7 +127,42 @@ def _navbar() -> dbc.Navbar:
     )
 
 
-def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> dash.Dash:
+def trained_models(folders: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
+    """The trained model folders as absolute paths, each loaded once to check it.
+
+    Raises
+    ------
+    SpecError
+        A folder that is not a trained latent model (``twinsim train --out``), named.
+    """
+    from ..scenarios import SpecError, is_model_folder, trained_model
+    from ..twin import LatentModelError
+
+    out: list[str] = []
+    problems: list[str] = []
+    for i, folder in enumerate(folders):
+        if not is_model_folder(folder):
+            problems.append(
+                f"`models[{i}]` {os.fspath(folder)!r} is not a trained model folder (no "
+                "model.json); give a folder written by `twinsim train DATA.csv --prior DRUG "
+                "--out MODEL_DIR`"
+            )
+            continue
+        try:
+            out.append(str(trained_model(folder).folder))
+        except LatentModelError as error:
+            problems.append(f"`models[{i}]` {os.fspath(folder)!r} cannot be loaded: {error}")
+    if problems:
+        raise SpecError(problems, title="invalid trained model")
+    return tuple(dict.fromkeys(out))
+
+
+def create_app(
+    state: DashboardState | None = None,
+    *,
+    warm_up: bool = True,
+    models: Sequence[str | os.PathLike[str]] = (),
+) -> dash.Dash:
     """The dashboard as a Dash app (call ``.run(...)`` or use :func:`serve`).
 
     Parameters
@@ -125,14 +172,25 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
     warm_up
         Start the background warm-up (:meth:`DashboardState.warm_up`); without it the
         app is ready at once and the first what-if compiles.
+    models
+        Trained latent model folders the clinician page's *Model* menu offers besides
+        the published model (added to ``state.models``). The warm-up compiles the
+        published models only: the first what-if on a trained model compiles its engine.
 
     Returns
     -------
     dash.Dash
+
+    Raises
+    ------
+    SpecError
+        A folder of ``models`` that is not a trained model.
     """
     from . import _clinician, _educator, _trial
 
     state = state or DashboardState()
+    if models:
+        state.models = tuple(dict.fromkeys([*state.models, *trained_models(models)]))
     app = dash.Dash(
         __name__,
         use_pages=True,
@@ -153,7 +211,8 @@ def create_app(state: DashboardState | None = None, *, warm_up: bool = True) -> 
             path=path,
             name=name,
             title=f"twinsim · {title}",
-            layout=page.layout,
+            # the pages that need it read the shared state (the clinician's model menu)
+            layout=functools.partial(page.layout, state=state),
         )
     app.layout = html.Div(
         [
@@ -200,6 +259,7 @@ def serve(
     warm_up: bool = True,
     debug: bool = False,
     threads: int = SERVER_THREADS,
+    models: Sequence[str | os.PathLike[str]] = (),
 ) -> None:
     """Serve the dashboard on ``host:port`` until interrupted (Ctrl+C).
 
@@ -220,13 +280,15 @@ def serve(
         twice).
     threads
         Worker threads of the waitress server.
+    models
+        Trained latent model folders offered on the clinician page (see :func:`create_app`).
 
     Examples
     --------
     >>> from twinsim.dashboard import serve
     >>> serve(port=8050)  # doctest: +SKIP
     """
-    app = create_app(warm_up=warm_up)
+    app = create_app(warm_up=warm_up, models=models)
     if debug:
         app.run(host=host, port=port, debug=True, use_reloader=False)
         return

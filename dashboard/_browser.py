@@ -67,13 +67,23 @@ class DashboardServer:
         Start the server's background warm-up.
     log
         File for the server's output (default: discarded).
+    models
+        Trained model folders offered on the clinician page (``--model``).
     """
 
-    def __init__(self, port: int | None = None, *, warm_up: bool = True, log: Path | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        warm_up: bool = True,
+        log: Path | None = None,
+        models: Sequence[str | Path] = (),
+    ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.warm_up = warm_up
         self.log = log
+        self.models = tuple(str(m) for m in models)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> DashboardServer:
@@ -86,6 +96,7 @@ class DashboardServer:
             "--port",
             str(self.port),
             "--warm-up" if self.warm_up else "--no-warm-up",
+            *(word for folder in self.models for word in ("--model", folder)),
         ]
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

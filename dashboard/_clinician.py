@@ -36,7 +36,15 @@ from ._form import (
     genotype_note,
 )
 
-__all__ = ["accept", "compute", "layout", "register", "report", "upload_levels"]
+__all__ = [
+    "accept",
+    "compute",
+    "layout",
+    "model_options",
+    "register",
+    "report",
+    "upload_levels",
+]
 
 #: Files larger than this are not sent by the browser at all, bytes (base64 adds a third,
 #: staying under the server's request limit); smaller ones over the levels limit (1 MB)
@@ -162,8 +170,26 @@ def _card(title: str, body: list[Any], *, extra: Any = None, class_name: str = "
     )
 
 
-def layout(**_: Any) -> dbc.Container:
-    """The page, filled with the vancomycin example."""
+def model_options(folders: Sequence[str]) -> list[tuple[str, str]]:
+    """``(value, label)`` of the *Model* menu: the published model, then each trained one.
+
+    Examples
+    --------
+    >>> model_options([])
+    [('', 'published (drug library)')]
+    """
+    from ..scenarios import trained_model
+
+    options = [("", "published (drug library)")]
+    for folder in folders:
+        trained = trained_model(folder)
+        options.append((str(trained.folder), f"trained: {trained.name} ({trained.prior})"))
+    return options
+
+
+def layout(state: Any = None, **_: Any) -> dbc.Container:
+    """The page, filled with the vancomycin example (``state.models``: the trained models
+    offered in the *Model* menu)."""
     from ..priors import ANCESTRIES, COMEDICATIONS, DRUG_LIBRARY
     from ..scenarios import whatif_examples
 
@@ -188,8 +214,15 @@ def layout(**_: Any) -> dbc.Container:
         [
             dbc.Row(
                 [
-                    _select("drug", "Drug", form["drug"], [(d, d) for d in DRUG_LIBRARY], width=6),
-                    _input("patient_id", "Patient ID", form["patient_id"], width=6),
+                    _select("drug", "Drug", form["drug"], [(d, d) for d in DRUG_LIBRARY], width=4),
+                    _select(
+                        "model",
+                        "Model",
+                        form["model"],
+                        model_options(getattr(state, "models", ())),
+                        width=4,
+                    ),
+                    _input("patient_id", "Patient ID", form["patient_id"], width=4),
                     _input("age", "Age", form["age"], unit="y", width=4),
                     _select(
                         "sex",
@@ -670,6 +703,9 @@ def _recommendation(result: Any) -> list[Any]:
             f"level(s); target source: {target.source}.",
             className="small text-muted mb-0",
         ),
+        html.P(
+            f"Model: {result.model_text}.", className="small text-muted mb-0", id=_id("model-used")
+        ),
         # what the twin assumed beyond the data (an untested genotype averaged over)
         dbc.Alert(
             [html.Div(note) for note in result.notes],
@@ -981,7 +1017,13 @@ def register(app: Any, state: Any) -> None:
             form = example_form(name)
         except KeyError:
             return (no_update,) * (len(_FORM_KEYS) + N_REGIMENS + 2)
-        return (*[form[k] for k in _FORM_KEYS], *form["regimens"], form["history"], form["levels"])
+        # an example is a patient: the model chosen stays
+        return (
+            *[no_update if k == "model" else form[k] for k in _FORM_KEYS],
+            *form["regimens"],
+            form["history"],
+            form["levels"],
+        )
 
     @app.callback(
         *[Output(_id(f"regimen_{i}"), "value", allow_duplicate=True) for i in range(N_REGIMENS)],

@@ -38,6 +38,7 @@ GENES_SHOWN = ("CYP2C9", "VKORC1", "CYP2D6", "CYP2C19", "CYP3A5")
 #: Scalar form fields: key → spec path (dotted, as the spec's messages name it).
 FIELDS: dict[str, str] = {
     "drug": "drug",
+    "model": "model",
     "patient_id": "patient.id",
     "age": "patient.age",
     "sex": "patient.sex",
@@ -223,6 +224,8 @@ def check_form(form: Mapping[str, Any]) -> FormCheck:
         "patient": _patient(form),
         "candidates": candidates,
     }
+    if not _blank(form.get("model")):  # a trained model folder; blank: the published model
+        data["model"] = _clean(form["model"])
     if history_rows:
         data["history"] = [record for _, record in history_rows]
     if level_rows:
@@ -364,6 +367,7 @@ def spec_form(spec: WhatIfSpec) -> dict[str, Any]:
     smoking = patient.smoking
     form: dict[str, Any] = {
         "drug": spec.drug,
+        "model": spec.model or "",
         "patient_id": patient.id,
         "age": _text(patient.age),
         "sex": patient.sex or "",

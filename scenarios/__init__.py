@@ -77,6 +77,7 @@ from ._outputs import to_frame as to_frame
 from ._outputs import write_netcdf as write_netcdf
 from ._outputs import write_zarr_chunk as write_zarr_chunk
 from ._patient import PatientSpec as PatientSpec
+from ._population import PopulationSpec as PopulationSpec
 from ._provenance import provenance_path as provenance_path
 from ._provenance import provenance_record as provenance_record
 from ._provenance import write_provenance as write_provenance
@@ -93,9 +94,12 @@ from ._synthetic import synthetic_html as synthetic_html
 from ._synthetic import synthetic_report as synthetic_report
 from ._synthetic import synthetic_report_from_files as synthetic_report_from_files
 from ._synthetic import write_synthetic_report as write_synthetic_report
+from ._train import TrainedModel as TrainedModel
+from ._train import is_model_folder as is_model_folder
 from ._train import load_latent_model as load_latent_model
 from ._train import save_latent_model as save_latent_model
 from ._train import train_from_nonmem as train_from_nonmem
+from ._train import trained_model as trained_model
 from ._trial import TrialDesign as TrialDesign
 from ._trial import TrialError as TrialError
 from ._trial import TrialResult as TrialResult

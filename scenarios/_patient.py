@@ -10,7 +10,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -42,7 +42,7 @@ from ._units import UnitError, parse_quantity
 if TYPE_CHECKING:
     pass
 
-__all__ = ["PatientSpec", "SmokingSpec", "read_spec_mapping"]
+__all__ = ["PatientSpec", "SmokingSpec", "missing_covariates", "read_spec_mapping"]
 
 
 def _raise(title: str, problems: list[tuple[tuple[str | int, ...], str, Any]]) -> None:
@@ -473,6 +473,69 @@ class PatientSpec(SpecModel):
         [1.0, 0.0]
         """
         return covariate_table([p.covariate_record() for p in patients], crcl_options=crcl_options)
+
+
+#: Covariate column → (PatientSpec field, example) for "missing covariate" messages.
+_PATIENT_FIELDS = {
+    "age": ("age", "age: 65 y"),
+    "weight": ("weight", "weight: 70 kg"),
+    "crcl": ("crcl", "crcl: 60 (mL/min), or age, sex and serum_creatinine for Cockcroft–Gault"),
+    "cyp2c9": (
+        "genotype.CYP2C9",
+        "genotype: {CYP2C9: '*1/*3'}, or {CYP2C9: not tested} with ancestry",
+    ),
+    "vkorc1": ("genotype.VKORC1", "genotype: {VKORC1: A/A}, or {VKORC1: not tested} with ancestry"),
+    "cyp2d6": (
+        "genotype.CYP2D6",
+        "genotype: {CYP2D6: '*1/*4'}, or {CYP2D6: not tested} with ancestry",
+    ),
+    "cyp2c19": (
+        "genotype.CYP2C19",
+        "genotype: {CYP2C19: '*1/*2'}, or {CYP2C19: not tested} with ancestry",
+    ),
+    "cyp3a5": (
+        "genotype.CYP3A5",
+        "genotype: {CYP3A5: '*3/*3'}, or {CYP3A5: not tested} with ancestry",
+    ),
+    "smoking": ("smoking", "smoking: current"),
+    "female": ("sex", "sex: female"),
+    "ancestry": ("ancestry", "ancestry: european"),
+}
+
+
+def missing_covariates(
+    model: Any, table: Mapping[str, Any], words: str, row: int = 0
+) -> list[tuple[tuple[str, ...], str]]:
+    """``(patient field path, message)`` for each covariate ``model`` needs that row ``row``
+    of the covariate ``table`` (:meth:`PatientSpec.covariate_table`) does not give.
+
+    Covariates with a default may be missing (they take it). ``words`` names the model in
+    the message (``"the vancomycin model"``).
+
+    Examples
+    --------
+    >>> from twinsim.priors import drug_model
+    >>> table = PatientSpec.covariate_table([PatientSpec(weight=70)])
+    >>> [(path, text[:33]) for path, text in missing_covariates(drug_model("vancomycin"), table,
+    ...                                                        "the vancomycin model")]
+    [(('crcl',), 'is needed by the vancomycin model')]
+    """
+    problems = []
+    for cov in model.covariates:
+        value = table.get(cov.name)
+        value = None if value is None else value[row]
+        missing = value is None or (isinstance(value, str) and not value)
+        missing = missing or (isinstance(value, float) and math.isnan(value))
+        if missing and cov.default is None:  # optional covariates take their default
+            field, example = _PATIENT_FIELDS.get(cov.name, (cov.name, f"{cov.name}: ..."))
+            problems.append(
+                (
+                    tuple(field.split(".")),
+                    f"is needed by {words} (covariate `{cov.name}`, {cov.unit or 'category'}) "
+                    f"but not given; add it, e.g. {example}",
+                )
+            )
+    return problems
 
 
 def read_spec_mapping(path: str | os.PathLike[str], *, what: str, fields: str) -> dict[str, Any]:

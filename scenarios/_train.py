@@ -9,18 +9,20 @@ same command after a kill resumes where it stopped).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
 import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..priors import drug_model
+from ..priors import PopulationModel, drug_model
 from ..twin import (
     CovariateFeatures,
     LatentConfig,
@@ -35,7 +37,14 @@ from ._fit import fit_data
 from ._nonmem import read_nonmem
 from ._provenance import package_versions, write_text_atomic
 
-__all__ = ["load_latent_model", "save_latent_model", "train_from_nonmem"]
+__all__ = [
+    "TrainedModel",
+    "is_model_folder",
+    "load_latent_model",
+    "save_latent_model",
+    "train_from_nonmem",
+    "trained_model",
+]
 
 _VERSIONS = ("twinsim", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "diffrax", "numpy")
 
@@ -124,6 +133,114 @@ def load_latent_model(directory: str | os.PathLike[str]) -> LatentModel:
             "(a damaged or mixed-up folder); retrain or restore it"
         )
     return LatentModel.from_record(record, arrays)
+
+
+def is_model_folder(path: Any) -> bool:
+    """Whether ``path`` names a folder holding a saved latent model (``model.json``)."""
+    if not isinstance(path, str | os.PathLike) or (isinstance(path, str) and not path.strip()):
+        return False
+    return (Path(path).expanduser() / "model.json").is_file()
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedModel:
+    """A saved latent model loaded from its folder, with what identifies it.
+
+    One instance per folder and version of ``model.json`` (:func:`trained_model` caches
+    it), so every what-if, dashboard request and cohort run on the same folder shares one
+    :class:`~twinsim.twin.LatentModel` and hence one set of compiled programs.
+
+    Attributes
+    ----------
+    folder
+        The model folder (absolute).
+    model
+        The :class:`~twinsim.twin.LatentModel`.
+    prior
+        The drug of its mechanistic prior (``"vancomycin"``): the twin's targets, label
+        limits and safety thresholds are that drug's.
+    params_sha256
+        Hash of the network parameters (recorded in ``model.json`` when saved).
+    model_json_sha256
+        Hash of the ``model.json`` file (settings, covariate transform, provenance).
+    created
+        When it was saved (UTC, ISO 8601), if recorded.
+    """
+
+    folder: Path
+    model: LatentModel
+    prior: str
+    params_sha256: str
+    model_json_sha256: str
+    created: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The folder's name (how pages and reports call the model)."""
+        return self.folder.name
+
+    def population_model(self) -> PopulationModel:
+        """The latent model as a :class:`~twinsim.priors.PopulationModel` (one per model)."""
+        return self.model.population_model()
+
+    def describe(self) -> str:
+        """One line: ``trained latent model NAME (prior DRUG, parameters sha256 …)``.
+
+        Examples
+        --------
+        >>> from pathlib import Path
+        >>> TrainedModel(Path("/m/vanco-icu"), None, "vancomycin", "ab" * 32, "cd" * 32).describe()
+        'trained latent model vanco-icu (prior vancomycin, parameters sha256 abababababab)'
+        """
+        return (
+            f"trained latent model {self.name} (prior {self.prior}, parameters sha256 "
+            f"{self.params_sha256[:12]})"
+        )
+
+    def record(self) -> dict[str, Any]:
+        """What a provenance record says of the model."""
+        return {
+            "kind": "latent",
+            "folder": str(self.folder),
+            "prior": self.prior,
+            "params_sha256": self.params_sha256,
+            "model_json_sha256": self.model_json_sha256,
+            "created": self.created,
+            "latent_dim": self.model.config.latent_dim,
+        }
+
+
+def trained_model(directory: str | os.PathLike[str]) -> TrainedModel:
+    """The model folder ``directory`` loaded (cached while its ``model.json`` is unchanged).
+
+    Raises
+    ------
+    LatentModelError
+        When the folder is not a saved latent model or its parameters are damaged
+        (:func:`load_latent_model`).
+    """
+    folder = Path(directory).expanduser().absolute()
+    try:
+        stat = (folder / "model.json").stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = None
+    return _trained_model(folder, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _trained_model(folder: Path, version: Any) -> TrainedModel:
+    model = load_latent_model(folder)
+    text = (folder / "model.json").read_bytes()
+    provenance = json.loads(text).get("provenance", {})
+    return TrainedModel(
+        folder=folder,
+        model=model,
+        prior=model.population.name.lower(),
+        params_sha256=provenance.get("params_sha256") or _arrays_hash(model.to_record()[1]),
+        model_json_sha256=hashlib.sha256(text).hexdigest(),
+        created=provenance.get("created"),
+    )
 
 
 def train_from_nonmem(

@@ -75,3 +75,39 @@ def _study_csv(cohort, path):
 def study_csv():
     """``study_csv(cohort, path) -> path``: a simulated latent-study cohort as a NONMEM CSV."""
     return _study_csv
+
+
+#: Covariates of the tiny latent models the workflow tests make (the feature columns a
+#: trained model would read: CYP3A5 and ancestry besides vancomycin's own).
+LATENT_TRAINING = {
+    "weight": [55.0, 70.0, 90.0, 120.0],
+    "crcl": [25.0, 60.0, 100.0, 140.0],
+    "dialysis": [0.0, 0.0, 0.0, 0.0],
+    "age": [30.0, 50.0, 70.0, 80.0],
+    "female": [1.0, 0.0, 1.0, 0.0],
+    "cyp3a5": ["*1/*1", "*1/*3", "*3/*3", "*3/*3"],
+    "ancestry": ["european", "african", "east_asian", "european"],
+}
+
+
+@pytest.fixture(scope="session")
+def latent_training() -> dict:
+    """Covariates a tiny latent model's feature transform is fitted on (its columns)."""
+    return {k: list(v) for k, v in LATENT_TRAINING.items()}
+
+
+@pytest.fixture(scope="session")
+def latent_model_dir(tmp_path_factory) -> Path:
+    """A saved, untrained tiny latent model over vancomycin (what `twinsim train` writes):
+    untrained, it is the published model with η = L ε, so its numbers are the library's."""
+    from twinsim.priors import vancomycin_model
+    from twinsim.scenarios import save_latent_model
+    from twinsim.twin import CovariateFeatures, LatentConfig, LatentModel
+
+    config = LatentConfig(latent_dim=4, hidden=8, correction_hidden=4)
+    model = LatentModel.create(
+        vancomycin_model(), CovariateFeatures.fit(LATENT_TRAINING), config, seed=0
+    )
+    folder = tmp_path_factory.mktemp("models") / "vanco-latent"
+    save_latent_model(model, folder, {"note": "untrained test model"})
+    return folder

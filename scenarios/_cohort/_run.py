@@ -12,6 +12,12 @@ record next to it. The cohort is laid out as
 - subject ``i``'s parameters are ``θ_typ · exp(η_i)`` with ``η_i`` drawn from the key
   ``fold_in(key(spec.seed), i)`` (:func:`~twinsim.simulators.lognormal_parameters`), so a
   result never depends on the chunk size;
+- with a trained model folder as ``model``, subject ``i``'s covariates are its patient's
+  (or, without patients, virtual subject ``i``'s of ``spec.population``, drawn by
+  :func:`~twinsim.twin.generate_population`) and its parameters are the trained model's
+  population model's for those covariates and its latent draw
+  (:meth:`~twinsim.priors.PopulationModel.sample_parameters`, keyed by ``(seed, i)``):
+  the individual dynamics are the trained model's;
 - individual parameters and the patients' covariates are coordinates on ``subject``.
 
 Small cohorts are written to NetCDF at once; large ones (or a path ending in ``.zarr``)
@@ -45,6 +51,7 @@ from .._outputs import (
     to_dataset,
     write_netcdf,
 )
+from .._patient import PatientSpec
 from .._provenance import provenance_path, provenance_record, write_provenance
 from ._spec import SimulationSpec
 
@@ -156,10 +163,43 @@ def _omega(spec: SimulationSpec) -> np.ndarray:
     )
 
 
+def _population_subjects(
+    spec: SimulationSpec, ids: np.ndarray, patient_of: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Parameters ``[subject, parameter]`` and covariate columns of a trained model's cohort.
+
+    Covariates: each subject's patient's, or virtual subject ``i``'s of ``spec.population``
+    (seeded by ``(seed, "population")``, the first ``n`` candidates meeting its criteria).
+    Parameters: the population model's for those covariates, subject ``i``'s latent draw
+    from ``(seed, i)``: nothing depends on how the cohort is cut into chunks.
+    """
+    from ...twin import generate_population
+    from .._population import PopulationSpec, sub_seed
+
+    model = spec.population_model()
+    assert model is not None
+    if spec.patients:
+        table = PatientSpec.covariate_table(spec.patients)
+        table = {k: np.asarray(v)[patient_of] for k, v in table.items()}
+    else:
+        population = spec.population or PopulationSpec()
+        drawn = generate_population(
+            population.config(), int(ids.size), sub_seed(spec.seed, "population")
+        )
+        table = {k: np.asarray(v) for k, v in drawn.covariates.items() if k != "id"}
+    columns = model.covariate_columns(table)
+    sample = model.sample_parameters(spec.seed, columns, ids)
+    return np.asarray(sample.parameters[:, 0]), columns
+
+
 def _covariates(
-    spec: SimulationSpec, patient_of: np.ndarray, parameters: np.ndarray
+    spec: SimulationSpec,
+    patient_of: np.ndarray,
+    parameters: np.ndarray,
+    model_covariates: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Coordinates on ``subject``: patient id and covariates, then individual parameters."""
+    """Coordinates on ``subject``: patient id and covariates (with a trained model, the
+    columns it reads), then individual parameters."""
     model = spec.model_definition()
     covariates: dict[str, np.ndarray] = {}
     if spec.patients:
@@ -173,6 +213,8 @@ def _covariates(
             else:
                 column = np.array([np.nan if v is None else v for v in values], dtype=float)
             covariates[name] = column[patient_of]
+    for name, column in (model_covariates or {}).items():
+        covariates.setdefault(name, np.asarray(column))
     taken = RESERVED_NAMES | set(model.output_names) | set(covariates)
     for k, name in enumerate(model.parameters):
         covariates[name if name not in taken else f"parameter_{name}"] = parameters[:, k]
@@ -280,13 +322,17 @@ def run_simulation(
     n_per_patient = spec.n_subjects
     ids = np.arange(n_total, dtype=np.int64)
     patient_of = ids // n_per_patient
-    parameters = np.asarray(
-        lognormal_parameters(spec.seed, ids, spec.parameter_vector(), _omega(spec))
-    )
+    model_covariates = None
+    if spec.population_model() is not None:  # a trained model: its own individual dynamics
+        parameters, model_covariates = _population_subjects(spec, ids, patient_of)
+    else:
+        parameters = np.asarray(
+            lognormal_parameters(spec.seed, ids, spec.parameter_vector(), _omega(spec))
+        )
     # one row per patient, padded to one width: every chunk compiles to the same shape
     events = spec.dosing_events()
     times = np.asarray(spec.times, dtype=np.float64)
-    covariates = _covariates(spec, patient_of, parameters)
+    covariates = _covariates(spec, patient_of, parameters, model_covariates)
     attrs = {
         "spec": json.dumps(spec.model_dump(mode="json"), ensure_ascii=False),
         "seed": spec.seed,
@@ -397,7 +443,12 @@ def run_simulation(
                 },
                 "elapsed_s": round(time.perf_counter() - started, 3),
             },
-            extra=provenance,
+            extra={
+                **(
+                    {"trained_model": trained.record()} if (trained := spec.trained_model()) else {}
+                ),
+                **dict(provenance or {}),
+            },
         )
         write_provenance(record, target)
     return dataset

@@ -2,7 +2,23 @@
 
 A spec is what a scenario file (YAML or JSON), the command line or a dashboard form says;
 it is validated once, here, with messages that name each bad field as a dotted path,
-and converted to the core's units and arrays. Example file::
+and converted to the core's units and arrays.
+
+``model`` is a registered model name, a user model (``path/to/file.py:object``) or a
+trained latent model folder (``twinsim train ... --out MODEL_DIR``; relative paths count
+from the spec file). A trained model is a population model: its individual dynamics,
+typical values and between-subject variation come from the model, so ``parameters``,
+``variability`` and ``pd`` are not given; the subjects' covariates come from
+``patients`` (``n_subjects`` draws each) or, without patients, from a virtual
+``population`` (:class:`~twinsim.scenarios.PopulationSpec`, ``n_subjects`` subjects)::
+
+    model: models/vancomycin-latent      # a folder with model.json and params/
+    n_subjects: 200
+    population: {ancestry: {european: 0.6, african: 0.4}, criteria: ["crcl >= 30"]}
+    regimen: 1 g over 1 h q12h x 3 d
+    times: {stop: 3 d, step: 1 h}
+
+Example file with a registered model::
 
     model: pk_1cmt_oral
     parameters: {cl: 2.8 L/h, v: 32 L, ka: 1.5 1/h, f_oral: 1}
@@ -38,9 +54,11 @@ from .._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
 from .._units import CORE_UNITS, UnitError, parse_quantity
 
 if TYPE_CHECKING:
-    from ...priors import ODEModel
+    from ...priors import ODEModel, PopulationModel
     from ...simulators import Dose, DosingEvents
-from .._patient import PatientSpec, _raise, read_spec_mapping
+    from .._train import TrainedModel
+from .._patient import PatientSpec, _raise, missing_covariates, read_spec_mapping
+from .._population import PopulationSpec
 
 __all__ = [
     "MODEL_REGISTRY",
@@ -101,6 +119,8 @@ def resolve_model(name: str) -> ODEModel:
     """
     if _is_model_file(name):
         return _load_model_file(name)
+    if _is_model_folder(name):
+        return _trained(name).population_model().structural
     if name not in MODEL_REGISTRY:
         raise SpecError([_unknown_model_message(name)], title="unknown model")
     return MODEL_REGISTRY[name]()
@@ -109,6 +129,24 @@ def resolve_model(name: str) -> ODEModel:
 def _is_model_file(name: Any) -> bool:
     """``path/to/file.py:object``: a user model in a Python file."""
     return isinstance(name, str) and ".py:" in name
+
+
+def _is_model_folder(name: Any) -> bool:
+    """A trained latent model folder (it holds ``model.json``)."""
+    from .._train import is_model_folder
+
+    return not _is_model_file(name) and is_model_folder(name)
+
+
+def _trained(name: str) -> TrainedModel:
+    """The trained model of a folder, a load failure as a :class:`SpecError`."""
+    from ...twin import LatentModelError
+    from .._train import trained_model
+
+    try:
+        return trained_model(name)
+    except LatentModelError as error:
+        raise SpecError([f"`model` {name!r}: {error}"], title="invalid model folder") from None
 
 
 def _load_model_file(name: str) -> ODEModel:
@@ -252,7 +290,7 @@ def _unknown_model_message(name: Any) -> str:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (
         f"`model` {name!r} is not a known model{hint}; known models: {', '.join(MODEL_REGISTRY)}"
-        ", or a user model as path/to/file.py:object"
+        ", a user model as path/to/file.py:object, or a trained model folder (with model.json)"
     )
 
 
@@ -404,6 +442,11 @@ class SimulationSpec(SpecModel):
         Output times (h): a strictly increasing list, or ``{start, stop, step}``.
     patients
         A list of :class:`PatientSpec`; ``patient:`` with one patient is accepted too.
+    population
+        With a trained model folder and no ``patients``: who the ``n_subjects`` subjects
+        are (a virtual population, :class:`~twinsim.scenarios.PopulationSpec`; default
+        European adults 18–85 y). Subject ``i``'s covariates depend only on the seed and
+        ``i``.
 
     Examples
     --------
@@ -417,9 +460,14 @@ class SimulationSpec(SpecModel):
     ((0.0, 6.0, 12.0, 18.0, 24.0), [0.0, 12.0])
     """
 
-    model: str = Field(json_schema_extra={"enum": list(MODEL_REGISTRY)})
+    model: str = Field(
+        json_schema_extra={
+            "examples": list(MODEL_REGISTRY),
+            "description": "a registered model, path/to/file.py:object, or a trained model folder",
+        }
+    )
     pd: tuple[PDStep, ...] = ()
-    parameters: dict[str, float]
+    parameters: dict[str, float] = Field(default_factory=dict, validate_default=True)
     variability: dict[str, Annotated[VariabilitySpec, BeforeValidator(_variability_shorthand)]] = (
         Field(default_factory=dict)
     )
@@ -428,6 +476,7 @@ class SimulationSpec(SpecModel):
     regimen: RegimenSpec
     times: OutputTimes
     patients: tuple[PatientSpec, ...] = ()
+    population: PopulationSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -442,6 +491,13 @@ class SimulationSpec(SpecModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
+        if _is_model_folder(name):
+            try:
+                _trained(name)
+            except SpecError as error:
+                problem = "; ".join(error.problems).removeprefix(f"`model` {name!r}: ")
+                raise ValueError(problem) from None
+            return str(Path(name).expanduser().absolute())
         if _is_model_file(name):
             try:
                 resolve_model(name)
@@ -456,6 +512,11 @@ class SimulationSpec(SpecModel):
     @classmethod
     def _pd_builds(cls, pd: tuple[PDStep, ...], info: ValidationInfo) -> tuple[PDStep, ...]:
         name = info.data.get("model")
+        if name is not None and pd and _is_model_folder(name):
+            raise ValueError(
+                "cannot add building blocks to a trained model (its outputs are its own); "
+                "remove `pd`"
+            )
         if name is not None and pd:
             try:
                 spec_model(name, pd)
@@ -471,6 +532,14 @@ class SimulationSpec(SpecModel):
             return {}  # the pd error is reported on its own (the parameters depend on it)
         if name is None or not isinstance(values, dict):
             return values  # the model error is reported on its own; pydantic reports the type
+        if _is_model_folder(name):
+            if values:
+                raise ValueError(
+                    f"come from the trained model {Path(name).name!r} (typical values for each "
+                    f"subject's covariates, varied by its latent variable), got {values}; "
+                    "remove `parameters`"
+                )
+            return {}
         model = spec_model(name, info.data["pd"])
         units = dict(model.parameter_units)
         listing = ", ".join(f"{p} ({units.get(p, '?')})" for p in model.parameters)
@@ -519,6 +588,13 @@ class SimulationSpec(SpecModel):
             return {}
         if name is None or not isinstance(values, dict):
             return values
+        if _is_model_folder(name):
+            if values:
+                raise ValueError(
+                    f"comes from the trained model {Path(name).name!r} (its latent variable), "
+                    f"got {values}; remove `variability`"
+                )
+            return {}
         model = spec_model(name, info.data["pd"])
         _raise(
             "variability",
@@ -567,6 +643,37 @@ class SimulationSpec(SpecModel):
         return patients
 
     @model_validator(mode="after")
+    def _population_covariates(self) -> SimulationSpec:
+        trained = self.trained_model()
+        if trained is None:
+            if self.population is not None:
+                _raise(
+                    "spec",
+                    [(("population",), "draws covariates for a trained model folder; this model "
+                      "takes none (give `patients` for covariate coordinates)", None)],
+                )  # fmt: skip
+            return self
+        if self.patients and self.population is not None:
+            _raise(
+                "spec",
+                [(("population",), "and `patients` both say who is simulated; give one", None)],
+            )
+        if self.patients:
+            table = PatientSpec.covariate_table(self.patients)
+            words = f"the trained model {trained.name!r}"
+            _raise(
+                "spec",
+                [
+                    (("patients", i, *path), message, None)
+                    for i in range(len(self.patients))
+                    for path, message in missing_covariates(
+                        trained.population_model(), table, words, row=i
+                    )
+                ],
+            )
+        return self
+
+    @model_validator(mode="after")
     def _weights_for_per_kg_doses(self) -> SimulationSpec:
         if not self.regimen.uses_weight:
             return self
@@ -609,6 +716,16 @@ class SimulationSpec(SpecModel):
         return schema
 
     # ------------------------------------------------------------------ conversions
+    def trained_model(self) -> TrainedModel | None:
+        """The trained latent model when ``model`` is a model folder, else ``None``."""
+        return _trained(self.model) if _is_model_folder(self.model) else None
+
+    def population_model(self) -> PopulationModel | None:
+        """The :class:`~twinsim.priors.PopulationModel` behind a trained model folder (whose
+        ``simulate`` and ``sample_parameters`` give the subjects' dynamics), else ``None``."""
+        trained = self.trained_model()
+        return None if trained is None else trained.population_model()
+
     def model_definition(self) -> ODEModel:
         """The :class:`~twinsim.priors.ODEModel` named by ``model``, with its ``pd`` blocks."""
         return spec_model(self.model, self.pd)
@@ -662,6 +779,13 @@ def load_spec(path: str | os.PathLike[str]) -> SimulationSpec:
     if _is_model_file(model) and not Path(model.rpartition(":")[0]).expanduser().is_absolute():
         # a user model file is found next to the spec, wherever the command runs
         data = {**data, "model": str(Path(path).parent / model)}
+    elif (
+        isinstance(model, str)
+        and model not in MODEL_REGISTRY
+        and not Path(model).expanduser().is_absolute()
+        and _is_model_folder(str(Path(path).parent / model))
+    ):
+        data = {**data, "model": str(Path(path).parent / model)}  # a trained model folder
     try:
         return SimulationSpec.model_validate(data)
     except SpecError as error:
@@ -674,6 +798,6 @@ def spec_json_schema() -> dict[str, Any]:
     Examples
     --------
     >>> sorted(spec_json_schema()["required"])
-    ['model', 'parameters', 'regimen', 'times']
+    ['model', 'regimen', 'times']
     """
     return SimulationSpec.model_json_schema()

@@ -27,15 +27,10 @@ import numpy as np
 from ...priors import PopulationModel, drug_model
 from ...simulators import DosingEvents, simulate, subject_keys
 from ...twin import apply_criteria, draw_candidates
+from .._population import sub_seed
 from ._design import REPLICATE_STRIDE, ArmSpec, TitrationSpec, TrialDesign, TrialError
 
 __all__ = ["SimulatedChunk", "enrol", "simulate_chunk", "sub_seed"]
-
-
-def sub_seed(seed: int, stream: str) -> int:
-    """A seed for one kind of draw (``stream``), a function of the root seed and the name."""
-    state = np.random.SeedSequence([int(seed), zlib.crc32(stream.encode())]).generate_state(1)
-    return int(state[0])
 
 
 # ---------------------------------------------------------------------------- enrolment

@@ -169,6 +169,12 @@ class WhatIfResult:
     notes: tuple[str, ...] = ()
 
     @property
+    def model_text(self) -> str:
+        """Which model answered: the published drug model, or the trained latent model's
+        folder, prior and parameter hash (:meth:`WhatIfSpec.model_text`)."""
+        return self.spec.model_text()
+
+    @property
     def recommendation(self) -> RegimenForecast:
         """The regimen to recommend: the best of the search, else the candidate with the
         highest PTA (ties: the first in the spec)."""
@@ -562,7 +568,7 @@ def whatif_html(result: WhatIfResult) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="note">Drug model: {html.escape(str(result.provenance.get("model", {}).get("citation", spec.drug)))}.
+<p class="note" id="model">Model: {html.escape(result.model_text)}.
 Twin fitted by {html.escape(str(fit.get("method", "")).upper())} to {observed} measured value{"s" * (observed != 1)};
 forecasts are medians and 90 % bands (5th–95th percentiles) over the twin's posterior.
 Times count from the first dose (t = 0); the candidate regimens start at {spec.candidate_start:g} h.</p>

@@ -63,7 +63,8 @@ def _plain(value: Any) -> Any:
 
 
 def fit_key(spec: WhatIfSpec) -> str:
-    """Hash of what the twin's fit depends on: drug, covariates, doses given, levels, fit options.
+    """Hash of what the twin's fit depends on: drug and model, covariates, doses given,
+    levels, fit options.
 
     The patient's identifier, the candidates, the target and the horizon are not part of
     it (a change there does not refit).
@@ -77,9 +78,12 @@ def fit_key(spec: WhatIfSpec) -> str:
     True
     """
     options = spec.fit
+    trained = spec.trained_model()
     return _digest(
         {
             "drug": spec.drug,
+            # a retrained folder is another model: its parameters' hash is part of the key
+            "model": None if trained is None else [str(trained.folder), trained.params_sha256],
             "covariates": spec.covariates(),
             "doses": spec.history_doses(),
             "observations": spec.observation_records(),
@@ -127,7 +131,7 @@ def fit_whatif(spec: WhatIfSpec) -> WhatIfFit:
     from ...twin import Observation, PatientTwin
 
     twin = PatientTwin.create(
-        spec.drug,
+        spec.twin_model(),
         spec.covariates(),
         doses=spec.history_doses(),
         observations=[
@@ -239,6 +243,7 @@ def forecast_whatif(
         for i, name in enumerate(prediction.names)
     )
     method = spec.fit.method
+    trained = spec.trained_model()
     record = provenance_record(
         spec,
         command=command,
@@ -246,6 +251,7 @@ def forecast_whatif(
         extra={
             "kind": "whatif",
             "fit": {"method": method, "seconds": fitted.seconds},
+            **({} if trained is None else {"trained_model": trained.record()}),
             **dict(provenance or {}),
         },
     )
@@ -386,8 +392,8 @@ def run_whatif(
 ) -> WhatIfResult:
     """Answer a what-if: fit the patient's twin, forecast each regimen, recommend one.
 
-    Steps: the drug's population model and the patient's covariates make a
-    :class:`~twinsim.twin.PatientTwin` with the doses given and the levels measured;
+    Steps: the drug's population model (or the trained latent model of ``spec.model``)
+    and the patient's covariates make a :class:`~twinsim.twin.PatientTwin` with the doses given and the levels measured;
     it is fitted with ``spec.fit``; each candidate regimen (after the history) is
     forecast from ``t = 0`` to the end of the horizon (medians and 90 % bands, metrics,
     PTA); with ``spec.recommend`` the twin searches practical regimens and the best

@@ -25,6 +25,15 @@ patient's smoking ``quit`` time counts from the same origin). Fields:
 ``drug``
     A drug of :data:`twinsim.priors.DRUG_LIBRARY` (``vancomycin``, ``warfarin``,
     ``theophylline``).
+``model``
+    Optional: a trained latent model folder (``twinsim train ... --out MODEL_DIR``;
+    a relative path counts from the what-if file) to run the twin on instead of the
+    library's published model of ``drug``. Its mechanistic prior must be ``drug`` (the
+    targets, label limits and safety thresholds are the drug's), and the patient must
+    give the covariates it was trained on (e.g. ``genotype: {CYP3A5: ...}``,
+    ``ancestry``). ``twinsim whatif FILE --model MODEL_DIR`` sets it from the command
+    line. The report and the provenance record name the folder, its prior and the
+    hashes of its parameters and ``model.json``.
 ``patient``
     A :class:`~twinsim.scenarios.PatientSpec`; it must give every covariate the drug's
     model uses (e.g. the CYP2C9 and VKORC1 genotypes for warfarin). A genotype that was
@@ -68,7 +77,6 @@ patient's smoking ``quit`` time counts from the same origin). Fields:
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from pathlib import Path
@@ -77,14 +85,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 
-from .._patient import PatientSpec, _raise, read_spec_mapping
+from .._patient import PatientSpec, _raise, missing_covariates, read_spec_mapping
 from .._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
 from .._units import UnitError, parse_quantity
 
 if TYPE_CHECKING:
     from ...priors import PopulationModel
     from ...simulators import Dose
-    from ...twin import Target
+    from ...twin import LatentModel, Target
+    from .._train import TrainedModel
 
 __all__ = [
     "DEFAULT_HORIZON_H",
@@ -481,6 +490,7 @@ class WhatIfSpec(SpecModel):
 
     title: str | None = None
     drug: str
+    model: str | None = None
     patient: PatientSpec
     history: RegimenSpec | None = Field(
         None, validation_alias=AliasChoices("history", "doses", "dosing_history")
@@ -530,6 +540,30 @@ class WhatIfSpec(SpecModel):
             )
         return key
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_folder(cls, value: Any) -> Any:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None  # blank: the library's published model
+        from ...twin import LatentModelError
+        from .._train import is_model_folder, trained_model
+
+        if not is_model_folder(value):
+            raise ValueError(
+                f"{value!r} is not a trained model folder (no model.json there); give the folder "
+                "written by `twinsim train DATA.csv --prior DRUG --out MODEL_DIR`, or leave "
+                "`model` out for the library's published model"
+            )
+        try:
+            trained_model(value)
+        except LatentModelError as error:
+            raise ValueError(f"{value!r} cannot be loaded: {error}") from None
+        return str(Path(value).expanduser().absolute())
+
     @field_validator("candidates")
     @classmethod
     def _candidate_count(cls, values: tuple[CandidateSpec, ...]) -> tuple[CandidateSpec, ...]:
@@ -556,7 +590,19 @@ class WhatIfSpec(SpecModel):
     @model_validator(mode="after")
     def _consistent(self) -> WhatIfSpec:
         problems: list[tuple[tuple[str | int, ...], str, Any]] = []
-        model = _population_model(self.drug)
+        trained = self.trained_model()
+        if trained is not None and trained.prior != self.drug:
+            problems.append(
+                (
+                    ("model",),
+                    f"is the trained model {trained.name!r}, whose mechanistic prior is "
+                    f"{trained.prior!r}, but `drug` is {self.drug!r}; give a model trained with "
+                    f"--prior {self.drug}, or set drug: {trained.prior}",
+                    self.model,
+                )
+            )
+            _raise("what-if", problems)
+        model = self.population_model()
         units = dict(model.structural.output_units)
         observed = [o for o in model.structural.output_names if o in model.residual]
         problems += self._covariate_problems(model)
@@ -630,21 +676,10 @@ class WhatIfSpec(SpecModel):
                     None,
                 )
             )
-        for cov in model.covariates:
-            value = row.get(cov.name)
-            value = None if value is None else value[0]
-            missing = value is None or (isinstance(value, str) and not value)
-            missing = missing or (isinstance(value, float) and math.isnan(value))
-            if missing and cov.default is None:  # optional covariates take their default
-                field, example = _PATIENT_FIELDS.get(cov.name, (cov.name, f"{cov.name}: ..."))
-                problems.append(
-                    (
-                        ("patient", *field.split(".")),
-                        f"is needed by the {self.drug} model (covariate `{cov.name}`, "
-                        f"{cov.unit or 'category'}) but not given; add it, e.g. {example}",
-                        None,
-                    )
-                )
+        problems += [
+            (("patient", *path), message, None)
+            for path, message in missing_covariates(model, row, self._model_words())
+        ]
         return problems
 
     def _check_times(self) -> None:
@@ -673,9 +708,38 @@ class WhatIfSpec(SpecModel):
         _raise("what-if", problems)
 
     # ------------------------------------------------------------------ conversions
+    def trained_model(self) -> TrainedModel | None:
+        """The trained latent model of ``model`` (loaded once per folder), or ``None``."""
+        if self.model is None:
+            return None
+        from .._train import trained_model
+
+        return trained_model(self.model)
+
+    def twin_model(self) -> str | LatentModel:
+        """What :meth:`twinsim.twin.PatientTwin.create` takes: the drug's name, or the
+        trained :class:`~twinsim.twin.LatentModel`."""
+        trained = self.trained_model()
+        return self.drug if trained is None else trained.model
+
     def population_model(self) -> PopulationModel:
-        """The drug's :class:`~twinsim.priors.PopulationModel` from the library."""
-        return _population_model(self.drug)
+        """The :class:`~twinsim.priors.PopulationModel` the twin runs on: the drug's from
+        the library, or the trained latent model's (:meth:`LatentModel.population_model`)."""
+        trained = self.trained_model()
+        return _population_model(self.drug) if trained is None else trained.population_model()
+
+    def model_text(self) -> str:
+        """Which model answers the what-if, in words (for reports and the command line)."""
+        trained = self.trained_model()
+        if trained is None:
+            return f"published {self.drug} model: {_population_model(self.drug).citation}"
+        return trained.describe()
+
+    def _model_words(self) -> str:
+        trained = self.trained_model()
+        return (
+            f"the {self.drug} model" if trained is None else f"the trained model {trained.name!r}"
+        )
 
     # the two names :func:`~twinsim.scenarios.provenance_record` reads of a spec
     model_definition = population_model
@@ -758,36 +822,14 @@ class WhatIfSpec(SpecModel):
         return [obs.model_dump() for obs in self.observations]
 
 
-#: Covariate column → (PatientSpec field, example) for "missing covariate" messages.
-_PATIENT_FIELDS = {
-    "age": ("age", "age: 65 y"),
-    "weight": ("weight", "weight: 70 kg"),
-    "crcl": ("crcl", "crcl: 60 (mL/min), or age, sex and serum_creatinine for Cockcroft–Gault"),
-    "cyp2c9": (
-        "genotype.CYP2C9",
-        "genotype: {CYP2C9: '*1/*3'}, or {CYP2C9: not tested} with ancestry",
-    ),
-    "vkorc1": ("genotype.VKORC1", "genotype: {VKORC1: A/A}, or {VKORC1: not tested} with ancestry"),
-    "cyp2d6": (
-        "genotype.CYP2D6",
-        "genotype: {CYP2D6: '*1/*4'}, or {CYP2D6: not tested} with ancestry",
-    ),
-    "cyp2c19": (
-        "genotype.CYP2C19",
-        "genotype: {CYP2C19: '*1/*2'}, or {CYP2C19: not tested} with ancestry",
-    ),
-    "cyp3a5": (
-        "genotype.CYP3A5",
-        "genotype: {CYP3A5: '*3/*3'}, or {CYP3A5: not tested} with ancestry",
-    ),
-    "smoking": ("smoking", "smoking: current"),
-    "female": ("sex", "sex: female"),
-}
-
-
 # ---------------------------------------------------------------------------- files
-def load_whatif(path: str | os.PathLike[str]) -> WhatIfSpec:
+def load_whatif(
+    path: str | os.PathLike[str], *, model: str | os.PathLike[str] | None = None
+) -> WhatIfSpec:
     """Read a :class:`WhatIfSpec` from a YAML or JSON file.
+
+    ``model`` (a trained model folder) replaces the file's ``model``; a relative
+    ``model`` in the file counts from the file's folder.
 
     Raises
     ------
@@ -806,6 +848,12 @@ def load_whatif(path: str | os.PathLike[str]) -> WhatIfSpec:
         what="what-if",
         fields="what-if fields (drug, patient, history, observations, candidates, ...)",
     )
+    if model is not None:
+        data = {**data, "model": os.fspath(model)}
+    elif isinstance(data.get("model"), str) and data["model"].strip():
+        folder = Path(data["model"]).expanduser()
+        if not folder.is_absolute():
+            data = {**data, "model": str(Path(path).parent / folder)}
     try:
         return WhatIfSpec.model_validate(data)
     except SpecError as error:

@@ -25,3 +25,21 @@ def chromium() -> None:
 
     if chromium_path() is None:
         pytest.skip("no Chromium at /usr/bin/chromium (install Debian's chromium)")
+
+
+def _find(component, key: str):
+    if getattr(component, "id", None) == key:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list | tuple) else [children]:
+        if child is not None and not isinstance(child, str | int | float):
+            found = _find(child, key)
+            if found is not None:
+                return found
+    return None
+
+
+@pytest.fixture
+def find_component():
+    """``find(layout, id)``: the component with that id in a Dash layout tree (or None)."""
+    return _find

@@ -180,7 +180,7 @@ def test_cli_serves_locally_by_default_and_warns_for_other_addresses(monkeypatch
     runner = CliRunner()
     result = runner.invoke(cli, ["dashboard", "--no-warm-up"])
     assert result.exit_code == 0, result.output
-    assert calls[-1] == (("127.0.0.1", 8050), {"warm_up": False})
+    assert calls[-1] == (("127.0.0.1", 8050), {"warm_up": False, "models": ()})
     assert "http://127.0.0.1:8050/" in result.output and "warning" not in result.output
     result = runner.invoke(cli, ["dashboard", "--host", "0.0.0.0", "--port", "9000"])
     assert result.exit_code == 0 and calls[-1][0] == ("0.0.0.0", 9000)

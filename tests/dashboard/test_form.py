@@ -121,7 +121,7 @@ def test_genotype_note_names_the_phenotype() -> None:
     assert genotype_note("CYP2C9", "N/A").startswith("not tested: averaged over the genotypes")
 
 
-def test_the_form_offers_and_submits_not_tested(form) -> None:
+def test_the_form_offers_and_submits_not_tested(form, find_component) -> None:
     """Each genotype field offers "not tested" (first in its datalist); the form submits it
     to the spec as "not tested" (any spelling), it round-trips through the form, and a
     warfarin patient without ancestry gets the spec's message on the ancestry field."""
@@ -132,8 +132,8 @@ def test_the_form_offers_and_submits_not_tested(form) -> None:
         assert choices[0] == "not tested" and len(set(choices)) == len(choices) > 2
     page = layout()
     for gene in GENES_SHOWN:
-        field = _find(page, f"cl-gene_{gene}")
-        offered = _find(page, field.list)
+        field = find_component(page, f"cl-gene_{gene}")
+        offered = find_component(page, field.list)
         assert [o.value for o in offered.children] == list(genotype_choices(gene))
     warfarin = {
         **form, "drug": "warfarin", "history": [], "levels": [], "start": "",
@@ -153,19 +153,6 @@ def test_the_form_offers_and_submits_not_tested(form) -> None:
     assert not missing.ok and not missing.general
     assert missing.errors["ancestry"].startswith("is needed because CYP2C9 is not tested")
     assert "'european', 'east_asian', 'african'" in missing.errors["ancestry"]
-
-
-def _find(component, key: str):
-    """The component with id ``key`` in a Dash layout tree."""
-    if getattr(component, "id", None) == key:
-        return component
-    children = getattr(component, "children", None)
-    for child in children if isinstance(children, list | tuple) else [children]:
-        if child is not None and not isinstance(child, str | int | float):
-            found = _find(child, key)
-            if found is not None:
-                return found
-    return None
 
 
 def test_docstring_examples_run() -> None:

@@ -24,15 +24,6 @@ from twinsim.twin import (
 
 pytestmark = pytest.mark.isolated  # ODE engine compilations (see pyproject.toml)
 
-TRAINING = {
-    "weight": [55.0, 70.0, 90.0, 120.0],
-    "crcl": [25.0, 60.0, 100.0, 140.0],
-    "dialysis": [0.0, 0.0, 0.0, 0.0],
-    "age": [30.0, 50.0, 70.0, 80.0],
-    "female": [1.0, 0.0, 1.0, 0.0],
-    "cyp3a5": ["*1/*1", "*1/*3", "*3/*3", "*3/*3"],
-    "ancestry": ["european", "african", "east_asian", "european"],
-}
 PATIENT = {
     "weight": 80.0, "crcl": 60.0, "dialysis": 0.0, "age": 60.0, "female": 1.0,
     "cyp3a5": "*3/*3", "ancestry": "european",
@@ -45,9 +36,11 @@ def _doses(twin):
 
 
 @pytest.fixture(scope="module")
-def untrained():
+def untrained(latent_training):
     config = LatentConfig(latent_dim=4, hidden=8, correction_hidden=4)
-    return LatentModel.create(vancomycin_model(), CovariateFeatures.fit(TRAINING), config, seed=0)
+    return LatentModel.create(
+        vancomycin_model(), CovariateFeatures.fit(latent_training), config, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +121,11 @@ def test_untested_latent_genotype_is_averaged_over(untrained):
     np.testing.assert_allclose(mixture.weights, mixture.prior, atol=1e-6)
 
 
-def test_cohort_simulation_from_a_latent_model(untrained):
+def test_cohort_simulation_from_a_latent_model(untrained, latent_training):
     """The population-model form simulates cohorts like a published model: same seed,
     same patients whatever the cohort's size."""
     pm = untrained.population_model()
-    cov = {k: np.asarray(v) for k, v in TRAINING.items()}
+    cov = {k: np.asarray(v) for k, v in latent_training.items()}
     events = DosingEvents.from_doses([_doses(PatientTwin.create("vancomycin", PATIENT))] * 4)
     times = np.tile(np.array([2.0, 11.5, 13.0]), (4, 1))
     full = pm.simulate(3, cov, events, times)
