@@ -220,7 +220,7 @@ def layout(state: Any = None, **_: Any) -> dbc.Container:
                         "Model",
                         form["model"],
                         model_options(getattr(state, "models", ())),
-                        width=4,
+                        width=8,  # a trained model's name and drug: wider than a drug
                     ),
                     _input("patient_id", "Patient ID", form["patient_id"], width=4),
                     _input("age", "Age", form["age"], unit="y", width=4),
