@@ -194,3 +194,27 @@ def test_sample_and_forecast_generate_the_population_model_at_initialisation(mod
     bands = model.forecast(one, (np.zeros(4), np.ones(4)), [DOSES[0], DOSES[1]], times, n_draws=3)
     assert bands["draws"].shape == (2, 3, 3, 1)
     assert np.all(bands["low"] <= bands["median"]) and np.all(bands["median"] <= bands["high"])
+
+
+@pytest.mark.parametrize("sees_z", [False, True])
+def test_the_correction_sees_z_only_when_asked(sees_z):
+    """By default the correction is g_nn(y, x, t): with non-zero weights, two rows that
+    differ only in z give the same right-hand side (bit for bit) for the same θ; with
+    ``correction_sees_z=True`` they do not (so the test can fail)."""
+    from twinsim.simulators._model import Named
+
+    config = LatentConfig(latent_dim=4, hidden=8, correction_hidden=4, correction_sees_z=sees_z)
+    model = LatentModel.create(vancomycin_model(), CovariateFeatures.fit(COVARIATES), config)
+    rng = np.random.default_rng(1)
+    model = model.with_params(
+        jax.tree.map(lambda a: a + 0.5 * rng.standard_normal(np.shape(a)), model.params)
+    )
+    x = jnp.asarray(model.features.transform(COVARIATES))[:1]
+    typical = jnp.asarray(model.typical(COVARIATES))[:1]
+    rows = model.parameters(model.params, typical, x, jnp.zeros((2, 4)))
+    rows = rows.at[1, 4:8].set(jnp.array([1.0, -2.0, 0.5, 3.0]))  # z only; θ kept
+    ode = model.ode_model
+    y = Named(ode.states, jnp.array([800.0, 200.0]))
+    first, second = (ode.rhs(5.0, y, Named(ode.parameters, r)) for r in rows)
+    same = all(np.array_equal(np.asarray(first[k]), np.asarray(second[k])) for k in first)
+    assert same is (not sees_z)
