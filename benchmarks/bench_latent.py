@@ -5,12 +5,16 @@ machine's load average is recorded before and after (the box is shared: other ag
 jobs run at the same time, so the times are upper bounds of an idle machine's).
 
 Run: ``nice .venv/bin/python benchmarks/bench_latent.py [--patients 1000 --epochs 10]``;
-writes ``benchmarks/results/latent_speed.json``.
+``--model DIR`` skips training and times a trained model folder (e.g. one of
+``benchmarks/latent_study.py``'s), adding the twin's path: ``PatientTwin`` on the latent
+model, Laplace fit to two levels and four regimens with 90 % bands (200 draws). Writes
+``benchmarks/results/latent_speed.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -28,10 +32,13 @@ from twinsim.twin import (  # noqa: E402
     LatentConfig,
     LatentData,
     LatentModel,
+    Observation,
+    PatientTwin,
     TrainingSettings,
     train_latent,
 )
 from twinsim.twin._latent._study import (  # noqa: E402
+    LLOQ,
     latent_covariates,
     observation_lists,
     regimen_doses,
@@ -45,6 +52,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--kind", default="structural")
+    parser.add_argument("--model", default=None, help="a trained model folder: no training")
     parser.add_argument(
         "--sample-only",
         action="store_true",
@@ -76,20 +84,12 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         Path(args.out).write_text(json.dumps(result, indent=2))
         return
-    settings = TrainingSettings(epochs=args.epochs, batch_size=args.batch_size, patience=3, seed=0)
-    t0 = time.perf_counter()
-    epochs_done = []
+    if args.model:
+        from twinsim.scenarios import load_latent_model
 
-    def progress(info):
-        if "validation" in info:
-            epochs_done.append((time.perf_counter() - t0, info["loss"], info["validation"]))
-            print(f"epoch {info['epoch'] + 1}: {epochs_done[-1]}", flush=True)
-
-    trained = train_latent(model, data, settings, progress=progress)
-    result["train_seconds"] = time.perf_counter() - t0
-    result["train_epochs"] = [dict(seconds=s, train=a, validation=b) for s, a, b in epochs_done]
-    result["stopped_early"] = trained.stopped_early
-    model = trained.model
+        model = load_latent_model(args.model)
+    else:
+        model = _train(model, data, args, result)
 
     patient = simulate_patients(args.kind, 2, seed=99)
     pcov = latent_covariates(patient, [0])
@@ -104,6 +104,17 @@ def main() -> None:
         bands = model.forecast(pcov, post, regimens, grid, n_draws=200, seed=0)
         result[label] = time.perf_counter() - t
     result["forecast_band_width_day3_mg_per_l"] = float(np.median(bands["high"] - bands["low"]))
+    twin = PatientTwin.create(model, {c: v[0] for c, v in pcov.items()}, patient["doses"][0][:2],
+                              [Observation(float(t), float(v), lloq=LLOQ)
+                               for t, v in observation_lists(patient, 2)[0]])  # fmt: skip
+    start = twin.next_dose_time
+    named = {f"regimen {i}": [dataclasses.replace(d, time=d.time + start) for d in r] for i, r in
+             enumerate(regimens)}  # fmt: skip
+    for label in ("twin_fit_predict_4_first_s", "twin_fit_predict_4_s"):
+        t = time.perf_counter()
+        prediction = twin.fit("laplace").predict(named, horizon_h=72.0, n_draws=200)
+        result[label] = time.perf_counter() - t
+    result["twin_auc24_median"] = [float(m["auc24"]["median"]) for m in prediction.metrics]
     for label in ("sample_10000_first_s", "sample_10000_s"):
         t = time.perf_counter()
         traj = model.sample(pcov, regimens[0], grid[::6], 10_000, seed=1)
@@ -113,6 +124,23 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "train_epochs"}, indent=2))
+
+
+def _train(model, data, args, result):
+    settings = TrainingSettings(epochs=args.epochs, batch_size=args.batch_size, patience=3, seed=0)
+    t0 = time.perf_counter()
+    epochs_done = []
+
+    def progress(info):
+        if "validation" in info:
+            epochs_done.append((time.perf_counter() - t0, info["loss"], info["validation"]))
+            print(f"epoch {info['epoch'] + 1}: {epochs_done[-1]}", flush=True)
+
+    trained = train_latent(model, data, settings, progress=progress)
+    result["train_seconds"] = time.perf_counter() - t0
+    result["train_epochs"] = [dict(seconds=s, train=a, validation=b) for s, a, b in epochs_done]
+    result["stopped_early"] = trained.stopped_early
+    return trained.model
 
 
 if __name__ == "__main__":
