@@ -93,9 +93,9 @@ def train_models(kind: str, args) -> dict:
             vancomycin_model(), CovariateFeatures.fit(cov), LatentConfig(**options), seed=0
         )
         data = LatentData.build(model, cov, train["doses"], observation_lists(train), lloq=LLOQ)
-        settings = TrainingSettings(
-            epochs=args.epochs, batch_size=args.batch, patience=args.patience, seed=0
-        )
+        settings = TrainingSettings(epochs=args.epochs, batch_size=args.batch,
+                                    patience=args.patience, learning_rate=args.learning_rate,
+                                    seed=0)  # fmt: skip
 
         def progress(p, kind=kind, name=name):
             if "validation" in p:
@@ -201,18 +201,22 @@ def summarise(draws: np.ndarray, cohort, k: int) -> dict:
 
 
 def learned_genomic_fold(model: LatentModel, cohort) -> float:
-    """Typical CL (z at the prior mean) of CYP3A5 expressers over non-expressers, median
-    over the held-out patients' other covariates."""
-    pm = model.population_model()
-    cov = {c: np.asarray(cohort["covariates"][c]) for c in pm.covariate_names}
-    n = len(cov["weight"])
-    out = {}
+    """The learned clearance ratio of CYP3A5 expressers (``*1/*1``) to non-expressers
+    (``*3/*3``) for the typical patient (z at the prior mean: ``exp`` of the difference
+    of ``η_CL = A μ_p(x) + b(x)``), median over the held-out patients' other covariates."""
+    from flax import nnx
+
+    cov = latent_covariates(cohort)
+    nets = nnx.merge(model.graphdef, model.params)
+    effect = np.asarray(nets.effect.get_value())
+    i_cl = model.effects.index("cl")
+    eta = {}
     for label, diplotype in (("expresser", "*1/*1"), ("non", "*3/*3")):
-        table = dict(cov, cyp3a5=np.array([diplotype] * n, dtype=object))
-        eps = np.zeros((n, len(pm.random_effects)))
-        out[label] = np.asarray(pm.individual_parameters(table, eps))
-    i_cl = model.population.structural.parameters.index("cl")
-    return float(np.median(out["expresser"][:, i_cl] / out["non"][:, i_cl]))
+        x = model.features.transform(dict(cov, cyp3a5=np.array([diplotype] * len(cov["weight"]))))
+        mean, _ = model.prior(model.params, x)
+        shift = np.asarray(nets.covariate(model._with_one(x)))[:, : len(model.effects)]
+        eta[label] = (np.asarray(mean) @ effect.T + shift)[:, i_cl]
+    return float(np.exp(np.median(eta["expresser"] - eta["non"])))
 
 
 def evaluate(kind: str, args) -> dict:
@@ -278,20 +282,50 @@ def checks(kind: str, entry: dict) -> dict:
     return out
 
 
+ARMS = ("mechanistic", "hybrid", "hybrid_encoder", "neural_encoder")
+
+
+def markdown(result: dict) -> str:
+    """The README's table: AUC24 MdAPE % (90 % coverage) per truth, regimen, levels, arm."""
+    lines = [
+        "| truth | regimen | levels | " + " | ".join(ARMS) + " |",
+        "|---|---|---|" + "---|" * len(ARMS),
+    ]
+    for kind, entry in result["truths"].items():
+        for regimen in ("train", "heldout"):
+            for k in LEVELS:
+                row = entry.get(regimen, {}).get(str(k))
+                if not row:
+                    continue
+                cells = [
+                    f"{row[a]['auc_mdape_percent']:.1f} ({100 * row[a]['coverage90']:.0f} %)"
+                    if a in row
+                    else "–"
+                    for a in ARMS
+                ]
+                lines.append(f"| {kind} | {regimen} | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stage", choices=("train", "eval", "all"), default="all")
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--test", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--patience", type=int, default=6)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--models", default=str(RESULTS / "latent_models"))
     parser.add_argument("--out", default=str(RESULTS / "latent_study.json"))
+    parser.add_argument("--table", action="store_true", help="print the README table of --out")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.table:
+        print(markdown(json.loads(out.read_text())))
+        return
     result = json.loads(out.read_text()) if out.is_file() else {"truths": {}}
     result.update(args=vars(args), load_before=os.getloadavg())
     for kind in args.kinds.split(","):
