@@ -204,18 +204,13 @@ def learned_genomic_fold(model: LatentModel, cohort) -> float:
     """The learned clearance ratio of CYP3A5 expressers (``*1/*1``) to non-expressers
     (``*3/*3``) for the typical patient (z at the prior mean: ``exp`` of the difference
     of ``η_CL = A μ_p(x) + b(x)``), median over the held-out patients' other covariates."""
-    from flax import nnx
-
     cov = latent_covariates(cohort)
-    nets = nnx.merge(model.graphdef, model.params)
-    effect = np.asarray(nets.effect.get_value())
     i_cl = model.effects.index("cl")
     eta = {}
     for label, diplotype in (("expresser", "*1/*1"), ("non", "*3/*3")):
         x = model.features.transform(dict(cov, cyp3a5=np.array([diplotype] * len(cov["weight"]))))
         mean, _ = model.prior(model.params, x)
-        shift = np.asarray(nets.covariate(model._with_one(x)))[:, : len(model.effects)]
-        eta[label] = (np.asarray(mean) @ effect.T + shift)[:, i_cl]
+        eta[label] = np.asarray(model.eta(model.params, x, mean))[:, i_cl]
     return float(np.exp(np.median(eta["expresser"] - eta["non"])))
 
 

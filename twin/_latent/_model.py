@@ -523,6 +523,15 @@ class LatentModel:
         mean_q = (mp / sp**2 + shift) / prec_q
         return mean_q, 1.0 / jnp.sqrt(prec_q)
 
+    def eta(self, params, x, z):
+        """Hybrid decoder: the log-scale shifts ``η = A z + b(x)`` ``[n, R]`` of the random
+        effects (``A`` held at chol Ω unless ``learn_variability``)."""
+        nets = nnx.merge(self.graphdef, params)
+        effect = nets.effect.get_value()
+        if not self.config.learn_variability:
+            effect = jax.lax.stop_gradient(effect)  # A stays chol Ω (see LatentConfig)
+        return z @ effect.T + nets.covariate(self._with_one(x))[..., : len(self.effects)]
+
     def parameters(self, params, typical, x, z):
         """Decoder rows ``[n, lead | z | x | w]`` for latent draws ``z [n, d]``.
 
@@ -540,10 +549,7 @@ class LatentModel:
                 [out[:, :n_out] + math.log(self.config.neural_volume), out[:, n_out:]], axis=-1
             )
         else:
-            effect = nets.effect.get_value()
-            if not self.config.learn_variability:
-                effect = jax.lax.stop_gradient(effect)  # A stays chol Ω (see LatentConfig)
-            eta = z @ effect.T + nets.covariate(self._with_one(x))[..., : len(self.effects)]
+            eta = self.eta(params, x, z)
             lead = self.population._apply(jnp.broadcast_to(typical, (n, typical.shape[-1])), eta)
         w = ravel_pytree(params["correction"])[0]
         return jnp.concatenate([lead, z, xs, jnp.broadcast_to(w, (n, w.size))], axis=-1)
@@ -718,12 +724,8 @@ class LatentModel:
             )
         keys = subject_keys(seed, np.arange(n))
         z = self._prior_draws(x, keys)
-        rows = self.parameters(self.params, jnp.asarray(self.typical(covariates)), x, z)
-        out = predict_outputs(
-            self.ode_model, rows, events, times, method="ode",
-            rtol=self.config.rtol, atol=self.config.atol,
-        )  # fmt: skip
-        out = np.asarray(out)
+        typical = jnp.asarray(self.typical(covariates))
+        out = np.asarray(self.decode(self.params, typical, x, z, events, times))
         return self._with_residual(out, keys) if residual else out
 
     def _prior_draws(self, x, keys):
@@ -747,13 +749,12 @@ class LatentModel:
         times = jnp.asarray(times, jnp.float64)
         s, r = z.shape[0], len(regimens)
         events = DosingEvents.from_doses([list(d) for d in regimens for _ in range(s)])
-        zz = jnp.tile(z, (r, 1))
-        out = predict_outputs(
-            self.ode_model, self.parameters(self.params, jnp.asarray(typical), x, zz), events,
-            jnp.broadcast_to(times, (r * s, times.shape[-1])), method="ode",
-            rtol=self.config.rtol, atol=self.config.atol,
-        )  # fmt: skip
-        out = np.asarray(out)
+        all_times = jnp.broadcast_to(times, (r * s, times.shape[-1]))
+        out = np.asarray(
+            self.decode(
+                self.params, jnp.asarray(typical), x, jnp.tile(z, (r, 1)), events, all_times
+            )
+        )
         if keys is not None:
             out = self._with_residual(out, jnp.tile(keys, r))
         return out.reshape(r, s, times.shape[-1], -1)

@@ -32,7 +32,6 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from ...priors import ANCESTRIES, COVARIATE_COLUMNS, GENES, Covariate, PopulationModel
@@ -186,7 +185,7 @@ def latent_population_model(model: Any) -> PopulationModel:
         theta_pop = pm._typical_at(view._array, cov, n)
         x = _feature_vector(model, how, cov, n)
         mean, sd = model.prior(params, x)
-        shift = nnx.merge(model.graphdef, params).covariate(model._with_one(x))[..., :n_r]
+        shift = model.eta(params, x, jnp.zeros((n, d)))  # b(x): η at z = 0
         columns = jnp.concatenate([theta_pop, jnp.ones((n, d)), mean, sd, shift, x], axis=-1)
         return {name: columns[:, i] for i, name in enumerate(names)}
 
