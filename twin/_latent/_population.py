@@ -72,7 +72,8 @@ def _latent_covariates(model: Any) -> tuple[tuple[Covariate, ...], dict[str, Any
         elif declared["ancestry"].levels != tuple(ANCESTRIES):
             raise LatentModelError(
                 f"the published model {pm.name!r} declares `ancestry` with levels "
-                f"{declared['ancestry'].levels}; the latent model needs {tuple(ANCESTRIES)}"
+                f"{declared['ancestry'].levels}; the latent model needs {tuple(ANCESTRIES)}: "
+                "declare the prior's `ancestry` with those levels, or train without ancestry"
             )
     return (*pm.covariates, *extra), how
 
