@@ -1004,6 +1004,14 @@ def train(
         float, typer.Option("--validation-fraction", help="Share held out for early stopping.")
     ] = 0.2,
     patience: Annotated[int, typer.Option("--patience", help="Epochs without improvement.")] = 5,
+    weight_decay: Annotated[
+        float,
+        typer.Option(
+            "--weight-decay",
+            help="Pull of the model's networks (prior, covariate shift, correction) back to "
+            "the published model each step (AdamW); 0 turns it off.",
+        ),
+    ] = 0.3,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", help="Steps between checkpoints.")
     ] = 20,
@@ -1060,7 +1068,7 @@ def train(
             settings = TrainingSettings(
                 epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                 validation_fraction=validation_fraction, patience=patience,
-                checkpoint_every=checkpoint_every, seed=seed,
+                checkpoint_every=checkpoint_every, seed=seed, weight_decay=weight_decay,
             )  # fmt: skip
             config = LatentConfig(
                 latent_dim=latent_dim, hidden=hidden, correction_hidden=correction_hidden,

@@ -134,3 +134,25 @@ def test_train_command_writes_a_model_with_provenance(cohort, reference, tmp_pat
         app, ["train", str(csv), "--prior", "aspirin", "--out", str(tmp_path / "x")]
     )
     assert bad.exit_code == 2 and "aspirin" in bad.output
+
+
+def test_weight_decay_pulls_the_model_networks_back_not_the_encoder(cohort):
+    """``TrainingSettings.weight_decay`` (AdamW) moves the prior's, the covariate shift's
+    and the correction's weights towards 0 — the published model — by ``lr · wd · w`` per
+    step when the data do not push them (a zero gradient), and leaves the encoder (the
+    amortised inference, not the model) and ``A`` alone; negative values are refused."""
+    from twinsim.twin._latent._train import _Loop
+
+    model, _ = _model_and_data(cohort)
+    params = jax.tree.map(lambda w: w + 0.5, model.params)  # every weight non-zero
+    settings = TrainingSettings(learning_rate=0.1, weight_decay=0.5)
+    optimizer = _Loop(model, settings).optimizer
+    zero = jax.tree.map(np.zeros_like, params)
+    updates, _ = optimizer.update(zero, optimizer.init(params), params)
+    for name in ("prior", "covariate", "correction"):
+        for u, w in zip(jax.tree.leaves(updates[name]), jax.tree.leaves(params[name]), strict=True):
+            np.testing.assert_allclose(np.asarray(u), -0.1 * 0.5 * np.asarray(w), rtol=1e-12)
+    for name in ("encoder", "effect"):
+        assert all(not np.asarray(u).any() for u in jax.tree.leaves(updates[name]))
+    with pytest.raises(ValueError, match="weight_decay"):
+        TrainingSettings(weight_decay=-1.0)

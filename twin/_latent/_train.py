@@ -48,6 +48,19 @@ class TrainingSettings:
         Steps between checkpoints (and one at every epoch end).
     seed
         Root seed of the split, the batch order and the draws of z.
+    weight_decay
+        Decoupled weight decay (AdamW) of the *model's* networks — the prior's mean, the
+        covariate shift ``b(x)``, the ODE correction and the neural decoder's readout; never
+        the encoder (inference, not model) nor ``A``. Each step pulls those weights towards
+        0 by ``learning_rate · weight_decay · w``, i.e. back to the published model, so a
+        direction the data do not consistently push (a covariate "effect" fitted to the
+        noise of a few hundred patients) decays while a consistent one stays. Measured on
+        1,000 virtual patients of the published model (``benchmarks/latent_study.py``,
+        batch 16, 30 epochs; the truth is a shift of 0 for everyone): the learned shift of
+        log CL over 400 new patients had mean −0.10 and SD 0.10 without decay, −0.016 and
+        0.035 with 0.3, −0.003 and 0.009 with 1.0; but 1.0 also shrank a real effect (a
+        hidden ×1.6 clearance in CYP3A5 expressers was learned as ×1.22; ×1.27 with 0.3 or
+        0.1).
     """
 
     epochs: int = 20
@@ -57,6 +70,7 @@ class TrainingSettings:
     patience: int = 5
     checkpoint_every: int = 20
     seed: int = 0
+    weight_decay: float = 0.3
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "checkpoint_every"):
@@ -67,6 +81,8 @@ class TrainingSettings:
                 )
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise LatentModelError(f"`learning_rate` must be > 0, got {self.learning_rate!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise LatentModelError(f"`weight_decay` must be ≥ 0, got {self.weight_decay!r}")
         if not 0 <= self.validation_fraction < 1:
             raise LatentModelError(
                 f"`validation_fraction` must be in [0, 1), got {self.validation_fraction!r}"
@@ -114,7 +130,9 @@ class _Loop:
 
     def __init__(self, model: LatentModel, settings: TrainingSettings):
         self.model = model
-        self.optimizer = optax.adam(settings.learning_rate)
+        self.optimizer = optax.adamw(
+            settings.learning_rate, weight_decay=settings.weight_decay, mask=_decayed
+        )
 
         def loss(params, batch, weights, key):
             elbo = model.elbo(params, batch, key)
@@ -135,6 +153,17 @@ class _Loop:
         self.value = jax.jit(grad)
 
 
+# the networks that are part of the generative model (see TrainingSettings.weight_decay)
+_MODEL_NETWORKS = frozenset({"prior", "covariate", "correction", "readout"})
+
+
+def _decayed(params):
+    """``True`` for the weights that weight decay pulls back to the published model."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[0], "key", None) in _MODEL_NETWORKS, params
+    )
+
+
 _LOOPS: dict[tuple, _Loop] = {}
 
 
@@ -143,7 +172,8 @@ def _loop(model: LatentModel, settings: TrainingSettings) -> _Loop:
     settings and covariate columns reuses it: its feature scaling is in the data)."""
     pm = model.population
     key = (pm.name, pm.structural.name, tuple(np.asarray(pm.theta_vector()).tolist()),
-           model.config, model.features.names, settings.learning_rate)  # fmt: skip
+           model.config, model.features.names, settings.learning_rate,
+           settings.weight_decay)  # fmt: skip
     if key not in _LOOPS:
         if len(_LOOPS) >= 4:
             _LOOPS.pop(next(iter(_LOOPS)))
