@@ -16,7 +16,9 @@ held-out regimen (25 mg/kg every 24 h, never seen in training), forecast from th
   held-out observed level: the residual-error density averaged over posterior draws, M3
   for censored ones), per level.
 
-Arms: ``mechanistic`` (PatientTwin on Goti 2018, Laplace), ``hybrid`` (PatientTwin on the
+Arms: ``mechanistic`` (PatientTwin on Goti 2018, Laplace), ``oracle`` (PatientTwin on the
+true process itself: the best any model could forecast; genomic and structural truths),
+``hybrid`` (PatientTwin on the
 trained latent model: Laplace over z), ``hybrid_encoder`` (the amortised encoder
 q(z | x, levels)), ``neural_encoder`` (the neural-only latent ODE's encoder, when
 trained). In the genomic truth, the hybrid's learned clearance ratio of CYP3A5 expressers
@@ -41,33 +43,27 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import numpy as np  # noqa: E402
-from scipy.special import logsumexp  # noqa: E402
 
 from twinsim.priors import vancomycin_model  # noqa: E402
 from twinsim.scenarios import load_latent_model, save_latent_model  # noqa: E402
-from twinsim.simulators import DosingEvents, predict_outputs  # noqa: E402
 from twinsim.twin import (  # noqa: E402
     CovariateFeatures,
     LatentConfig,
     LatentData,
     LatentModel,
-    Observation,
-    PatientTwin,
     TrainingSettings,
     train_latent,
 )
 from twinsim.twin._latent._study import (  # noqa: E402
-    GENOMIC_FOLD,
     KINDS,
     LLOQ,
+    evaluate_study,
     latent_covariates,
     observation_lists,
     simulate_patients,
-    true_model,
+    study_table,
 )
 
-LEVELS = (0, 1, 2, 4)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -113,199 +109,19 @@ def train_models(kind: str, args) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- forecasting
-def _auc(curves: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    return np.trapezoid(curves, grid, axis=-1)
-
-
-def _twin_rows(cohort, i: int, pm) -> dict:
-    return {c: cohort["covariates"][c][i] for c in pm.covariate_names}
-
-
-def _times(cohort, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """The held-out levels' times then the grid, sorted (solvers want sorted times), and
-    the permutation that puts a sorted prediction back in that order."""
-    times = np.concatenate([cohort["times"][i], cohort["grid"]])
-    order = np.argsort(times, kind="stable")
-    return times[order], np.argsort(order, kind="stable")
-
-
-def twin_curves(drug, pm, cohort, k: int, n_draws: int) -> np.ndarray:
-    """Posterior draws of the concentration ``[patient, draw, time]`` at the held-out
-    levels' times then on the 48–72 h grid, from PatientTwin (Laplace; the prior for k = 0)
-    on ``drug`` (a library name or a latent model) whose population model is ``pm``."""
-    out = []
-    for i in range(len(cohort["doses"])):
-        row = _twin_rows(cohort, i, pm)
-        obs = [Observation(float(t), float(v), lloq=LLOQ)
-               for t, v in observation_lists(cohort, k)[i]]  # fmt: skip
-        twin = PatientTwin.create(drug, row, cohort["doses"][i], obs)
-        post = twin.fit("laplace" if k else "prior")
-        eps = post.eta_draws(n_draws, seed=i)
-        table = {c: np.repeat(np.asarray([v]), n_draws) for c, v in row.items()}
-        params = pm.individual_parameters(table, eps)
-        events = DosingEvents.from_doses([cohort["doses"][i]]).broadcast(n_draws)
-        times, back = _times(cohort, i)
-        pred = predict_outputs(pm.structural, params, events, np.tile(times, (n_draws, 1)))
-        out.append(np.asarray(pred)[:, back, 0])
-    return np.stack(out)
-
-
-def encoder_curves(model: LatentModel, cohort, k: int, n_draws: int) -> np.ndarray:
-    """The same from the amortised encoder q(z | x, first k levels)."""
-    cov = latent_covariates(cohort)
-    data = LatentData.build(model, cov, cohort["doses"], observation_lists(cohort, k),
-                            n_observations=4, lloq=LLOQ)  # fmt: skip
-    out = []
-    for i in range(len(cohort["doses"])):
-        times, back = _times(cohort, i)
-        f = model.forecast(latent_covariates(cohort, [i]), model.encode(data, i),
-                           [cohort["doses"][i]], times, n_draws=n_draws, seed=i)  # fmt: skip
-        out.append(f["draws"][0][:, back, 0])
-    return np.stack(out)
-
-
-def held_out_nll(draws: np.ndarray, cohort, k: int) -> float:
-    """Mean negative log predictive density of the levels after the first k."""
-    err = vancomycin_model().residual["conc"]
-    n_levels = cohort["times"].shape[1]
-    if k >= n_levels:
-        return float("nan")
-    pred = draws[:, :, k:n_levels]  # [patient, draw, level]
-    obs = np.broadcast_to(cohort["observed"][:, None, k:], pred.shape)
-    cens = np.broadcast_to(cohort["censored"][:, None, k:], pred.shape)
-    ll = np.asarray(err.log_likelihood(obs, pred, censored=cens, lloq=np.full(pred.shape, LLOQ)))
-    density = logsumexp(ll, axis=1) - np.log(ll.shape[1])  # [patient, level]
-    return float(-density.mean())
-
-
-def summarise(draws: np.ndarray, cohort, k: int) -> dict:
-    n_levels = cohort["times"].shape[1]
-    curve = draws[:, :, n_levels:]
-    auc = _auc(curve, cohort["grid"])
-    truth = cohort["auc24"]
-    median = np.median(auc, axis=1)
-    low, high = np.quantile(auc, [0.05, 0.95], axis=1)
-    inside = (truth >= low) & (truth <= high)
-    curve_median = np.median(curve, axis=1)
-    level_ape = np.abs(curve_median - cohort["curve"]) / cohort["curve"]
-    cov = cohort["covariates"]
-    groups = {"female": cov["female"] == 1, "male": cov["female"] == 0}
-    groups.update({a: cov["ancestry"] == a for a in np.unique(cov["ancestry"])})
-    return {
-        "auc_mdape_percent": float(100 * np.median(np.abs(median - truth) / truth)),
-        "auc_median_bias_percent": float(100 * np.median(median / truth - 1.0)),
-        "level_mdape_percent": float(100 * np.median(level_ape)),
-        "nll_held_out_levels": held_out_nll(draws, cohort, k),
-        "coverage90": float(inside.mean()),
-        "coverage90_by_group": {g: float(inside[m].mean()) for g, m in groups.items() if m.any()},
-    }
-
-
-def learned_genomic_fold(model: LatentModel, cohort) -> float:
-    """The learned clearance ratio of CYP3A5 expressers (``*1/*1``) to non-expressers
-    (``*3/*3``) for the typical patient (z at the prior mean: ``exp`` of the difference
-    of ``η_CL = A μ_p(x) + b(x)``), median over the held-out patients' other covariates."""
-    cov = latent_covariates(cohort)
-    i_cl = model.effects.index("cl")
-    eta = {}
-    for label, diplotype in (("expresser", "*1/*1"), ("non", "*3/*3")):
-        x = model.features.transform(dict(cov, cyp3a5=np.array([diplotype] * len(cov["weight"]))))
-        mean, _ = model.prior(model.params, x)
-        eta[label] = np.asarray(model.eta(model.params, x, mean))[:, i_cl]
-    return float(np.exp(np.median(eta["expresser"] - eta["non"])))
-
-
 def evaluate(kind: str, args) -> dict:
     models = {
         name: load_latent_model(Path(args.models) / kind / name)
         for name in _decoders()
         if (Path(args.models) / kind / name / "model.json").is_file()
     }
-    pm = vancomycin_model()
-    entry: dict = {}
-    for regimen in ("train", "heldout"):
-        test = simulate_patients(kind, args.test, seed=1000, regimen=regimen)
-        rows = {}
-        for k in LEVELS:
-            t0 = time.perf_counter()
-            arms = {"mechanistic": twin_curves("vancomycin", pm, test, k, args.draws)}
-            if kind != "published":
-                # the true process itself as the twin: the best any model could forecast
-                truth = true_model(kind)
-                arms["oracle"] = twin_curves(truth, truth, test, k, args.draws)
-            if "hybrid" in models:
-                hybrid = models["hybrid"]
-                arms["hybrid"] = twin_curves(hybrid, hybrid.population_model(), test, k, args.draws)
-                arms["hybrid_encoder"] = encoder_curves(hybrid, test, k, args.draws)
-            if "neural" in models:
-                arms["neural_encoder"] = encoder_curves(models["neural"], test, k, args.draws)
-            rows[str(k)] = {arm: summarise(d, test, k) for arm, d in arms.items()}
-            print(kind, regimen, k, round(time.perf_counter() - t0, 1), "s",
-                  {a: (round(v["auc_mdape_percent"], 1), round(v["coverage90"], 2))
-                   for a, v in rows[str(k)].items()}, flush=True)  # fmt: skip
-        entry[regimen] = rows
-    if kind == "genomic" and "hybrid" in models:
-        test = simulate_patients(kind, args.test, seed=1000)
-        entry["genomic_fold"] = {"true": GENOMIC_FOLD,
-                                 "learned": learned_genomic_fold(models["hybrid"], test)}  # fmt: skip
-    entry["checks"] = checks(kind, entry)
-    return entry
 
+    def progress(kind, regimen, k, seconds, row):
+        print(kind, regimen, k, round(seconds, 1), "s",
+              {a: (round(v["auc_mdape_percent"], 1), round(v["coverage90"], 2))
+               for a, v in row.items()}, flush=True)  # fmt: skip
 
-def checks(kind: str, entry: dict) -> dict:
-    """The issue's pass/fail criteria (the hybrid = Laplace over z on the trained model)."""
-    out: dict = {}
-
-    def mean_error(regimen, arm):
-        return float(np.mean([entry[regimen][str(k)][arm]["auc_mdape_percent"] for k in LEVELS]))
-
-    for regimen in ("train", "heldout"):
-        ratio = mean_error(regimen, "hybrid") / mean_error(regimen, "mechanistic")
-        out[f"{regimen}: hybrid/mechanistic mean AUC MdAPE ratio"] = ratio
-        if kind == "published":
-            out[f"{regimen}: hybrid error within 5 % of mechanistic"] = bool(ratio <= 1.05)
-        else:
-            out[f"{regimen}: hybrid error ≥ 25 % lower than mechanistic"] = bool(ratio <= 0.75)
-        covs = [entry[regimen][str(k)]["hybrid"]["coverage90"] for k in LEVELS]
-        out[f"{regimen}: hybrid coverage 85–95 % at every k"] = bool(
-            all(0.85 <= c <= 0.95 for c in covs)
-        )
-    if "neural_encoder" in entry["heldout"]["0"]:
-        out["heldout: hybrid beats neural-only"] = bool(
-            mean_error("heldout", "hybrid") < mean_error("heldout", "neural_encoder")
-        )
-    if "genomic_fold" in entry:
-        true, learned = entry["genomic_fold"]["true"], entry["genomic_fold"]["learned"]
-        out["genomic: learned effect right sign, size within 30 %"] = bool(
-            learned > 1 and abs((learned - 1) - (true - 1)) <= 0.3 * (true - 1)
-        )
-    return out
-
-
-ARMS = ("mechanistic", "hybrid", "hybrid_encoder", "neural_encoder", "oracle")
-
-
-def markdown(result: dict) -> str:
-    """The README's table: AUC24 MdAPE % (90 % coverage) per truth, regimen, levels, arm."""
-    lines = [
-        "| truth | regimen | levels | " + " | ".join(ARMS) + " |",
-        "|---|---|---|" + "---|" * len(ARMS),
-    ]
-    for kind, entry in result["truths"].items():
-        for regimen in ("train", "heldout"):
-            for k in LEVELS:
-                row = entry.get(regimen, {}).get(str(k))
-                if not row:
-                    continue
-                cells = [
-                    f"{row[a]['auc_mdape_percent']:.1f} ({100 * row[a]['coverage90']:.0f} %)"
-                    if a in row
-                    else "–"
-                    for a in ARMS
-                ]
-                lines.append(f"| {kind} | {regimen} | {k} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return evaluate_study(kind, models, n_test=args.test, n_draws=args.draws, progress=progress)
 
 
 def main() -> None:
@@ -326,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     if args.table:
-        print(markdown(json.loads(out.read_text())))
+        print(study_table(json.loads(out.read_text())))
         return
     result = json.loads(out.read_text()) if out.is_file() else {"truths": {}}
     result.update(args=vars(args), load_before=os.getloadavg())

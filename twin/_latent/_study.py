@@ -14,6 +14,18 @@ for 3 days; ``"heldout"`` 25 mg/kg every 24 h (2 h infusions) — never seen in 
 Levels: up to four per patient at jittered peak/trough/mid-interval times over 72 h,
 with the published residual error (3.4 mg/L + 22.7 %); a level below ``LLOQ`` (2 mg/L, a
 typical immunoassay's limit) is reported as censored, as a laboratory would.
+
+The evaluation (:func:`evaluate_study`, :func:`study_checks`, :func:`study_table`) forecasts
+held-out patients' true AUC over 48–72 h and concentration curve from their first
+0, 1, 2, 4 levels with each arm — ``mechanistic`` (PatientTwin on Goti 2018, Laplace),
+``oracle`` (PatientTwin on the true process itself, the best any model could do; not for
+``"published"``, where it is the mechanistic twin), ``hybrid`` (PatientTwin on the trained
+latent model, Laplace over z), ``hybrid_encoder`` (its amortised encoder) and
+``neural_encoder`` (the neural-only model's encoder) — and scores the median absolute
+percentage error, the median bias, the 90 % intervals' coverage (overall, by sex and by
+ancestry) and the held-out levels' negative log predictive density.
+``benchmarks/latent_study.py`` runs it at full size; ``tests/twin/test_latent_study.py``
+reduced.
 """
 
 from __future__ import annotations
@@ -27,12 +39,23 @@ import numpy as np
 
 from ...priors import ANCESTRIES, GENES, Covariate, vancomycin_model
 from ...priors import diplotype_frequencies as _diplotypes
-from ...simulators import Dose, DosingEvents, ODEModel
+from ...simulators import Dose, DosingEvents, ODEModel, predict_outputs
 from ...simulators._model import Named
 
-__all__ = ["KINDS", "LLOQ", "simulate_patients", "true_model"]
+__all__ = [
+    "KINDS",
+    "LLOQ",
+    "evaluate_study",
+    "simulate_patients",
+    "study_checks",
+    "study_table",
+    "true_model",
+]
 
 KINDS = ("published", "genomic", "structural")
+REGIMENS = ("train", "heldout")
+LEVELS = (0, 1, 2, 4)
+ARMS = ("mechanistic", "hybrid", "hybrid_encoder", "neural_encoder", "oracle")
 GENOMIC_FOLD = 1.6
 DECLINE_FLOOR, DECLINE_TIME = 0.45, 36.0
 HORIZON = 72.0
@@ -168,3 +191,244 @@ def latent_covariates(cohort: Mapping[str, Any], rows: Any = None) -> dict[str, 
     """The covariate columns a model sees (without the truth-only ``cyp3a5_expresser``)."""
     cov = {k: v for k, v in cohort["covariates"].items() if k != "cyp3a5_expresser"}
     return cov if rows is None else {k: v[rows] for k, v in cov.items()}
+
+
+# ---------------------------------------------------------------- evaluation
+def _times(cohort: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndarray]:
+    """The patient's level times then the 48–72 h grid, sorted (solvers want sorted
+    times), and the permutation that puts a sorted prediction back in that order."""
+    times = np.concatenate([cohort["times"][i], cohort["grid"]])
+    order = np.argsort(times, kind="stable")
+    return times[order], np.argsort(order, kind="stable")
+
+
+def twin_curves(drug: Any, pm: Any, cohort: Mapping[str, Any], k: int, n_draws: int) -> np.ndarray:
+    """Posterior draws of the concentration ``[patient, draw, time]`` at the patients' level
+    times then on the 48–72 h grid, from PatientTwin (Laplace; the prior for k = 0) on
+    ``drug`` (a library name, a PopulationModel or a latent model) whose population model
+    is ``pm``, individualised on the first ``k`` levels."""
+    from .._clinical import Observation
+    from .._patient import PatientTwin
+
+    out = []
+    for i in range(len(cohort["doses"])):
+        row = {c: cohort["covariates"][c][i] for c in pm.covariate_names}
+        obs = [Observation(float(t), float(v), lloq=LLOQ)
+               for t, v in observation_lists(cohort, k)[i]]  # fmt: skip
+        post = PatientTwin.create(drug, row, cohort["doses"][i], obs).fit(
+            "laplace" if k else "prior"
+        )
+        eps = post.eta_draws(n_draws, seed=i)
+        table = {c: np.repeat(np.asarray([v]), n_draws) for c, v in row.items()}
+        params = pm.individual_parameters(table, eps)
+        events = DosingEvents.from_doses([cohort["doses"][i]]).broadcast(n_draws)
+        times, back = _times(cohort, i)
+        pred = predict_outputs(pm.structural, params, events, np.tile(times, (n_draws, 1)))
+        out.append(np.asarray(pred)[:, back, 0])
+    return np.stack(out)
+
+
+def encoder_curves(model: Any, cohort: Mapping[str, Any], k: int, n_draws: int) -> np.ndarray:
+    """The same from a latent model's amortised encoder q(z | x, first k levels)."""
+    from ._data import LatentData
+
+    cov = latent_covariates(cohort)
+    n_levels = cohort["times"].shape[1]
+    data = LatentData.build(model, cov, cohort["doses"], observation_lists(cohort, k),
+                            n_observations=n_levels, lloq=LLOQ)  # fmt: skip
+    out = []
+    for i in range(len(cohort["doses"])):
+        times, back = _times(cohort, i)
+        f = model.forecast(latent_covariates(cohort, [i]), model.encode(data, i),
+                           [cohort["doses"][i]], times, n_draws=n_draws, seed=i)  # fmt: skip
+        out.append(f["draws"][0][:, back, 0])
+    return np.stack(out)
+
+
+def held_out_nll(draws: np.ndarray, cohort: Mapping[str, Any], k: int) -> float:
+    """Mean negative log predictive density of the levels after the first ``k`` (the
+    residual-error density averaged over the draws; M3 for censored levels)."""
+    from scipy.special import logsumexp
+
+    err = vancomycin_model().residual["conc"]
+    n_levels = cohort["times"].shape[1]
+    if k >= n_levels:
+        return math.nan
+    pred = draws[:, :, k:n_levels]  # [patient, draw, level]
+    obs = np.broadcast_to(cohort["observed"][:, None, k:], pred.shape)
+    cens = np.broadcast_to(cohort["censored"][:, None, k:], pred.shape)
+    ll = np.asarray(err.log_likelihood(obs, pred, censored=cens, lloq=np.full(pred.shape, LLOQ)))
+    density = logsumexp(ll, axis=1) - np.log(ll.shape[1])  # [patient, level]
+    return float(-density.mean())
+
+
+def summarise(draws: np.ndarray, cohort: Mapping[str, Any], k: int) -> dict[str, Any]:
+    """Scores of one arm's draws ``[patient, draw, level times + grid]`` (see the module
+    doc): AUC MdAPE and median bias (%), curve MdAPE (%), held-out NLL, 90 % coverage
+    overall and by sex and ancestry."""
+    n_levels = cohort["times"].shape[1]
+    curve = draws[:, :, n_levels:]
+    auc = np.trapezoid(curve, cohort["grid"], axis=-1)
+    truth = cohort["auc24"]
+    median = np.median(auc, axis=1)
+    low, high = np.quantile(auc, [0.05, 0.95], axis=1)
+    inside = (truth >= low) & (truth <= high)
+    level_ape = np.abs(np.median(curve, axis=1) - cohort["curve"]) / cohort["curve"]
+    cov = cohort["covariates"]
+    groups = {"female": cov["female"] == 1, "male": cov["female"] == 0}
+    groups.update({a: cov["ancestry"] == a for a in np.unique(cov["ancestry"])})
+    return {
+        "auc_mdape_percent": float(100 * np.median(np.abs(median - truth) / truth)),
+        "auc_median_bias_percent": float(100 * np.median(median / truth - 1.0)),
+        "level_mdape_percent": float(100 * np.median(level_ape)),
+        "nll_held_out_levels": held_out_nll(draws, cohort, k),
+        "coverage90": float(inside.mean()),
+        "coverage90_by_group": {g: float(inside[m].mean()) for g, m in groups.items() if m.any()},
+    }
+
+
+def learned_genomic_fold(model: Any, cohort: Mapping[str, Any]) -> float:
+    """The learned clearance ratio of CYP3A5 expressers (``*1/*1``) to non-expressers
+    (``*3/*3``) for the typical patient (z at the prior mean: ``exp`` of the difference
+    of ``η_CL = A μ_p(x) + b(x)``), median over the cohort's other covariates."""
+    cov = latent_covariates(cohort)
+    i_cl = model.effects.index("cl")
+    eta = {}
+    for label, diplotype in (("expresser", "*1/*1"), ("non", "*3/*3")):
+        x = model.features.transform(dict(cov, cyp3a5=np.array([diplotype] * len(cov["weight"]))))
+        mean, _ = model.prior(model.params, x)
+        eta[label] = np.asarray(model.eta(model.params, x, mean))[:, i_cl]
+    return float(np.exp(np.median(eta["expresser"] - eta["non"])))
+
+
+def evaluate_study(
+    kind: str,
+    models: Mapping[str, Any],
+    *,
+    n_test: int,
+    n_draws: int,
+    levels: tuple[int, ...] = LEVELS,
+    regimens: tuple[str, ...] = REGIMENS,
+    seed: int = 1000,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Score every arm on ``n_test`` held-out patients of ``kind`` per regimen.
+
+    Parameters
+    ----------
+    kind
+        One of :data:`KINDS`.
+    models
+        Trained latent models by name: ``"hybrid"`` (arms ``hybrid`` and
+        ``hybrid_encoder``) and/or ``"neural"`` (arm ``neural_encoder``); either may be
+        missing.
+    n_test, n_draws
+        Held-out patients per regimen; posterior draws per forecast.
+    levels, regimens, seed
+        Numbers of levels observed, regimens, the held-out patients' seed.
+    progress
+        Called with ``(kind, regimen, k, seconds, row)`` after each cell.
+
+    Returns
+    -------
+    dict
+        ``{regimen: {str(k): {arm: summarise(...)}}}``, ``genomic_fold`` (genomic truth
+        with a hybrid) and ``checks`` (:func:`study_checks`).
+    """
+    import time
+
+    pm = vancomycin_model()
+    truth = true_model(kind)
+    entry: dict[str, Any] = {}
+    for regimen in regimens:
+        test = simulate_patients(kind, n_test, seed=seed, regimen=regimen)
+        rows = {}
+        for k in levels:
+            t0 = time.perf_counter()
+            arms = {"mechanistic": twin_curves("vancomycin", pm, test, k, n_draws)}
+            if kind != "published":
+                arms["oracle"] = twin_curves(truth, truth, test, k, n_draws)
+            if "hybrid" in models:
+                hybrid = models["hybrid"]
+                arms["hybrid"] = twin_curves(hybrid, hybrid.population_model(), test, k, n_draws)
+                arms["hybrid_encoder"] = encoder_curves(hybrid, test, k, n_draws)
+            if "neural" in models:
+                arms["neural_encoder"] = encoder_curves(models["neural"], test, k, n_draws)
+            rows[str(k)] = {arm: summarise(d, test, k) for arm, d in arms.items()}
+            if progress is not None:
+                progress(kind, regimen, k, time.perf_counter() - t0, rows[str(k)])
+        entry[regimen] = rows
+    if kind == "genomic" and "hybrid" in models:
+        test = simulate_patients(kind, n_test, seed=seed)
+        entry["genomic_fold"] = {"true": GENOMIC_FOLD,
+                                 "learned": learned_genomic_fold(models["hybrid"], test)}  # fmt: skip
+    entry["checks"] = study_checks(kind, entry)
+    return entry
+
+
+def _mean_error(entry: Mapping[str, Any], regimen: str, arm: str) -> float:
+    cells = entry[regimen].values()
+    return float(np.mean([cell[arm]["auc_mdape_percent"] for cell in cells]))
+
+
+def study_checks(kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The issue's pass/fail criteria on one truth's :func:`evaluate_study` entry: the
+    hybrid (Laplace over z on the trained model) against the mechanistic twin, its
+    coverage, the neural-only model on the held-out regimen, the learned genomic effect.
+    Errors are AUC MdAPEs averaged over the levels evaluated."""
+    out: dict[str, Any] = {}
+    for regimen in (r for r in REGIMENS if r in entry):
+        if "hybrid" not in next(iter(entry[regimen].values())):
+            continue
+        ratio = _mean_error(entry, regimen, "hybrid") / _mean_error(entry, regimen, "mechanistic")
+        out[f"{regimen}: hybrid/mechanistic mean AUC MdAPE ratio"] = ratio
+        if kind == "published":
+            out[f"{regimen}: hybrid error within 5 % of mechanistic"] = bool(ratio <= 1.05)
+        else:
+            out[f"{regimen}: hybrid error ≥ 25 % lower than mechanistic"] = bool(ratio <= 0.75)
+            if "oracle" in next(iter(entry[regimen].values())):
+                best = _mean_error(entry, regimen, "oracle") / _mean_error(
+                    entry, regimen, "mechanistic"
+                )
+                out[f"{regimen}: oracle/mechanistic mean AUC MdAPE ratio (the best possible)"] = (
+                    best
+                )
+        covs = [cell["hybrid"]["coverage90"] for cell in entry[regimen].values()]
+        out[f"{regimen}: hybrid coverage 85–95 % at every k"] = bool(
+            all(0.85 <= c <= 0.95 for c in covs)
+        )
+    held = entry.get("heldout", {})
+    if held and all({"hybrid", "neural_encoder"} <= set(cell) for cell in held.values()):
+        out["heldout: hybrid beats neural-only"] = bool(
+            _mean_error(entry, "heldout", "hybrid")
+            < _mean_error(entry, "heldout", "neural_encoder")
+        )
+    if "genomic_fold" in entry:
+        true, learned = entry["genomic_fold"]["true"], entry["genomic_fold"]["learned"]
+        out["genomic: learned effect right sign, size within 30 %"] = bool(
+            learned > 1 and abs((learned - 1) - (true - 1)) <= 0.3 * (true - 1)
+        )
+    return out
+
+
+def study_table(result: Mapping[str, Any]) -> str:
+    """A Markdown table: AUC24 MdAPE % (90 % coverage) per truth, regimen, levels, arm."""
+    arms = [a for a in ARMS if any(
+        a in cell for entry in result["truths"].values() for r in REGIMENS
+        for cell in entry.get(r, {}).values()
+    )]  # fmt: skip
+    lines = [
+        "| truth | regimen | levels | " + " | ".join(arms) + " |",
+        "|---|---|---|" + "---|" * len(arms),
+    ]
+    for kind, entry in result["truths"].items():
+        for regimen in REGIMENS:
+            for k, row in entry.get(regimen, {}).items():
+                cells = [
+                    f"{row[a]['auc_mdape_percent']:.1f} ({100 * row[a]['coverage90']:.0f} %)"
+                    if a in row
+                    else "–"
+                    for a in arms
+                ]
+                lines.append(f"| {kind} | {regimen} | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
