@@ -57,10 +57,12 @@ from twinsim.twin import (  # noqa: E402
 from twinsim.twin._latent._study import (  # noqa: E402
     KINDS,
     LLOQ,
+    REGIMENS,
     evaluate_study,
     latent_covariates,
     observation_lists,
     simulate_patients,
+    study_checks,
     study_table,
 )
 
@@ -121,7 +123,27 @@ def evaluate(kind: str, args) -> dict:
               {a: (round(v["auc_mdape_percent"], 1), round(v["coverage90"], 2))
                for a, v in row.items()}, flush=True)  # fmt: skip
 
-    return evaluate_study(kind, models, n_test=args.test, n_draws=args.draws, progress=progress)
+    nuts = (
+        dict(
+            num_warmup=args.nuts_warmup, num_samples=args.nuts_samples, num_chains=args.nuts_chains
+        )
+        if args.nuts
+        else None
+    )
+    arms = args.arms.split(",") if args.arms else None
+    return evaluate_study(kind, models, n_test=args.test, n_draws=args.draws, arms=arms,
+                          nuts=nuts, progress=progress)  # fmt: skip
+
+
+def merge(entry: dict, new: dict, kind: str) -> None:
+    """Add a run's cells to ``entry`` arm by arm (a run of some arms keeps the others)."""
+    for key, value in new.items():
+        if key in REGIMENS:
+            for k, cell in value.items():
+                entry.setdefault(key, {}).setdefault(k, {}).update(cell)
+        elif key != "checks":
+            entry[key] = value
+    entry["checks"] = study_checks(kind, entry)
 
 
 def main() -> None:
@@ -129,11 +151,16 @@ def main() -> None:
     parser.add_argument("--stage", choices=("train", "eval", "all"), default="all")
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--test", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
-    parser.add_argument("--weight-decay", type=float, default=1.0)
+    parser.add_argument("--weight-decay", type=float, default=0.3)
+    parser.add_argument("--arms", default="", help="comma-separated arms (default: all)")
+    parser.add_argument("--nuts", action="store_true", help="add the mechanistic NUTS arm")
+    parser.add_argument("--nuts-warmup", type=int, default=300)
+    parser.add_argument("--nuts-samples", type=int, default=300)
+    parser.add_argument("--nuts-chains", type=int, default=2)
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--models", default=str(RESULTS / "latent_models"))
@@ -151,7 +178,7 @@ def main() -> None:
         if args.stage in ("train", "all"):
             entry.setdefault("training", {}).update(train_models(kind, args))
         if args.stage in ("eval", "all"):
-            entry.update(evaluate(kind, args))
+            merge(entry, evaluate(kind, args), kind)
         result["load_after"] = os.getloadavg()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")

@@ -31,7 +31,7 @@ reduced.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -55,7 +55,7 @@ __all__ = [
 KINDS = ("published", "genomic", "structural")
 REGIMENS = ("train", "heldout")
 LEVELS = (0, 1, 2, 4)
-ARMS = ("mechanistic", "hybrid", "hybrid_encoder", "neural_encoder", "oracle")
+ARMS = ("mechanistic", "mechanistic_nuts", "hybrid", "hybrid_encoder", "neural_encoder", "oracle")
 GENOMIC_FOLD = 1.6
 DECLINE_FLOOR, DECLINE_TIME = 0.45, 36.0
 HORIZON = 72.0
@@ -202,22 +202,41 @@ def _times(cohort: Mapping[str, Any], i: int) -> tuple[np.ndarray, np.ndarray]:
     return times[order], np.argsort(order, kind="stable")
 
 
-def twin_curves(drug: Any, pm: Any, cohort: Mapping[str, Any], k: int, n_draws: int) -> np.ndarray:
+def twin_curves(
+    drug: Any,
+    pm: Any,
+    cohort: Mapping[str, Any],
+    k: int,
+    n_draws: int,
+    *,
+    nuts: Mapping[str, int] | None = None,
+) -> np.ndarray:
     """Posterior draws of the concentration ``[patient, draw, time]`` at the patients' level
-    times then on the 48–72 h grid, from PatientTwin (Laplace; the prior for k = 0) on
-    ``drug`` (a library name, a PopulationModel or a latent model) whose population model
-    is ``pm``, individualised on the first ``k`` levels."""
+    times then on the 48–72 h grid, from PatientTwin on ``drug`` (a library name, a
+    PopulationModel or a latent model) whose population model is ``pm``, individualised on
+    the first ``k`` levels: Laplace, or NUTS with ``nuts`` (``num_warmup``,
+    ``num_samples``, ``num_chains`` of :func:`~twinsim.twin.fit_nuts_many`, all patients
+    sampled together); the prior for ``k = 0``."""
     from .._clinical import Observation
+    from .._nuts import fit_nuts_many
     from .._patient import PatientTwin
 
+    rows = [{c: cohort["covariates"][c][i] for c in pm.covariate_names}
+            for i in range(len(cohort["doses"]))]  # fmt: skip
+    twins = [
+        PatientTwin.create(drug, row, doses, [Observation(float(t), float(v), lloq=LLOQ)
+                                              for t, v in levels])
+        for row, doses, levels in zip(rows, cohort["doses"], observation_lists(cohort, k),
+                                      strict=True)
+    ]  # fmt: skip
+    if k == 0:
+        posteriors = [twin.fit("prior") for twin in twins]
+    elif nuts is not None:
+        posteriors = fit_nuts_many(twins, **nuts)
+    else:
+        posteriors = [twin.fit("laplace") for twin in twins]
     out = []
-    for i in range(len(cohort["doses"])):
-        row = {c: cohort["covariates"][c][i] for c in pm.covariate_names}
-        obs = [Observation(float(t), float(v), lloq=LLOQ)
-               for t, v in observation_lists(cohort, k)[i]]  # fmt: skip
-        post = PatientTwin.create(drug, row, cohort["doses"][i], obs).fit(
-            "laplace" if k else "prior"
-        )
+    for i, (row, post) in enumerate(zip(rows, posteriors, strict=True)):
         eps = post.eta_draws(n_draws, seed=i)
         table = {c: np.repeat(np.asarray([v]), n_draws) for c, v in row.items()}
         params = pm.individual_parameters(table, eps)
@@ -301,6 +320,23 @@ def learned_genomic_fold(model: Any, cohort: Mapping[str, Any]) -> float:
     return float(np.exp(np.median(eta["expresser"] - eta["non"])))
 
 
+def _arm_draws(arm: str, kind: str, models: Mapping[str, Any], test: Mapping[str, Any], k: int,
+               n_draws: int, nuts: Mapping[str, int] | None) -> np.ndarray:  # fmt: skip
+    """One arm's draws ``[patient, draw, time]`` (see :func:`evaluate_study`)."""
+    if arm in ("mechanistic", "mechanistic_nuts"):
+        pm = vancomycin_model()
+        return twin_curves("vancomycin", pm, test, k, n_draws,
+                           nuts=nuts if arm == "mechanistic_nuts" else None)  # fmt: skip
+    if arm == "oracle":
+        truth = true_model(kind)
+        return twin_curves(truth, truth, test, k, n_draws)
+    if arm == "hybrid":
+        hybrid = models["hybrid"]
+        return twin_curves(hybrid, hybrid.population_model(), test, k, n_draws)
+    model = models["hybrid" if arm == "hybrid_encoder" else "neural"]
+    return encoder_curves(model, test, k, n_draws)
+
+
 def evaluate_study(
     kind: str,
     models: Mapping[str, Any],
@@ -310,6 +346,8 @@ def evaluate_study(
     levels: tuple[int, ...] = LEVELS,
     regimens: tuple[str, ...] = REGIMENS,
     seed: int = 1000,
+    arms: Collection[str] | None = None,
+    nuts: Mapping[str, int] | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Score every arm on ``n_test`` held-out patients of ``kind`` per regimen.
@@ -326,6 +364,12 @@ def evaluate_study(
         Held-out patients per regimen; posterior draws per forecast.
     levels, regimens, seed
         Numbers of levels observed, regimens, the held-out patients' seed.
+    arms
+        The arms to run (default: every arm the models allow except
+        ``mechanistic_nuts``, which runs when ``nuts`` is given).
+    nuts
+        Settings of the ``mechanistic_nuts`` arm (the mechanistic twin individualised by
+        NUTS: ``num_warmup``, ``num_samples``, ``num_chains``).
     progress
         Called with ``(kind, regimen, k, seconds, row)`` after each cell.
 
@@ -337,28 +381,24 @@ def evaluate_study(
     """
     import time
 
-    pm = vancomycin_model()
-    truth = true_model(kind)
+    available = ["mechanistic"]
+    available += ["mechanistic_nuts"] if nuts is not None else []
+    available += ["oracle"] if kind != "published" else []  # published: the mechanistic twin
+    available += ["hybrid", "hybrid_encoder"] if "hybrid" in models else []
+    available += ["neural_encoder"] if "neural" in models else []
     entry: dict[str, Any] = {}
     for regimen in regimens:
         test = simulate_patients(kind, n_test, seed=seed, regimen=regimen)
         rows = {}
         for k in levels:
             t0 = time.perf_counter()
-            arms = {"mechanistic": twin_curves("vancomycin", pm, test, k, n_draws)}
-            if kind != "published":
-                arms["oracle"] = twin_curves(truth, truth, test, k, n_draws)
-            if "hybrid" in models:
-                hybrid = models["hybrid"]
-                arms["hybrid"] = twin_curves(hybrid, hybrid.population_model(), test, k, n_draws)
-                arms["hybrid_encoder"] = encoder_curves(hybrid, test, k, n_draws)
-            if "neural" in models:
-                arms["neural_encoder"] = encoder_curves(models["neural"], test, k, n_draws)
-            rows[str(k)] = {arm: summarise(d, test, k) for arm, d in arms.items()}
+            chosen = [a for a in available if arms is None or a in arms]
+            arms_run = {a: _arm_draws(a, kind, models, test, k, n_draws, nuts) for a in chosen}
+            rows[str(k)] = {arm: summarise(d, test, k) for arm, d in arms_run.items()}
             if progress is not None:
                 progress(kind, regimen, k, time.perf_counter() - t0, rows[str(k)])
         entry[regimen] = rows
-    if kind == "genomic" and "hybrid" in models:
+    if kind == "genomic" and "hybrid" in models and (arms is None or "hybrid" in arms):
         test = simulate_patients(kind, n_test, seed=seed)
         entry["genomic_fold"] = {"true": GENOMIC_FOLD,
                                  "learned": learned_genomic_fold(models["hybrid"], test)}  # fmt: skip
