@@ -131,8 +131,9 @@ def evaluate(kind: str, args) -> dict:
         else None
     )
     arms = args.arms.split(",") if args.arms else None
+    levels = tuple(int(k) for k in args.levels.split(","))
     return evaluate_study(kind, models, n_test=args.test, n_draws=args.draws, arms=arms,
-                          nuts=nuts, progress=progress)  # fmt: skip
+                          nuts=nuts, levels=levels, progress=progress)  # fmt: skip
 
 
 def merge(entry: dict, new: dict, kind: str) -> None:
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.3)
     parser.add_argument("--arms", default="", help="comma-separated arms (default: all)")
+    parser.add_argument("--levels", default="0,1,2,4", help="numbers of levels observed")
     parser.add_argument("--nuts", action="store_true", help="add the mechanistic NUTS arm")
     parser.add_argument("--nuts-warmup", type=int, default=300)
     parser.add_argument("--nuts-samples", type=int, default=300)
