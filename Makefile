@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not isolated"
-	$(BIN)/python -m pytest -q -m isolated
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --dist loadfile -q -m isolated
 
 # The dashboard's browser tests drive Debian's chromium (never a downloaded browser);
 # without it (not Debian, no apt) they are skipped with the reason.
