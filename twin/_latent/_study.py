@@ -30,6 +30,7 @@ reduced.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -78,8 +79,10 @@ def _declining(structural: ODEModel) -> ODEModel:
     )  # fmt: skip
 
 
+@functools.cache
 def true_model(kind: str):
-    """The population model that generates patients of ``kind`` (see the module doc)."""
+    """The population model that generates patients of ``kind`` (see the module doc); one
+    instance per kind, so the twins built on it share their compiled programs."""
     pm = vancomycin_model()
     if kind == "published":
         return pm
