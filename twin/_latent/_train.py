@@ -83,7 +83,10 @@ class TrainingSettings:
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise LatentModelError(f"`learning_rate` must be > 0, got {self.learning_rate!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise LatentModelError(f"`weight_decay` must be ≥ 0, got {self.weight_decay!r}")
+            raise LatentModelError(
+                f"`TrainingSettings.weight_decay` must be ≥ 0, got {self.weight_decay!r}; use 0 "
+                "to turn it off"
+            )
         if not 0 <= self.validation_fraction < 1:
             raise LatentModelError(
                 f"`validation_fraction` must be in [0, 1), got {self.validation_fraction!r}"
