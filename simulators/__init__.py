@@ -47,5 +47,7 @@ from ._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
 from ._model import Named as Named  # noqa: E402
 from ._model import ODEModel as ODEModel  # noqa: E402
 from ._model import ParameterError as ParameterError  # noqa: E402
+from ._semilinear import semilinear_grid as semilinear_grid  # noqa: E402
+from ._semilinear import semilinear_partition as semilinear_partition  # noqa: E402
 from ._superposition import predict_linear as predict_linear  # noqa: E402
 from ._superposition import predict_outputs as predict_outputs  # noqa: E402

@@ -34,6 +34,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._events import DosingEvents, bucket_size
 from ._model import ODEModel
+from ._semilinear import semilinear_grid, semilinear_partition, solve_semilinear
 from ._split import solve_split, source_compartments, supported_doses
 from ._split import status_of as _status_of
 
@@ -101,10 +102,11 @@ def simulate(
     events: DosingEvents,
     times: Float[Array, " time"] | Float[Array, "subject time"],
     *,
-    method: Literal["auto", "linear", "ode", "split"] = "auto",
+    method: Literal["auto", "linear", "ode", "split", "semilinear"] = "auto",
     rtol: float = 1e-8,
     atol: float = 1e-10,
     max_steps: int = 4096,
+    grid: tuple[float, int] | None = None,
     solver: Literal["tsit5", "dopri8", "kvaerno5"] = "tsit5",
     at_dose: Literal["pre", "post"] = "pre",
     ode_strategy: Literal["batch", "vmap"] = "vmap",
@@ -133,11 +135,19 @@ def simulate(
         the other states in one diffrax solve per 32 outputs; boluses into depots only, a
         subject with other doses fails with ``SolveStatus.UNSUPPORTED_DOSE``) or ``"auto"``
         (linear when the model is linear, else ode; the twin's compiled engine takes the
-        split engine when every dose suits it).
+        split engine when every dose suits it). ``"semilinear"``: a linear part (the
+        PK) exact and a part linear in itself driven by it (effect compartment, transit
+        chains, indirect response I/II) by an exponential integrator on a uniform grid
+        holding every dose and output time (:mod:`._semilinear`; boluses, no lag, no
+        infusion, no SS=1).
     rtol, atol
         ODE engine tolerances (ignored by the exact linear engine).
     max_steps
         ODE engine step limit per segment between entries.
+    grid
+        Semilinear engine: ``(step h, number of steps)`` of the uniform grid from 0; found
+        from the doses and times when they are concrete (required inside ``jit``; see
+        :func:`~twinsim.simulators.semilinear_grid`).
     solver
         ODE and split engine solver: explicit ``"tsit5"``/``"dopri8"`` or stiff ``"kvaerno5"``.
     at_dose
@@ -198,7 +208,7 @@ def simulate(
     )
     # decided here when the inputs are concrete, so only one walk is compiled
     plan = None
-    if not traced and method != "split":
+    if not traced and method not in ("split", "semilinear"):
         facts = _grid_facts(model, params, events, times, jnp.asarray(n), padded_size(n), at_dose)
         facts = jax.device_get(facts)  # one transfer for all of them
         if facts[0]:
@@ -237,9 +247,29 @@ def simulate(
                 f"states, but model {model.name!r} has source compartments "
                 f"{[model.states[c] for c in source_compartments(model)]}; use method='ode'"
             )
+    elif method == "semilinear":
+        if semilinear_partition(model) is None:
+            raise SimulationError(
+                f"`method` 'semilinear' needs a model with a linear part driving a part linear "
+                f"in its own states; model {model.name!r} has none; use method='ode'"
+            )
+        if grid is None:
+            if traced:
+                raise SimulationError(
+                    "`method` 'semilinear' inside a compiled program needs `grid=(step, "
+                    "n_steps)`: find it before with semilinear_grid(model, events, times)"
+                )
+            grid = semilinear_grid(model, events, times)
+            if grid is None:
+                raise SimulationError(
+                    "`method` 'semilinear' needs boluses without lag time, no infusion or SS=1 "
+                    "record, and dose and output times on a grid of at least 1 s with at most "
+                    "40,000 steps; these doses and times are not; use method='ode'"
+                )
+        options = dict(at_dose=at_dose, step=float(grid[0]), n_steps=int(grid[1]))
     else:
         raise SimulationError(
-            f"`method` must be 'auto', 'linear', 'ode' or 'split', got {method!r}"
+            f"`method` must be 'auto', 'linear', 'ode', 'split' or 'semilinear', got {method!r}"
         )
     outputs, states, status = _solve_in_blocks(
         model, params, events, times, n=n, method=method, options=options, keep_states=keep_states
@@ -1044,10 +1074,17 @@ def _solve_in_blocks(model: ODEModel, params, events, times, *, n, method, optio
 @eqx.filter_jit
 def _solve_padded(model, params, events, times, n, n_padded, *, method, options, keep_states):
     params, events, times = _pad_subjects((params, events, times), n, n_padded)
-    solve = {"linear": _solve_linear, "ode": _solve_ode, "split": _solve_split}[method]
+    solve = {
+        "linear": _solve_linear, "ode": _solve_ode, "split": _solve_split,
+        "semilinear": _solve_semilinear,
+    }[method]  # fmt: skip
 
     def block(args):
         p, ev, tm = args
+        if method == "semilinear":  # outputs observed on the grid, states only if kept
+            outputs, states, status = solve(model, p, ev, tm, keep_states=keep_states, **options)
+            outputs = jnp.where((status == SolveStatus.SUCCESS)[:, None, None], outputs, jnp.nan)
+            return outputs, states, status
         states, status = solve(model, p, ev, tm, **options)
         outputs, status = _observe(model, p, states, status)
         return outputs, (states if keep_states else None), status
@@ -1209,6 +1246,17 @@ def _solve_split(
     )  # fmt: skip
     status = jnp.where(supported_doses(model, doses), status, int(SolveStatus.UNSUPPORTED_DOSE))
     return states, status.astype(jnp.int32)
+
+
+def _solve_semilinear(model: ODEModel, params, events, times, *, at_dose, step, n_steps,
+                      keep_states):  # fmt: skip
+    """The semilinear engine (:mod:`._semilinear`): exact PK, exponential integrator for
+    the driven part on a uniform grid; it observes the outputs as it goes."""
+    doses = _effective_doses(model, params, events)
+    return solve_semilinear(
+        model, params, doses, times, step=step, n_steps=n_steps, at_dose=at_dose,
+        keep_states=keep_states,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- ODE engine

@@ -250,18 +250,19 @@ def predict_outputs(
     events: DosingEvents,
     times: Float[Array, " time"] | Float[Array, "subject time"],
     *,
-    method: Literal["auto", "superposition", "linear", "ode", "split"] = "auto",
+    method: Literal["auto", "superposition", "linear", "ode", "split", "semilinear"] = "auto",
     rtol: float = 1e-8,
     atol: float = 1e-10,
     sensitivity: Literal["reverse", "forward"] = "reverse",
+    grid: tuple[float, int] | None = None,
 ) -> Float[Array, "subject time output"]:
     """Outputs ``[subject, time, output]`` by the fastest exact path available.
 
     ``"auto"``: :func:`predict_linear` for a linear model without steady-state doses,
     otherwise :func:`~twinsim.simulators.simulate`; ``"superposition"`` forces the former,
-    ``"linear"``/``"ode"``/``"split"`` the engine. Times may be per subject and must be sorted for the
-    engine. ``rtol``, ``atol`` and ``sensitivity`` are the ODE engine's (see
-    :func:`~twinsim.simulators.simulate`).
+    ``"linear"``/``"ode"``/``"split"``/``"semilinear"`` the engine. Times may be per subject and
+    must be sorted for the engine. ``rtol``, ``atol`` and ``sensitivity`` are the ODE
+    engine's, ``grid`` the semilinear engine's (see :func:`~twinsim.simulators.simulate`).
 
     Examples
     --------
@@ -273,9 +274,10 @@ def predict_outputs(
     >>> round(float(out[0, 0, 0]), 4)
     1.8097
     """
-    if method not in ("auto", "superposition", "linear", "ode", "split"):
+    if method not in ("auto", "superposition", "linear", "ode", "split", "semilinear"):
         raise SimulationError(
-            f"`method` must be 'auto', 'superposition', 'linear', 'ode' or 'split', got {method!r}"
+            "`method` must be 'auto', 'superposition', 'linear', 'ode', 'split' or 'semilinear', "
+            f"got {method!r}"
         )
     params = jnp.atleast_2d(model.parameter_array(params))
     use_superposition = method == "superposition" or (
@@ -291,5 +293,5 @@ def predict_outputs(
         events = events.broadcast(params.shape[0])
     return simulate(
         model, params, events, times, method=engine, rtol=rtol, atol=atol,
-        sensitivity=sensitivity, keep_states=False,
+        sensitivity=sensitivity, keep_states=False, grid=grid,
     ).outputs  # fmt: skip

@@ -106,7 +106,7 @@ class _Engine:
             )
         self.map = jax.jit(self._map)
         self.value_and_grad = jax.jit(jax.value_and_grad(self._objective))
-        self.predict = jax.jit(self._predict)
+        self.predict = jax.jit(self._predict, static_argnames="grid")
         self.prior_draws = jax.jit(self._prior_draws, static_argnums=2)
         self._nuts: dict[tuple, Any] = {}
         self._drug_free: frozenset[str] | None = None
@@ -227,10 +227,13 @@ class _Engine:
         return z @ self.chol.T / jnp.sqrt(prior_weight)
 
     # ---- predictions
-    def _predict(self, typical: Array, eta: Array, events: DosingEvents, times: Array) -> Array:
+    def _predict(
+        self, typical: Array, eta: Array, events: DosingEvents, times: Array, grid=None
+    ) -> Array:
         """Outputs ``[regimen, draw, time, output]`` for every regimen (row of ``events``)
         and draw of η, in one engine call (the exact event walk for linear models: its
-        cost grows with times + doses, not their product)."""
+        cost grows with times + doses, not their product; ``grid``: the semilinear
+        engine's ``(step, n_steps)``, see :func:`~twinsim.simulators.semilinear_grid`)."""
         from ..simulators import simulate
 
         n_draws, n_regimens = eta.shape[0], events.n_subjects
@@ -241,7 +244,11 @@ class _Engine:
                 for f in events.__dataclass_fields__
             }
         )
-        out = simulate(self.model.structural, params, table, times, keep_states=False).outputs
+        method = "auto" if grid is None else "semilinear"
+        out = simulate(
+            self.model.structural, params, table, times, keep_states=False, method=method,
+            grid=grid,
+        ).outputs  # fmt: skip
         return out.reshape(n_regimens, n_draws, times.shape[-1], -1)
 
     # ---- NUTS

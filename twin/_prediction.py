@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import jax.numpy as jnp
 import numpy as np
 
-from ..simulators import DosingEvents, bucket_size
+from ..simulators import DosingEvents, bucket_size, semilinear_grid
 from ..simulators._metrics import auc_interval
 from ._clinical import PatientTwinError
 from ._compiled import _engine
@@ -166,7 +166,11 @@ def _predict(
     tables += [tables[-1]] * (bucket_size(len(tables), minimum=1) - len(tables))
     events = DosingEvents.from_doses(tables, pad_to=width)
     n = len(dose_lists)
-    every = np.asarray(engine.predict(jnp.asarray(typical), eta_j, events, jnp.asarray(grid)))[:n]
+    # a warfarin-like model (exact PK driving transit chains) on a grid holding every dose
+    # and output time: the semilinear engine, else the model's own
+    semi = semilinear_grid(twin.model.structural, events, grid)
+    every = engine.predict(jnp.asarray(typical), eta_j, events, jnp.asarray(grid), grid=semi)
+    every = np.asarray(every)[:n]
     lowers, medians, uppers = np.quantile(every, [0.05, 0.5, 0.95], axis=1)  # [regimen, ...]
     # the engines' pre-dose convention: a trough at a dose time is the value before it
     last_dose = [
@@ -266,14 +270,23 @@ def _steady_state(twin, eta, typical, daily_doses, n) -> np.ndarray | None:
     return np.stack(rows)
 
 
+def _auc_between(grid, y, start: float, end: float) -> np.ndarray:
+    """:func:`~twinsim.simulators.auc_interval` over ``[start, end]`` on the samples that
+    bracket it only (the same area; a 24 h window of an 8-week forecast is 1/56 of it)."""
+    first = max(int(np.searchsorted(grid, start, side="right")) - 1, 0)
+    last = min(int(np.searchsorted(grid, end, side="left")) + 1, grid.size)
+    first = min(first, last - 2)
+    return np.asarray(auc_interval(grid[first:last], y[..., first:last], start, end))
+
+
 def _exposure(
     grid, y, trough_at, end, w_start, window_h, in_window, target
 ) -> dict[str, np.ndarray]:
     """Per-draw exposure metrics ``[regimen, draw]`` of the target's output
     ``y [regimen, draw, time]``; each regimen's trough is taken at ``trough_at [regimen]``."""
     auc_start = max(end - 24.0, float(grid[0]))
-    auc = np.asarray(auc_interval(grid, y, auc_start, end)) * (24.0 / max(end - auc_start, 1e-12))
-    window_auc = np.asarray(auc_interval(grid, y, w_start, end))
+    auc = _auc_between(grid, y, auc_start, end) * (24.0 / max(end - auc_start, 1e-12))
+    window_auc = _auc_between(grid, y, w_start, end)
     # linear interpolation at the trough time, or the sample itself (pre-dose) on the grid
     right = np.clip(np.searchsorted(grid, trough_at - 1e-9), 1, grid.size - 1)
     on_grid = np.abs(grid[right] - trough_at) < 1e-9

@@ -1,0 +1,177 @@
+"""The semilinear engine (a linear PK part exact, driving a part linear in its own states by
+an exponential integrator on a uniform grid) against a closed form and an independent
+adaptive solve, the structure it finds, the grids it takes, and per-subject independence.
+
+References and tolerances:
+- closed form: a one-compartment IV bolus whose squared concentration drives a first-order
+  compartment, ``dE/dt = ke0 · (C² − E)``, ``C = C0 e^{−kt}``:
+  ``E(t) = ke0 · C0² / (ke0 − 2k) · (e^{−2kt} − e^{−ke0·t})`` (variation of constants):
+  1e-10 relative (the engine's only approximation is a Gauss quadrature of a smooth
+  integrand);
+- warfarin (Hamberg 2007 structure: 2-compartment S-warfarin PK → Emax inhibition with Hill
+  exponent 0.424 → two transit chains → INR): the walking ODE engine (tsit5) at rtol 1e-10,
+  atol 1e-12, an adaptive solve of the full system with its own error control. Issue 12
+  asks for 1e-6 relative; measured 2.4e-8 on INR over 8 weeks at a 0.5 h grid; asserted
+  1e-7 (concentrations 1e-9: the PK is exact). The walking engine at its default
+  tolerance (rtol 1e-8) is itself 2.7e-7 away from the same reference.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from twinsim.priors import one_compartment, warfarin_model, with_indirect_response
+from twinsim.simulators import (
+    Dose,
+    DosingEvents,
+    ODEModel,
+    SimulationError,
+    SolveStatus,
+    semilinear_grid,
+    semilinear_partition,
+    simulate,
+)
+
+COVARIATES = {"age": 62.0, "weight": 78.0, "female": 1, "cyp2c9": "*1/*3", "vkorc1": "A/A"}
+
+
+@pytest.fixture(scope="module")
+def warfarin():
+    pm = warfarin_model()
+    typical = np.asarray(pm.typical_parameters(COVARIATES))[0]
+    rng = np.random.default_rng(11)
+    params = typical * np.exp(0.3 * rng.normal(size=(4, typical.size)))
+    return pm.structural, params
+
+
+def _warfarin_doses(model, n=4, days=21):
+    depot = model.route_compartment("oral")
+    # own amounts per subject, a dose change after a week, one subject's doses at 06:00
+    return DosingEvents.from_doses(
+        [
+            [
+                Dose(24.0 * k + (6.0 if i == 3 else 0.0), (5.0 + i) * (1.5 if k >= 7 else 1.0),
+                     compartment=depot)
+                for k in range(days)
+            ]
+            for i in range(n)
+        ]
+    )  # fmt: skip
+
+
+def test_warfarin_parts_are_found_from_the_right_hand_side(warfarin):
+    model, _ = warfarin
+    part = semilinear_partition(model)
+    name = lambda idx: [model.states[i] for i in idx]  # noqa: E731
+    assert name(part.linear) == ["depot", "central", "peripheral1"]
+    assert name(part.driven) == [*(f"inr_chain1_{i}" for i in range(1, 7)), "inr_chain2"]
+    # the inhibition enters the first compartment of each chain and reads the central amount
+    assert name(part.driven[i] for i in part.inputs) == ["inr_chain1_1", "inr_chain2"]
+    assert name(part.linear[i] for i in part.feeds) == ["central"]
+
+
+def test_structure_the_engine_cannot_take_is_refused():
+    """Indirect response I (inhibited kin: linear in R) has parts; II (inhibited kout: the
+    coefficient of R depends on C) and a linear model have none."""
+    pk = one_compartment(absorption="first_order")
+    assert semilinear_partition(with_indirect_response(pk, "I")) is not None
+    assert semilinear_partition(with_indirect_response(pk, "II")) is None
+    assert semilinear_partition(pk) is None
+
+
+@pytest.mark.parametrize("at_dose", ["pre", "post"])
+def test_warfarin_matches_a_tight_adaptive_solve(warfarin, at_dose):
+    model, params = warfarin
+    events = _warfarin_doses(model)
+    times = jnp.arange(0.0, 24.0 * 21 + 0.25, 0.5)
+    assert semilinear_grid(model, events, times) == (0.5, 1008)
+    semi = simulate(model, params, events, times, method="semilinear", at_dose=at_dose)
+    ref = simulate(
+        model, params, events, times, method="ode", at_dose=at_dose, rtol=1e-10, atol=1e-12,
+        max_steps=100_000,
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(semi.status), 0)
+    np.testing.assert_array_equal(np.asarray(ref.status), 0)
+    conc, inr = model.output_names.index("conc"), model.output_names.index("inr")
+    got, want = np.asarray(semi.outputs), np.asarray(ref.outputs)
+    np.testing.assert_allclose(got[..., inr], want[..., inr], rtol=1e-7, atol=0)
+    np.testing.assert_allclose(got[..., conc], want[..., conc], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(semi.states), np.asarray(ref.states), 1e-7, 1e-12)
+    # the INR moved: the comparison is not of two flat lines
+    assert got[..., inr].max() > 1.5
+
+
+def test_a_nonlinear_drive_matches_its_closed_form():
+    k_el, ke0, v, dose = 0.2, 0.7, 30.0, 120.0
+    model = ODEModel(
+        name="iv1_squared_drive",
+        states=("central", "effect"),
+        parameters=("cl", "v", "ke0"),
+        rhs=lambda t, y, p: {
+            "central": -p.cl / p.v * y.central,
+            "effect": p.ke0 * ((y.central / p.v) ** 2 - y.effect),
+        },
+        outputs={"effect": lambda y, p: y.effect},
+    )
+    assert semilinear_partition(model)[:2] == ((0,), (1,))
+    times = jnp.arange(0.0, 48.25, 0.25)
+    sol = simulate(
+        model, jnp.array([k_el * v, v, ke0]),
+        DosingEvents.from_doses([[Dose(0.0, dose, compartment=0)]]),
+        times, method="semilinear",
+    )  # fmt: skip
+    t = np.asarray(times)
+    c0 = dose / v
+    exact = ke0 * c0**2 / (ke0 - 2 * k_el) * (np.exp(-2 * k_el * t) - np.exp(-ke0 * t))
+    np.testing.assert_allclose(np.asarray(sol.outputs)[0, :, 0], exact, rtol=1e-10, atol=1e-14)
+
+
+def test_a_subject_gets_the_same_bits_alone_and_in_a_batch(warfarin):
+    model, params = warfarin
+    events = _warfarin_doses(model, n=1, days=7)
+    times = jnp.arange(0.0, 24.0 * 7 + 0.25, 1.0)
+    many = np.repeat(params[:1], 300, axis=0) * np.linspace(0.8, 1.2, 300)[:, None]
+    many[137] = params[0]
+    alone = simulate(model, params[:1], events, times, method="semilinear")
+    batch = simulate(model, many, events.broadcast(300), times, method="semilinear")
+    np.testing.assert_array_equal(np.asarray(batch.outputs)[137], np.asarray(alone.outputs)[0])
+
+
+def test_grids_it_does_not_take(warfarin):
+    model, params = warfarin
+    depot = model.route_compartment("oral")
+    daily = DosingEvents.from_doses([[Dose(24.0 * k, 5.0, compartment=depot) for k in range(3)]])
+    assert semilinear_grid(model, daily, [0.0, 24.0, 72.0]) == (0.5, 144)
+    # a time off every 1-second grid, an infusion, a model that has no parts
+    assert semilinear_grid(model, daily, [0.0, 1.0 / 7200.0]) is None
+    infusion = DosingEvents.from_doses([[Dose(0.0, 5.0, compartment=depot, duration=2.0)]])
+    assert semilinear_grid(model, infusion, [0.0, 24.0]) is None
+    assert semilinear_grid(one_compartment(), daily, [0.0, 24.0]) is None
+    with pytest.raises(SimulationError, match="grid of at least 1 s"):
+        simulate(model, params[:1], daily, jnp.array([0.0, 1.0 / 7200.0]), method="semilinear")
+    with pytest.raises(SimulationError, match="inside a compiled program needs `grid"):
+        jax.jit(lambda p: simulate(model, p, daily, jnp.array([0.0, 24.0]), method="semilinear"))(
+            jnp.asarray(params[:1])
+        )
+    with pytest.raises(SimulationError, match="has none; use method='ode'"):
+        simulate(one_compartment(), jnp.array([5.0, 50.0]), daily, jnp.array([1.0]),
+                 method="semilinear")  # fmt: skip
+
+
+def test_a_dose_off_the_grid_fails_that_subject_only(warfarin):
+    """Inside ``jit`` the grid is given, not checked on the host: a subject whose dose is
+    not on it is reported (UNSUPPORTED_DOSE, NaN outputs); the others are untouched."""
+    model, params = warfarin
+    depot = model.route_compartment("oral")
+    events = DosingEvents.from_doses(
+        [[Dose(0.0, 5.0, compartment=depot)], [Dose(0.3, 5.0, compartment=depot)]]
+    )
+    times = jnp.arange(0.0, 48.5, 0.5)
+    run = jax.jit(lambda p: simulate(model, p, events, times, method="semilinear", grid=(0.5, 96)))
+    sol = run(jnp.asarray(params[:2]))
+    assert list(np.asarray(sol.status)) == [SolveStatus.SUCCESS, SolveStatus.UNSUPPORTED_DOSE]
+    assert np.all(np.isfinite(np.asarray(sol.outputs)[0]))
+    assert np.all(np.isnan(np.asarray(sol.outputs)[1]))
