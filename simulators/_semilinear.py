@@ -37,7 +37,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import expm
 
 from ._events import DosingEvents
 from ._model import ODEModel
@@ -217,6 +216,37 @@ def _place(parts, n_states: int):
     return jnp.stack([zero if c is None else c for c in columns], axis=-1)
 
 
+#: Taylor terms of :func:`_expm` after scaling to a norm ≤ 1/2: the remainder is below
+#: 0.5^19 / 19! ≈ 2e-23
+_TAYLOR_TERMS = 18
+#: squarings :func:`_expm` can undo: norms up to 2^40 / 2 (a rate of 10^11 per step)
+_MAX_SQUARINGS = 40
+
+
+def _matmul(a, b):
+    """``a @ b`` for small matrices as a broadcast and a sum, not a dot: XLA's CPU dot runs
+    on Eigen's thread pool, which deadlocked when two of these programs ran at once."""
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def _expm(a):
+    """``e^a`` of a small matrix by scaling and squaring a Taylor series (no dot, no solve;
+    tests/simulators/test_semilinear.py checks it against scipy)."""
+    norm = jnp.max(jnp.sum(jnp.abs(a), axis=-1))  # ∞-norm
+    squarings = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-300) / 0.5)), 0, _MAX_SQUARINGS)
+    scaled = a / 2.0**squarings
+    eye = jnp.eye(a.shape[-1], dtype=a.dtype)
+    total, term = eye, eye
+    for k in range(1, _TAYLOR_TERMS + 1):
+        term = _matmul(term, scaled) / k
+        total = total + term
+
+    def square(i, x):
+        return jnp.where(i < squarings, _matmul(x, x), x)
+
+    return jax.lax.fori_loop(0, _MAX_SQUARINGS, square, total)
+
+
 def _propagators(model: ODEModel, p, step: float):
     """Per subject: ``e^{A h}``; the feeding rows of ``e^{A s_i}``; ``e^{K h}``; the input
     columns of ``w_i e^{K (h − s_i)}``."""
@@ -227,11 +257,11 @@ def _propagators(model: ODEModel, p, step: float):
     )
     a = _take(_take(jac, part.linear).T, part.linear).T
     k = _take(_take(jac, part.driven).T, part.driven).T
-    node_a = jax.vmap(lambda si: _take(expm(a * si).T, part.feeds).T)(jnp.asarray(s))
-    node_k = jax.vmap(lambda si, wi: _take(wi * expm(k * (step - si)), part.inputs))(
+    node_a = jax.vmap(lambda si: _take(_expm(a * si).T, part.feeds).T)(jnp.asarray(s))
+    node_k = jax.vmap(lambda si, wi: _take(wi * _expm(k * (step - si)), part.inputs))(
         jnp.asarray(s), jnp.asarray(w)
     )
-    return expm(a * step), node_a, expm(k * step), node_k
+    return _expm(a * step), node_a, _expm(k * step), node_k
 
 
 def solve_semilinear(model: ODEModel, params, doses, times, *, step: float, n_steps: int,

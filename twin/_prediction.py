@@ -4,7 +4,13 @@ exposure metrics with their intervals and the probability of target attainment
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import hashlib
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -162,16 +168,9 @@ def _predict(
     out_index = twin.model.structural.output_names.index(target.output) if target is not None else 0
     in_window = grid >= w_start - 1e-9
     tables = [[*twin.doses, *doses] for doses in dose_lists]
-    # regimens padded to a bucket (copies of the last): few compiled shapes
-    tables += [tables[-1]] * (bucket_size(len(tables), minimum=1) - len(tables))
-    events = DosingEvents.from_doses(tables, pad_to=width)
+    every = _trajectories(engine, typical, eta_j, tables, grid, width)
     n = len(dose_lists)
-    # a warfarin-like model (exact PK driving transit chains) on a grid holding every dose
-    # and output time: the semilinear engine, else the model's own
-    semi = semilinear_grid(twin.model.structural, events, grid)
-    every = engine.predict(jnp.asarray(typical), eta_j, events, jnp.asarray(grid), grid=semi)
-    every = np.asarray(every)[:n]
-    lowers, medians, uppers = np.quantile(every, [0.05, 0.5, 0.95], axis=1)  # [regimen, ...]
+    lowers, medians, uppers = _bands(every)  # [regimen, time, output] each
     # the engines' pre-dose convention: a trough at a dose time is the value before it
     last_dose = [
         max((d.time for d in doses if grid[0] < d.time <= end + 1e-9), default=end)
@@ -249,6 +248,78 @@ def _predict(
         objective_text=objective_text,
         notes=tuple(notes),
     )
+
+
+#: trajectories of recent forecasts, one entry per regimen: a what-if that changes one
+#: regimen computes that one only (the engines give a subject the same bits whatever the
+#: batch, so a regimen's draws do not depend on the regimens forecast with it)
+_RECENT: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
+_RECENT_BYTES = 512 * 2**20
+_RECENT_LOCK = threading.Lock()
+#: threads a forecast's regimens are computed on (semilinear engine only)
+_WORKERS = min(2, os.cpu_count() or 1)
+
+
+def _trajectories(engine, typical, eta, tables, grid, width) -> np.ndarray:
+    """Outputs ``[regimen, draw, time, output]`` of the dose ``tables`` (history + regimen)
+    for the draws ``eta`` with typical parameters ``typical [draw, P]``, each regimen from
+    the cache of recent forecasts when it was computed before for the same model, draws
+    and times."""
+    common = hashlib.sha256()
+    for part in (np.asarray(typical, np.float64), np.asarray(eta, np.float64), grid):
+        common.update(np.ascontiguousarray(part).tobytes())
+    common.update(repr((id(engine), np.shape(eta), np.shape(grid))).encode())
+    keys = []
+    for table in tables:
+        h = common.copy()
+        h.update(repr([tuple(dataclasses.astuple(d)) for d in table]).encode())
+        keys.append(h.digest())
+    with _RECENT_LOCK:
+        missing = [i for i, k in enumerate(keys) if k not in _RECENT]
+    if missing:
+        todo = [tables[i] for i in missing]
+        # a warfarin-like model (exact PK driving transit chains) on a grid holding every
+        # dose and output time: the semilinear engine, else the model's own
+        semi = semilinear_grid(
+            engine.model.structural, DosingEvents.from_doses(todo, pad_to=width), grid
+        )
+
+        def run(group):
+            # regimens padded to a bucket (copies of the last): few compiled shapes
+            group = group + [group[-1]] * (bucket_size(len(group), minimum=1) - len(group))
+            events = DosingEvents.from_doses(group, pad_to=width)
+            out = engine.predict(jnp.asarray(typical), eta, events, jnp.asarray(grid), grid=semi)
+            return np.asarray(out)
+
+        if semi is not None and len(todo) > 1 and _WORKERS > 1:
+            # the semilinear engine's programs run side by side (no thread-pool ops inside):
+            # the regimens in two halves, one per core
+            half = -(-len(todo) // 2)
+            with ThreadPoolExecutor(_WORKERS) as pool:
+                parts = list(pool.map(run, [todo[:half], todo[half:]]))
+            computed = np.concatenate([parts[0][:half], parts[1][: len(todo) - half]])
+        else:
+            computed = run(todo)
+        with _RECENT_LOCK:
+            for j, i in enumerate(missing):
+                _RECENT[keys[i]] = computed[j]
+    with _RECENT_LOCK:
+        every = np.stack([_RECENT[k] for k in keys])
+        for k in keys:
+            _RECENT.move_to_end(k)
+        while len(_RECENT) > 1 and sum(v.nbytes for v in _RECENT.values()) > _RECENT_BYTES:
+            _RECENT.popitem(last=False)
+    return every
+
+
+def _bands(every: np.ndarray) -> np.ndarray:
+    """5 %, 50 % and 95 % quantiles over the draws of ``every [regimen, draw, time,
+    output]``, a regimen per thread (numpy's partition runs without the GIL)."""
+    if every.shape[0] < 2 or _WORKERS < 2:
+        return np.quantile(every, [0.05, 0.5, 0.95], axis=1)
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        parts = list(pool.map(lambda y: np.quantile(y, [0.05, 0.5, 0.95], axis=0), every))
+    return np.stack(parts, axis=1)
 
 
 def _steady_state(twin, eta, typical, daily_doses, n) -> np.ndarray | None:
