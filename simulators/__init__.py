@@ -1,4 +1,5 @@
-"""Simulation core: the model type, dosing events, the exact linear engine and the diffrax ODE engine.
+"""Simulation core: the model type, dosing events, the exact linear engine, the diffrax ODE
+engines (walking, split) and the semilinear engine (exact PK driving PD).
 
 The bottom floor of the house: it imports jax, diffrax and equinox and nothing of
 ``twinsim`` above it (``priors`` builds its drug models on :class:`ODEModel` from here).
