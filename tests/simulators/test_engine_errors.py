@@ -113,7 +113,8 @@ def test_linear_method_on_a_nonlinear_model(grid):
 def test_unknown_method(setup):
     model, params, events, times = setup
     with pytest.raises(
-        SimulationError, match=r"`method` must be 'auto', 'linear', 'ode' or 'split', got 'exact'"
+        SimulationError,
+        match=r"`method` must be 'auto', 'linear', 'ode', 'split' or 'semilinear', got 'exact'",
     ):
         simulate(model, params, events, times, method="exact")
 
