@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,9 +365,12 @@ def _run_on_dask(design, chunks, pending, scheduler, finished) -> None:
     try:
         # the design object itself (pickled): its JSON would turn ±inf bounds into null
         payload = design
+        # a key of this run's own: a key Dask still holds returns that task's result, so
+        # a second trial through the same client once got the first one's chunks
+        run_id = uuid.uuid4().hex
         futures = {
             client.submit(
-                run_chunk, payload, chunks[i], pure=False, key=f"twinsim-trial-{i}-{os.getpid()}"
+                run_chunk, payload, chunks[i], pure=False, key=f"twinsim-trial-{run_id}-{i}"
             ): i
             for i in pending
         }

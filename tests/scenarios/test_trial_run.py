@@ -51,8 +51,10 @@ def test_results_do_not_depend_on_the_chunk_size(reference, chunk_size):
 
 def test_dask_cluster_gives_bit_identical_results(reference):
     """A LocalCluster on loopback (2 workers, threads) reached through its tcp:// address:
-    the same arrays as in process, for chunk sizes 2 and 3."""
-    from dask.distributed import LocalCluster
+    the same arrays as in process, for chunk sizes 2 and 3. Then two trials one after the
+    other through one ``Client``: the second gets its own results, not the first's (its
+    chunks once had the same task keys, and Dask handed back the first run's results)."""
+    from dask.distributed import Client, LocalCluster
 
     with LocalCluster(
         n_workers=2,
@@ -67,6 +69,12 @@ def test_dask_cluster_gives_bit_identical_results(reference):
         for chunk_size in (2, 3):
             result = run_trial(_small_design(), chunk_size=chunk_size, scheduler=address)
             _assert_identical(result.arrays, reference)
+        other = _small_design().model_copy(update={"seed": 8})
+        with Client(cluster) as client:
+            first = run_trial(_small_design(), chunk_size=5, scheduler=client)
+            second = run_trial(other, chunk_size=5, scheduler=client)
+        _assert_identical(first.arrays, reference)
+        _assert_identical(second.arrays, run_trial(other, chunk_size=5).arrays)
 
 
 def test_killed_run_resumes_from_its_completed_chunks(tmp_path, reference):
