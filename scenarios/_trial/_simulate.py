@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...priors import PopulationModel, drug_model
-from ...simulators import DosingEvents, simulate, subject_keys
+from ...simulators import DosingEvents, semilinear_grid, simulate, subject_keys
 from ...twin import apply_criteria, draw_candidates
 from .._population import sub_seed
 from ._design import REPLICATE_STRIDE, ArmSpec, TitrationSpec, TrialDesign, TrialError
@@ -344,6 +344,15 @@ def simulate_chunk(
     adherent, dropout, noise = _subject_draws(design, keys, n, n_doses, times, len(outputs))
 
     held = np.zeros((n, n_doses), dtype=bool)
+    decisions = sorted({t for a in design.arms if a.titration for t in a.titration.at})
+    # a warfarin-like model (exact PK driving transit chains) with every dose, visit and
+    # decision on one grid: the semilinear engine, the same grid (one compilation) for
+    # every run up to a decision
+    semi = semilinear_grid(
+        structural,
+        _planned(grid_times, mask, compartment, duration),
+        np.concatenate([times, decisions, [design.duration]]),
+    )
 
     def run(until: float):
         taken = np.where(held | ~adherent, 0.0, amounts)
@@ -364,6 +373,7 @@ def simulate_chunk(
             jnp.asarray(np.minimum(times, until)),
             at_dose="pre",
             keep_states=False,
+            **({} if semi is None else {"method": "semilinear", "grid": semi}),
         )
         predicted = np.asarray(sol.outputs)
         measured = _measure(model, outputs, predicted, noise)
@@ -371,7 +381,6 @@ def simulate_chunk(
         measured[(times[None, :] > dropout[:, None])] = np.nan
         return predicted, measured, np.asarray(sol.status), taken
 
-    decisions = sorted({t for a in design.arms if a.titration for t in a.titration.at})
     for decision in decisions:
         _, measured, _, _ = run(decision)
         for k, a in enumerate(design.arms):
@@ -407,6 +416,16 @@ def simulate_chunk(
         dropout=dropout[real],
         status=status[real],
     )
+
+
+def _planned(times, mask, compartment, duration) -> DosingEvents:
+    """The planned doses as a dosing table (for the grid; amounts are 0)."""
+    return DosingEvents(
+        time=jnp.asarray(times), amount=jnp.zeros(times.shape),
+        compartment=jnp.asarray(compartment), rate=jnp.zeros(times.shape),
+        duration=jnp.asarray(duration), steady_state=jnp.zeros(times.shape, bool),
+        interval=jnp.zeros(times.shape), mask=jnp.asarray(mask),
+    )  # fmt: skip
 
 
 def bucket(n: int) -> int:
