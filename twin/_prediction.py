@@ -268,7 +268,9 @@ def _trajectories(engine, typical, eta, tables, grid, width) -> np.ndarray:
     common = hashlib.sha256()
     for part in (np.asarray(typical, np.float64), np.asarray(eta, np.float64), grid):
         common.update(np.ascontiguousarray(part).tobytes())
-    common.update(repr((id(engine), np.shape(eta), np.shape(grid))).encode())
+    structural = engine.model.structural
+    identity = (id(engine), structural.name, structural.parameters, structural.output_names)
+    common.update(repr((identity, np.shape(eta), np.shape(grid))).encode())
     keys = []
     for table in tables:
         h = common.copy()
