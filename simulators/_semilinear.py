@@ -40,6 +40,7 @@ import numpy as np
 
 from ._events import DosingEvents
 from ._model import ODEModel
+from ._split import probe
 
 __all__ = []
 
@@ -82,22 +83,10 @@ def semilinear_partition(model: ODEModel) -> Partition | None:
     """
     if model.linear:
         return None
-    rng = np.random.default_rng(_PROBE_SEED)
-    n, p_count = model.n_states, model.n_parameters
-    with jax.ensure_compile_time_eval():
-        params = [jnp.asarray(rng.uniform(0.5, 2.0, p_count)) for _ in range(2)]
-        ys = [jnp.asarray(rng.uniform(0.5, 2.0, n)) for _ in range(2)]
-        ts = [jnp.asarray(0.3), jnp.asarray(1.7)]
-        jac, val = {}, {}
-        for i, p in enumerate(params):
-            for j, y in enumerate(ys):
-                for k, t in enumerate(ts):
-                    f = lambda y_, t=t, p=p: model.vector_field(t, y_, p)  # noqa: E731
-                    jac[i, j, k] = np.asarray(jax.jacfwd(f)(y))
-                    val[i, j, k] = np.asarray(f(y))
+    n = model.n_states
+    jac, val, states = probe(model, _PROBE_SEED)
     if not all(np.all(np.isfinite(v)) for v in (*jac.values(), *val.values())):
         return None
-    states = [np.asarray(y) for y in ys]
 
     def constant(rows, cols) -> bool:
         # the block is the same at every state and time (it may depend on the parameters)

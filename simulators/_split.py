@@ -44,26 +44,34 @@ _PROBE_SEED = 20261204
 _CHUNK = 32
 
 
+def probe(model: ODEModel, seed: int):
+    """The right-hand side's Jacobian and value at random points — two parameter sets ``i``,
+    two states ``j``, two times ``k`` (0.3 and 1.7 h), every value in [0.5, 2] — keyed
+    ``(i, j, k)``, and the states (numpy). Structural zeros are exact zeros of the Jacobian
+    at any point, so the engines read a model's structure from them."""
+    rng = np.random.default_rng(seed)
+    n, p_count = model.n_states, model.n_parameters
+    jacobians, values = {}, {}
+    with jax.ensure_compile_time_eval():
+        params = [jnp.asarray(rng.uniform(0.5, 2.0, p_count)) for _ in range(2)]
+        ys = [rng.uniform(0.5, 2.0, n) for _ in range(2)]
+        for i, p in enumerate(params):
+            for j, y in enumerate(ys):
+                for k, t in enumerate((jnp.asarray(0.3), jnp.asarray(1.7))):
+                    f = lambda y_, t=t, p=p: model.vector_field(t, y_, p)  # noqa: E731
+                    jacobians[i, j, k] = np.asarray(jax.jacfwd(f)(jnp.asarray(y)))
+                    values[i, j, k] = np.asarray(f(jnp.asarray(y)))
+    return jacobians, values, ys
+
+
 @functools.lru_cache(maxsize=64)
 def source_compartments(model: ODEModel) -> tuple[int, ...]:
     """States ``d`` whose equation is ``dy_d/dt = −k(p) y_d``: no other state, no time, no
     constant term (a depot). Found from the right-hand side at random points; a model for
     which any check fails has none (and the general engine serves it)."""
-    rng = np.random.default_rng(_PROBE_SEED)
-    n, p_count = model.n_states, model.n_parameters
+    n = model.n_states
     found = []
-    with jax.ensure_compile_time_eval():
-        params = [jnp.asarray(rng.uniform(0.5, 2.0, p_count)) for _ in range(2)]
-        ys = [rng.uniform(0.5, 2.0, n) for _ in range(2)]
-        ts = [jnp.asarray(0.3), jnp.asarray(1.7)]
-        jacobians = {}
-        values = {}
-        for i, p in enumerate(params):
-            for j, y in enumerate(ys):
-                for k, t in enumerate(ts):
-                    f = lambda y_, t=t, p=p: model.vector_field(t, y_, p)  # noqa: E731
-                    jacobians[i, j, k] = np.asarray(jax.jacfwd(f)(jnp.asarray(y)))
-                    values[i, j, k] = np.asarray(f(jnp.asarray(y)))
+    jacobians, values, ys = probe(model, _PROBE_SEED)
     for d in range(n):
         ok = True
         for i in range(2):

@@ -345,27 +345,29 @@ def simulate_chunk(
 
     held = np.zeros((n, n_doses), dtype=bool)
     decisions = sorted({t for a in design.arms if a.titration for t in a.titration.at})
+
     # a warfarin-like model (exact PK driving transit chains) with every dose, visit and
     # decision on one grid: the semilinear engine, the same grid (one compilation) for
     # every run up to a decision
-    semi = semilinear_grid(
-        structural,
-        _planned(grid_times, mask, compartment, duration),
-        np.concatenate([times, decisions, [design.duration]]),
-    )
-
-    def run(until: float):
-        taken = np.where(held | ~adherent, 0.0, amounts)
-        events = DosingEvents(
+    def table(amount, given) -> DosingEvents:
+        return DosingEvents(
             time=jnp.asarray(grid_times),
-            amount=jnp.asarray(taken),
+            amount=jnp.asarray(amount),
             compartment=jnp.asarray(compartment),
             rate=jnp.zeros((n, n_doses)),
             duration=jnp.asarray(duration),
             steady_state=jnp.zeros((n, n_doses), bool),
             interval=jnp.zeros((n, n_doses)),
-            mask=jnp.asarray(mask & (grid_times <= until)),
+            mask=jnp.asarray(given),
         )
+
+    semi = semilinear_grid(
+        structural, table(amounts, mask), np.concatenate([times, decisions, [design.duration]])
+    )
+
+    def run(until: float):
+        taken = np.where(held | ~adherent, 0.0, amounts)
+        events = table(taken, mask & (grid_times <= until))
         sol = simulate(
             structural,
             jnp.asarray(params),
@@ -416,16 +418,6 @@ def simulate_chunk(
         dropout=dropout[real],
         status=status[real],
     )
-
-
-def _planned(times, mask, compartment, duration) -> DosingEvents:
-    """The planned doses as a dosing table (for the grid; amounts are 0)."""
-    return DosingEvents(
-        time=jnp.asarray(times), amount=jnp.zeros(times.shape),
-        compartment=jnp.asarray(compartment), rate=jnp.zeros(times.shape),
-        duration=jnp.asarray(duration), steady_state=jnp.zeros(times.shape, bool),
-        interval=jnp.zeros(times.shape), mask=jnp.asarray(mask),
-    )  # fmt: skip
 
 
 def bucket(n: int) -> int:

@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from warfarin_subjects import warfarin_subjects
 
-from twinsim.priors import one_compartment, warfarin_model, with_indirect_response
+from twinsim.priors import one_compartment, with_indirect_response
 from twinsim.simulators import (
     Dose,
     DosingEvents,
@@ -35,16 +36,10 @@ from twinsim.simulators import (
     simulate,
 )
 
-COVARIATES = {"age": 62.0, "weight": 78.0, "female": 1, "cyp2c9": "*1/*3", "vkorc1": "A/A"}
-
 
 @pytest.fixture(scope="module")
 def warfarin():
-    pm = warfarin_model()
-    typical = np.asarray(pm.typical_parameters(COVARIATES))[0]
-    rng = np.random.default_rng(11)
-    params = typical * np.exp(0.3 * rng.normal(size=(4, typical.size)))
-    return pm.structural, params
+    return warfarin_subjects(4, seed=11)
 
 
 def _warfarin_doses(model, n=4, days=21):

@@ -13,22 +13,18 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from warfarin_subjects import warfarin_subjects
 
-from twinsim.priors import one_compartment, warfarin_model
+from twinsim.priors import one_compartment
 from twinsim.simulators import Dose, DosingEvents, SolveStatus, simulate
 from twinsim.simulators._split import source_compartments, split_eligible
 
 RTOL, ATOL = 1e-6, 1e-9
-COVARIATES = {"age": 62.0, "weight": 78.0, "female": 1, "cyp2c9": "*1/*3", "vkorc1": "A/A"}
 
 
 @pytest.fixture(scope="module")
 def warfarin():
-    pm = warfarin_model()
-    typical = np.asarray(pm.typical_parameters(COVARIATES))[0]
-    rng = np.random.default_rng(7)
-    params = typical * np.exp(0.3 * rng.normal(size=(3, typical.size)))
-    return pm.structural, params
+    return warfarin_subjects(3, seed=7)
 
 
 def _regimens(model, n=3):
