@@ -26,6 +26,7 @@ from ._cohort import subject_keys as subject_keys  # noqa: E402
 from ._engine import SimulationError as SimulationError  # noqa: E402
 from ._engine import Solution as Solution  # noqa: E402
 from ._engine import SolveStatus as SolveStatus  # noqa: E402
+from ._engine import semilinear_outputs as semilinear_outputs  # noqa: E402
 from ._engine import simulate as simulate  # noqa: E402
 from ._events import Dose as Dose  # noqa: E402
 from ._events import DosingEvents as DosingEvents  # noqa: E402

@@ -266,7 +266,9 @@ def simulate(
                     "record, and dose and output times on a grid of at least 1 s with at most "
                     "40,000 steps; these doses and times are not; use method='ode'"
                 )
-        options = dict(at_dose=at_dose, step=float(grid[0]), n_steps=int(grid[1]))
+        step = grid[0]  # a number (static), or an array: one compilation for every step
+        step = jnp.asarray(step, float) if isinstance(step, jax.Array) else float(step)
+        options = dict(at_dose=at_dose, step=step, n_steps=int(grid[1]))
     else:
         raise SimulationError(
             f"`method` must be 'auto', 'linear', 'ode', 'split' or 'semilinear', got {method!r}"
@@ -1257,6 +1259,31 @@ def _solve_semilinear(model: ODEModel, params, events, times, *, at_dose, step, 
         model, params, doses, times, step=step, n_steps=n_steps, at_dose=at_dose,
         keep_states=keep_states,
     )  # fmt: skip
+
+
+def semilinear_outputs(model: ODEModel, params, events: DosingEvents, times, *, step,
+                       at_dose: str = "pre"):  # fmt: skip
+    """Outputs ``[subject, time, output]`` of the semilinear engine at a few output times,
+    for a patient twin's likelihood inside a compiled program.
+
+    Unlike :func:`simulate` with ``method="semilinear"`` it runs node by node to the last
+    output time, whatever the horizon (the step may be traced: one compilation serves
+    every grid and history of the same padded sizes), keeps only the outputs, and does
+    not pad subjects to blocks of 32 (the bitwise batch invariance that buys costs 32× the
+    work for one subject) nor check its inputs. Forward-mode differentiable (``jvp``,
+    ``jacfwd``).
+
+    ``params`` ``[subject, P]`` in model order, ``events`` one row per subject, ``times``
+    ``[subject, time]`` on the grid of ``step`` (see
+    :func:`~twinsim.simulators.semilinear_grid`). A subject whose doses or times the grid
+    cannot take, or whose solve is not finite, gets NaN outputs.
+    """
+    doses = _effective_doses(model, params, events)
+    outputs, _, status = solve_semilinear(
+        model, params, doses, times, step=step, n_steps=None, at_dose=at_dose,
+        keep_states=False,
+    )  # fmt: skip
+    return jnp.where((status == SolveStatus.SUCCESS)[:, None, None], outputs, jnp.nan)
 
 
 # --------------------------------------------------------------------------- ODE engine

@@ -142,10 +142,12 @@ def semilinear_grid(
     """``(h, n_steps)`` of a uniform grid from 0 that holds every (concrete) dose and output
     time, with ``h ≤ max_step``; ``None`` when the engine cannot serve them (no partition,
     a lag time, an infusion or ``SS=1`` record, or a grid finer than 1/3600 h or longer than
-    :data:`MAX_GRID_STEPS` steps)."""
+    :data:`MAX_GRID_STEPS` steps). Doses after the last output time change no output and
+    are left out."""
     if semilinear_partition(model) is None or model.lag_time:
         return None
-    mask = np.asarray(events.mask)
+    last = np.max(np.asarray(times, float), initial=-np.inf)
+    mask = np.asarray(events.mask) & ~(np.asarray(events.time, float) > last + _ON_GRID)
     if (np.asarray(events.rate)[mask] > 0).any() or (np.asarray(events.duration)[mask] > 0).any():
         return None
     if np.asarray(events.steady_state)[mask].any():
@@ -218,9 +220,16 @@ def _matmul(a, b):
     return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
 
 
-def _expm(a):
+def _expm(a, *, forward_only: bool = False):
     """``e^a`` of a small matrix by scaling and squaring a Taylor series (no dot, no solve;
-    tests/simulators/test_semilinear.py checks it against scipy)."""
+    tests/simulators/test_semilinear.py checks it against scipy).
+
+    The squarings are a fixed loop of :data:`_MAX_SQUARINGS`, each taken or not (reverse
+    mode differentiates it); ``forward_only``: a ``while`` loop takes only those the norm
+    needs (the PK/PD matrices of one grid step need 0–4; the fixed loop was most of the
+    cost of a twin's gradient), differentiable in forward mode only (``jvp``, ``jacfwd``).
+    (Paterson–Stockmeyer evaluation, 7 products instead of 18, broke a subject's bitwise
+    equality alone and in a batch: XLA contracts its sums differently by batch shape.)"""
     norm = jnp.max(jnp.sum(jnp.abs(a), axis=-1))  # ∞-norm
     squarings = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-300) / 0.5)), 0, _MAX_SQUARINGS)
     scaled = a / 2.0**squarings
@@ -229,6 +238,11 @@ def _expm(a):
     for k in range(1, _TAYLOR_TERMS + 1):
         term = _matmul(term, scaled) / k
         total = total + term
+    if forward_only:
+        _, result = jax.lax.while_loop(
+            lambda c: c[0] < squarings, lambda c: (c[0] + 1, _matmul(c[1], c[1])), (0, total)
+        )
+        return result
 
     def square(i, x):
         return jnp.where(i < squarings, _matmul(x, x), x)
@@ -236,9 +250,10 @@ def _expm(a):
     return jax.lax.fori_loop(0, _MAX_SQUARINGS, square, total)
 
 
-def _propagators(model: ODEModel, p, step: float):
+def _propagators(model: ODEModel, p, step: float, forward_only: bool = False):
     """Per subject: ``e^{A h}``; the feeding rows of ``e^{A s_i}``; ``e^{K h}``; the input
-    columns of ``w_i e^{K (h − s_i)}``."""
+    columns of ``w_i e^{K (h − s_i)}`` (``forward_only``: see :func:`_expm`)."""
+    expm = functools.partial(_expm, forward_only=forward_only)
     part = semilinear_partition(model)
     s, w = _quadrature(step)
     jac = jax.jacfwd(lambda y: model.vector_field(jnp.zeros((), p.dtype), y, p))(
@@ -246,46 +261,54 @@ def _propagators(model: ODEModel, p, step: float):
     )
     a = _take(_take(jac, part.linear).T, part.linear).T
     k = _take(_take(jac, part.driven).T, part.driven).T
-    node_a = jax.vmap(lambda si: _take(_expm(a * si).T, part.feeds).T)(jnp.asarray(s))
-    node_k = jax.vmap(lambda si, wi: _take(wi * _expm(k * (step - si)), part.inputs))(
+    node_a = jax.vmap(lambda si: _take(expm(a * si).T, part.feeds).T)(jnp.asarray(s))
+    node_k = jax.vmap(lambda si, wi: _take(wi * expm(k * (step - si)), part.inputs))(
         jnp.asarray(s), jnp.asarray(w)
     )
-    return _expm(a * step), node_a, _expm(k * step), node_k
+    return expm(a * step), node_a, expm(k * step), node_k
 
 
-def solve_semilinear(model: ODEModel, params, doses, times, *, step: float, n_steps: int,
-                     at_dose: str, keep_states: bool):  # fmt: skip
+def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
+                     n_steps: int | None, at_dose: str, keep_states: bool):  # fmt: skip
     """Outputs ``[subject, time, output]``, states ``[subject, time, state]`` (``None``
     unless ``keep_states``) and the status code per subject.
 
     ``doses`` are the engines' effective doses (after bioavailability); ``times``
-    ``[subject, time]`` on the grid ``k·step``, ``k = 0..n_steps``. A subject with a dose
-    the engine does not take (an infusion, ``SS=1``, a time off the grid) is marked 5
-    (``UNSUPPORTED_DOSE``); a non-finite state, 3.
+    ``[subject, time]`` on the grid ``k·step``, ``k = 0..n_steps``; ``step`` a number or a
+    traced scalar. ``n_steps=None``: the run goes node by node to the last output time
+    (a ``while`` loop, however many steps that is: one program for every horizon) and
+    keeps only the outputs — for a few output times, as a twin's observations; it is
+    differentiable in forward mode only. Otherwise a ``scan`` of ``n_steps`` records
+    every node, differentiable in both modes. A subject with a dose the
+    engine does not take (an infusion, ``SS=1``, a time off the grid) before its last
+    output is marked 5 (``UNSUPPORTED_DOSE``); a non-finite state, 3.
     """
     part = semilinear_partition(model)
     lin, drv = part.linear, part.driven
     feeds = tuple(lin[i] for i in part.feeds)
     inputs = tuple(drv[i] for i in part.inputs)
     n, n_states = params.shape[0], model.n_states
-    phi_a, node_a, phi_k, node_k = jax.vmap(lambda p: _propagators(model, p, step))(params)
+    forward_only = n_steps is None
+    phi_a, node_a, phi_k, node_k = jax.vmap(lambda p: _propagators(model, p, step, forward_only))(
+        params
+    )
     # [subject, D, node × input]: one contraction per step, in the layout it reads
     node_k = node_k.transpose(0, 2, 1, 3).reshape(n, len(drv), -1)
     x0 = jax.vmap(model.initial_state)(params)
+    start = (_take(x0, lin), _take(x0, drv))
 
-    # doses on the grid: the amount into each linear state at each node, one scatter
-    # [node, subject, L] (doses elsewhere, off the grid or beyond the horizon: none)
+    # doses on the grid (doses elsewhere, off the grid or beyond the horizon: none)
     position = doses.time / step
     index = jnp.round(jnp.where(jnp.isfinite(position), position, -1.0))
     on_grid = jnp.abs(index * step - doses.time) <= _ON_GRID
     into_linear = jnp.any(doses.compartment[..., None] == jnp.asarray(lin), axis=-1)
     taken = doses.mask & doses.bolus & ~doses.steady_state & on_grid & into_linear
-    unsupported = jnp.any(doses.mask & ~taken, axis=-1)
-    node = jnp.where(taken & (index <= n_steps), index, n_steps + 1).astype(jnp.int32)
+    # a dose after a subject's last output changes none of them, whatever it is
+    after_outputs = doses.time > jnp.max(times, axis=-1, keepdims=True) + _ON_GRID
+    unsupported = jnp.any(doses.mask & ~taken & ~after_outputs, axis=-1)
     column = jnp.argmax(doses.compartment[..., None] == jnp.asarray(lin), axis=-1)
-    subject = jnp.broadcast_to(jnp.arange(n)[:, None], node.shape)
-    added = jnp.zeros((n_steps + 2, n, len(lin)), params.dtype)  # n_steps + 1: not taken
-    added = added.at[node, subject, column].add(jnp.where(taken, doses.amount, 0.0))
+    amount = jnp.where(taken, doses.amount, 0.0)
+    out_index = jnp.round(times / step)
 
     def source(p, y_feed):
         # g's input rows: y_D = 0, and the linear states g does not read are 0 too
@@ -296,28 +319,55 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float, n_st
     sources = jax.vmap(jax.vmap(source, in_axes=(None, 0)))
     post_dose = at_dose == "post"
 
-    def advance(carry, add):
-        y_lin, y_drv = carry
+    def advance(y_lin, y_drv, add):
+        """The state seen at a node (before or after its doses) and the next node's."""
         after = y_lin + add
         seen = _place([(after if post_dose else y_lin, lin), (y_drv, drv)], n_states)
-        record = (seen if keep_states else None, jax.vmap(model.observe)(seen, params))
         at_nodes = jnp.einsum("nmij,nj->nmi", node_a, after)  # the feeding states [n, m, F]
         forced = jnp.einsum("nik,nk->ni", node_k, sources(params, at_nodes).reshape(n, -1))
         y_drv = jnp.einsum("nij,nj->ni", phi_k, y_drv) + forced
         y_lin = jnp.einsum("nij,nj->ni", phi_a, after)
-        return (y_lin, y_drv), record
+        return seen, (y_lin, y_drv)
 
-    # nodes 0 … n_steps (the last step's result is the state at node n_steps)
-    _, (seen, observed) = jax.lax.scan(
-        advance, (_take(x0, lin), _take(x0, drv)), added[: n_steps + 1]
-    )
-    out_node = jnp.clip(jnp.round(times / step).astype(jnp.int32), 0, n_steps)
+    if n_steps is None:
+        if keep_states:
+            raise ValueError("the run to the last output keeps no states")
+        out_node = out_index.astype(jnp.int32)
+        # [subject, dose, L]: each dose's amount into its linear state
+        into = (column[..., None] == jnp.arange(len(lin))) * amount[..., None]
 
-    def at_outputs(history):  # [node, subject, k] → [subject, time, k], whole rows
-        return jnp.take_along_axis(history.transpose(1, 0, 2), out_node[..., None], axis=1)
+        def body(carry):
+            k, (y_lin, y_drv), kept = carry
+            add = jnp.einsum("ne,nel->nl", (index == k).astype(params.dtype), into)
+            seen, state = advance(y_lin, y_drv, add)
+            observed = jax.vmap(model.observe)(seen, params)
+            kept = jnp.where((out_node == k)[..., None], observed[:, None, :], kept)
+            return k + 1, state, kept
 
-    outputs = at_outputs(observed)
-    states = at_outputs(seen) if keep_states else None
+        kept = jnp.full((n, times.shape[-1], len(model.output_names)), jnp.nan, params.dtype)
+        last = jnp.max(out_node)
+        _, _, outputs = jax.lax.while_loop(lambda c: c[0] <= last, body, (0, start, kept))
+        states = None
+    else:
+        # the amount into each linear state at each node, one scatter [node, subject, L]
+        node = jnp.where(taken & (index <= n_steps), index, n_steps + 1).astype(jnp.int32)
+        subject = jnp.broadcast_to(jnp.arange(n)[:, None], node.shape)
+        added = jnp.zeros((n_steps + 2, n, len(lin)), params.dtype)  # n_steps + 1: not taken
+        added = added.at[node, subject, column].add(amount)
+
+        def scan_step(carry, add):
+            seen, state = advance(*carry, add)
+            return state, (seen if keep_states else None, jax.vmap(model.observe)(seen, params))
+
+        # nodes 0 … n_steps (the last step's result is the state at node n_steps)
+        _, (seen, observed) = jax.lax.scan(scan_step, start, added[: n_steps + 1])
+        out_node = jnp.clip(out_index.astype(jnp.int32), 0, n_steps)
+
+        def at_outputs(history):  # [node, subject, k] → [subject, time, k], whole rows
+            return jnp.take_along_axis(history.transpose(1, 0, 2), out_node[..., None], axis=1)
+
+        outputs = at_outputs(observed)
+        states = at_outputs(seen) if keep_states else None
     off_grid = jnp.any(jnp.abs(out_node * step - times) > _ON_GRID, axis=-1)
     finite = jnp.all(jnp.isfinite(outputs), axis=(-1, -2))
     status = jnp.where(unsupported | off_grid, 5, jnp.where(finite, 0, 3)).astype(jnp.int32)

@@ -34,7 +34,14 @@ import numpy as np
 from jaxtyping import Array
 
 from ..priors._population import PopulationModel
-from ..simulators import Dose, DosingEvents, predict_outputs
+from ..simulators import (
+    Dose,
+    DosingEvents,
+    predict_outputs,
+    semilinear_grid,
+    semilinear_outputs,
+    semilinear_partition,
+)
 from ._clinical import PatientTwinError
 
 __all__ = []
@@ -51,6 +58,11 @@ _FIT_RTOL, _FIT_ATOL = 1e-7, 1e-9
 # NUTS needs no differences of gradients: solves to rtol 1e-5 move warfarin's potential by
 # < 1e-5 and halve the cost of a gradient (67 → 33 ms, measured)
 _SAMPLE_RTOL, _SAMPLE_ATOL = 1e-5, 1e-7
+
+# the semilinear engine's largest step: for fits 0.5 h (warfarin's INR within 2.5e-9 of a
+# solve to rtol 1e-11), for NUTS 2 h (7.4e-7; the ODE engine's sampling solves: rtol
+# 1e-5), a quarter of the steps (tests/twin/test_semilinear_twin.py)
+_FIT_MAX_STEP, _SAMPLE_MAX_STEP = 0.5, 2.0
 
 
 _MODE_BOUND_SD = 10.0  # the search stays within 10 prior SDs of the population
@@ -86,6 +98,13 @@ class _Engine:
             self.method = "superposition"
         else:
             self.method = "linear" if structural.linear else "auto"
+        # a linear PK part driving a part linear in itself (warfarin): the semilinear
+        # engine, for every patient whose doses and observation times it can take
+        self.semilinear = (
+            not structural.linear
+            and not self.steady_state
+            and semilinear_partition(structural) is not None
+        )
         # forward sensitivities of an ODE steady state are NaN: reverse mode there
         self.sensitivity = "reverse" if steady_state and not structural.linear else "forward"
         self.outputs = structural.output_names
@@ -97,13 +116,11 @@ class _Engine:
         self.prior_sd = np.sqrt(np.diag(np.asarray(model.omega)))
         self._observed = self._observed_predictions
         self._sampled = functools.partial(
-            self._observed_predictions, rtol=_SAMPLE_RTOL, atol=_SAMPLE_ATOL
+            self._observed_predictions, rtol=_SAMPLE_RTOL, atol=_SAMPLE_ATOL, grid="sample_grid"
         )
         if not self.linear and self.sensitivity == "forward":
             self._observed = _forward_mode_jacobian(self._observed_predictions)
-            self._sampled = _forward_mode_jacobian(
-                functools.partial(self._observed_predictions, rtol=_SAMPLE_RTOL, atol=_SAMPLE_ATOL)
-            )
+            self._sampled = _forward_mode_jacobian(self._sampled)
         self.map = jax.jit(self._map)
         self.value_and_grad = jax.jit(jax.value_and_grad(self._objective))
         self.predict = jax.jit(self._predict, static_argnames="grid")
@@ -124,20 +141,43 @@ class _Engine:
             )
         return self._drug_free
 
+    def grid(
+        self, events: DosingEvents, times: np.ndarray, *, max_step: float = _FIT_MAX_STEP
+    ) -> Array | None:
+        """The semilinear engine's step for one patient's (concrete) doses and observation
+        times, or ``None`` (the model's own engine serves them). The step is data, not
+        part of the program: a new history compiles nothing."""
+        if not self.semilinear:
+            return None
+        found = semilinear_grid(self.model.structural, events, times, max_step=max_step)
+        return None if found is None else jnp.asarray(found[0], float)
+
     # ---- the posterior of η
     def _params(self, typical: Array, eta: Array) -> Array:
         """Individual parameters ``[n, P]`` from typical ``[P]`` and η ``[n, R]``."""
         return self.model._apply(jnp.broadcast_to(typical, (eta.shape[0], typical.shape[-1])), eta)
 
     def _observed_predictions(
-        self, eta: Array, batch: Mapping[str, Any], rtol=_FIT_RTOL, atol=_FIT_ATOL
+        self,
+        eta: Array,
+        batch: Mapping[str, Any],
+        rtol=_FIT_RTOL,
+        atol=_FIT_ATOL,
+        grid: str = "grid",
     ) -> Array:
-        """The model's prediction for each (padded) observation row."""
+        """The model's prediction for each (padded) observation row (``grid``: the batch's
+        semilinear step to use, if it has one: ``"grid"`` or ``"sample_grid"``)."""
         params = self._params(batch["typical"], eta[None])
-        prediction = predict_outputs(
-            self.model.structural, params, batch["events"], batch["times"][None],
-            method=self.method, rtol=rtol, atol=atol, sensitivity=self.sensitivity,
-        )[0]  # fmt: skip
+        step = batch.get(grid)
+        if step is not None:  # the semilinear engine (see _FIT_MAX_STEP)
+            prediction = semilinear_outputs(
+                self.model.structural, params, batch["events"], batch["times"][None], step=step
+            )[0]
+        else:
+            prediction = predict_outputs(
+                self.model.structural, params, batch["events"], batch["times"][None],
+                method=self.method, rtol=rtol, atol=atol, sensitivity=self.sensitivity,
+            )[0]  # fmt: skip
         return jnp.take_along_axis(prediction, batch["output"][:, None], axis=-1)[:, 0]
 
     def log_likelihood(
@@ -277,11 +317,15 @@ class _Engine:
         _, (z, diverging, steps) = jax.lax.scan(step, state, None, length=num_warmup + num_samples)
         return z[num_warmup:], diverging[num_warmup:], steps[num_warmup:]
 
-    def nuts(self, num_warmup: int, num_samples: int, *, many: bool = False):
-        """The compiled NUTS run, one per (warm-up, draws, ``many``) and data shapes:
-        ``(keys [chain], z0 [chain, R], batch)`` → ``(z [chain, draw, R], diverging,
-        leapfrog steps)``; with ``many`` (linear models), every argument and result has a
-        leading patient axis (see :func:`fit_nuts_many`).
+    def nuts(
+        self, num_warmup: int, num_samples: int, *, many: bool = False, vectorised: bool = False
+    ):
+        """The compiled NUTS run, one per (warm-up, draws, ``many``, ``vectorised``) and
+        data shapes: ``(keys [chain], z0 [chain, R], batch)`` → ``(z [chain, draw, R],
+        diverging, leapfrog steps)``; with ``many`` (linear models and patients on the
+        semilinear engine), every argument and result has a leading patient axis (see
+        :func:`fit_nuts_many`). ``vectorised``: the chains run side by side (linear models
+        and the semilinear engine) rather than one after another.
 
         The whole run (adaptation included) is one compiled program, so a new patient or
         one more observation of the same bucket sizes compiles nothing. (NumPyro's
@@ -290,11 +334,12 @@ class _Engine:
         chains are vectorised; an ODE model's run one after another inside the program,
         because a vectorised ODE event walk runs both sides of every data-dependent
         branch (a steady-state Newton solve at every entry; 40x per gradient, measured).
+        The semilinear engine has no branch: its chains are vectorised too.
         """
-        key = (int(num_warmup), int(num_samples), bool(many))
+        key = (int(num_warmup), int(num_samples), bool(many), bool(vectorised or self.linear))
         if key not in self._nuts:
             chain = functools.partial(self._chain, key[0], key[1])
-            if self.linear:
+            if key[3]:
                 chains = jax.vmap(chain, in_axes=(0, 0, None))
             else:
 

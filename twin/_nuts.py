@@ -38,8 +38,10 @@ def fit_nuts_many(
 
     For linear models every chain of every patient is one lane of a single compiled
     program (NumPyro's NUTS kernel, vectorised over patients and chains): for a cohort
-    this costs about as much as a few single fits. ODE models are sampled patient by
-    patient with one compiled program (a vectorised ODE event walk runs both sides of
+    this costs about as much as a few single fits. So are patients whose histories the
+    semilinear engine takes (warfarin: boluses and observations on a grid of whole
+    seconds), in groups of equal padded sizes. Other ODE histories are sampled patient
+    by patient with one compiled program (a vectorised ODE event walk runs both sides of
     its data-dependent branches). Each chain adapts its own step size and dense mass
     matrix, as :meth:`PatientTwin.fit` does with ``"nuts"``, and starts near the
     patient's MAP.
@@ -143,20 +145,23 @@ def _sample_nuts(
         jitter = np.asarray(jax.random.normal(key, (num_chains, z_mode.size)))
         starts.append(z_mode[None] + 0.1 * jitter)
         chain_keys.append(np.asarray(jax.random.split(jax.random.fold_in(key, 1), num_chains)))
-    # a linear model's patients of equal data shapes run together, in blocks of one size
-    # (each group's first); otherwise one patient per call, without a patient axis
-    many = engine.linear and len(batches) > 1
+    # patients of a linear model, or all on the semilinear engine, of equal data shapes
+    # run together, in blocks of one size (each group's first); otherwise one patient per
+    # call, without a patient axis
+    semilinear = all(b.get("sample_grid") is not None for b in batches)
+    many = (engine.linear or semilinear) and len(batches) > 1
     calls: list[tuple[list[int], int]] = [([i], 1) for i in range(len(batches))]
     if many:
         groups: dict[tuple, list[int]] = {}
         for i, b in enumerate(batches):
-            groups.setdefault((b["times"].shape[0], b["events"].n_events), []).append(i)
+            shape = (b["times"].shape[0], b["events"].n_events, b.get("grid") is None)
+            groups.setdefault(shape, []).append(i)
         calls = [
             (members[lo : lo + block], min(block, len(members)))
             for members in groups.values()
             for lo in range(0, len(members), block)
         ]
-    run = engine.nuts(num_warmup, num_samples, many=many)
+    run = engine.nuts(num_warmup, num_samples, many=many, vectorised=semilinear)
     out: list[Any] = [None] * len(batches)
     for chunk, size in calls:
         padded = chunk + [chunk[-1]] * (size - len(chunk))

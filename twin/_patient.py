@@ -17,9 +17,10 @@ the covariate-typical ones):
 - ``"nuts"``: NumPyro's NUTS on the same posterior as
   :meth:`~twinsim.priors.PopulationModel.individual_model` (θ, Ω, σ fixed; η = L z, z
   standard normal; ``prior_weight`` scales the prior's log density), started at the mode.
-  Chains are vectorised for linear models and run one after another for ODE models (a
-  vectorised event walk would run both sides of each of its data-dependent branches),
-  whose solves inside the sampler use rtol 1e-5.
+  Chains are vectorised for linear models and for histories on the semilinear engine
+  (below), and run one after another on the ODE engine (a vectorised event walk would
+  run both sides of each of its data-dependent branches), whose solves inside the
+  sampler use rtol 1e-5.
 - ``"prior"``: no data — the population prior for this patient's covariates (the
   "population-only" prediction).
 
@@ -30,6 +31,12 @@ population more.
 Observations and doses are padded to power-of-two bucket sizes, and the compiled
 functions take them as arguments, so re-fitting the same patient with one more level (or
 dose) reuses the compilation (``PatientTwin.compilations()`` counts them).
+
+A model with a linear PK part driving a part linear in itself (warfarin) is fitted and
+sampled on the semilinear engine whenever the patient's boluses and observation times
+lie on a grid of whole seconds (:func:`~twinsim.simulators.semilinear_outputs`: exact
+PK, steps ≤ 0.5 h for fits and ≤ 2 h for NUTS, the step passed as data so any history
+reuses the program); other histories take the model's ODE engine.
 
 :meth:`TwinPosterior.predict` simulates candidate regimens (:class:`Regimen`, or dose
 lists) after the doses already given, for posterior draws, and returns a
@@ -79,7 +86,7 @@ from ..priors._population import PopulationModel
 from ..simulators import Dose, DosingEvents, bucket_size
 from ..simulators._events import as_dose
 from ._clinical import _PRACTICAL, Observation, PatientTwinError, default_target
-from ._compiled import _engine, _inverse_pd
+from ._compiled import _SAMPLE_MAX_STEP, _engine, _inverse_pd
 from ._genotype import (
     NOT_TESTED,
     GenotypeGroup,
@@ -610,10 +617,13 @@ class PatientTwin:
                 f"{self.untested_genes} not tested: fit the twin (it averages over the "
                 "genotypes), or give each genotype"
             )
+        engine = _engine(model, steady_state=self._has_steady_state)
         return {
             "typical": model.typical_parameters(self.covariates)[0],
             "events": events,
             "times": jnp.asarray(times),
+            "grid": engine.grid(events, times),
+            "sample_grid": engine.grid(events, times, max_step=_SAMPLE_MAX_STEP),
             "observed": jnp.asarray(observed),
             "lloq": jnp.asarray(lloq),
             "output": jnp.asarray(output),
@@ -656,8 +666,8 @@ class PatientTwin:
         prior_weight
             Weight of the population prior's log density (> 0; 1: Bayes).
         num_warmup, num_samples, num_chains
-            NUTS settings (per chain; chains vectorised in one program for linear models,
-            one after another for ODE models).
+            NUTS settings (per chain; chains vectorised in one program for linear models
+            and the semilinear engine, one after another on the ODE engine).
         seed
             NUTS and prior-draw seed.
 
