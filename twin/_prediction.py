@@ -168,17 +168,17 @@ def _predict(
     out_index = twin.model.structural.output_names.index(target.output) if target is not None else 0
     in_window = grid >= w_start - 1e-9
     tables = [[*twin.doses, *doses] for doses in dose_lists]
-    every = _trajectories(engine, typical, eta_j, tables, grid, width)
+    every, bands = _trajectories(engine, typical, eta_j, tables, grid, width)
     n = len(dose_lists)
-    lowers, medians, uppers = _bands(every)  # [regimen, time, output] each
+    lowers, medians, uppers = bands  # [regimen, time, output] each
     # the engines' pre-dose convention: a trough at a dose time is the value before it
     last_dose = [
         max((d.time for d in doses if grid[0] < d.time <= end + 1e-9), default=end)
         for doses in dose_lists
     ]
     per_draw = _exposure(
-        grid, every[..., out_index], np.asarray(last_dose), end, w_start, window_h, in_window,
-        target,
+        grid, np.stack([e[..., out_index] for e in every]), np.asarray(last_dose), end,
+        w_start, window_h, in_window, target,
     )  # fmt: skip
     names_out = twin.model.structural.output_names
     safety_index = names_out.index(safety.output) if safety is not None else out_index
@@ -187,7 +187,8 @@ def _predict(
     after = grid >= start - 1e-9
     if not after.any():
         after = np.ones_like(after)
-    per_draw["peak"] = every[..., safety_index][..., after].max(axis=-1)
+    first = int(np.argmax(after))  # the times after the start are the grid's last ones
+    per_draw["peak"] = np.stack([e[:, first:, safety_index].max(axis=-1) for e in every])
     steady = _steady_state(twin, eta, typical, daily_doses, n) if daily_doses is not None else None
     if steady is not None:
         per_draw["steady_state"] = steady
@@ -250,21 +251,21 @@ def _predict(
     )
 
 
-#: trajectories of recent forecasts, one entry per regimen: a what-if that changes one
-#: regimen computes that one only (the engines give a subject the same bits whatever the
-#: batch, so a regimen's draws do not depend on the regimens forecast with it)
-_RECENT: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
+#: trajectories of recent forecasts and their bands, one entry per regimen: a what-if that
+#: changes one regimen computes that one only (the engines give a subject the same bits
+#: whatever the batch, so a regimen's draws do not depend on the regimens forecast with it)
+_RECENT: collections.OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
 _RECENT_BYTES = 512 * 2**20
 _RECENT_LOCK = threading.Lock()
 #: threads a forecast's regimens are computed on (semilinear engine only)
 _WORKERS = min(2, os.cpu_count() or 1)
 
 
-def _trajectories(engine, typical, eta, tables, grid, width) -> np.ndarray:
-    """Outputs ``[regimen, draw, time, output]`` of the dose ``tables`` (history + regimen)
-    for the draws ``eta`` with typical parameters ``typical [draw, P]``, each regimen from
-    the cache of recent forecasts when it was computed before for the same model, draws
-    and times."""
+def _trajectories(engine, typical, eta, tables, grid, width) -> tuple[list[np.ndarray], np.ndarray]:
+    """Outputs ``[draw, time, output]`` of each dose table of ``tables`` (history +
+    regimen) for the draws ``eta`` with typical parameters ``typical [draw, P]``, and their
+    5/50/95 % bands ``[3, regimen, time, output]``; each regimen from the cache of recent
+    forecasts when it was computed before for the same model, draws and times."""
     common = hashlib.sha256()
     for part in (np.asarray(typical, np.float64), np.asarray(eta, np.float64), grid):
         common.update(np.ascontiguousarray(part).tobytes())
@@ -302,16 +303,17 @@ def _trajectories(engine, typical, eta, tables, grid, width) -> np.ndarray:
             computed = np.concatenate([parts[0][:half], parts[1][: len(todo) - half]])
         else:
             computed = run(todo)
+        bands = _bands(computed[: len(todo)])
         with _RECENT_LOCK:
             for j, i in enumerate(missing):
-                _RECENT[keys[i]] = computed[j]
+                _RECENT[keys[i]] = (computed[j], bands[:, j])
     with _RECENT_LOCK:
-        every = np.stack([_RECENT[k] for k in keys])
+        entries = [_RECENT[k] for k in keys]
         for k in keys:
             _RECENT.move_to_end(k)
-        while len(_RECENT) > 1 and sum(v.nbytes for v in _RECENT.values()) > _RECENT_BYTES:
+        while len(_RECENT) > 1 and sum(v[0].nbytes for v in _RECENT.values()) > _RECENT_BYTES:
             _RECENT.popitem(last=False)
-    return every
+    return [e[0] for e in entries], np.stack([e[1] for e in entries], axis=1)
 
 
 def _bands(every: np.ndarray) -> np.ndarray:
