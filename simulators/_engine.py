@@ -147,7 +147,9 @@ def simulate(
     grid
         Semilinear engine: ``(step h, number of steps)`` of the uniform grid from 0; found
         from the doses and times when they are concrete (required inside ``jit``; see
-        :func:`~twinsim.simulators.semilinear_grid`).
+        :func:`~twinsim.simulators.semilinear_grid`). ``(step, None)``: step node by node
+        to the last output time, whatever it is (one compilation for every horizon; no
+        states kept; forward-mode derivatives only).
     solver
         ODE and split engine solver: explicit ``"tsit5"``/``"dopri8"`` or stiff ``"kvaerno5"``.
     at_dose
@@ -268,7 +270,13 @@ def simulate(
                 )
         step = grid[0]  # a number (static), or an array: one compilation for every step
         step = jnp.asarray(step, float) if isinstance(step, jax.Array) else float(step)
-        options = dict(at_dose=at_dose, step=step, n_steps=int(grid[1]))
+        n_steps = None if grid[1] is None else int(grid[1])
+        if n_steps is None and keep_states:
+            raise SimulationError(
+                "`grid=(step, None)` runs to the last output time and keeps no states; pass "
+                "keep_states=False, or give the number of steps"
+            )
+        options = dict(at_dose=at_dose, step=step, n_steps=n_steps)
     else:
         raise SimulationError(
             f"`method` must be 'auto', 'linear', 'ode', 'split' or 'semilinear', got {method!r}"

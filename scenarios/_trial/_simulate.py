@@ -347,8 +347,8 @@ def simulate_chunk(
     decisions = sorted({t for a in design.arms if a.titration for t in a.titration.at})
 
     # a warfarin-like model (exact PK driving transit chains) with every dose, visit and
-    # decision on one grid: the semilinear engine, the same grid (one compilation) for
-    # every run up to a decision
+    # decision on one grid: the semilinear engine, the same step (one compilation) for
+    # every run up to a decision, each run stopping at its last output (the decision)
     def table(amount, given) -> DosingEvents:
         return DosingEvents(
             time=jnp.asarray(grid_times),
@@ -375,7 +375,7 @@ def simulate_chunk(
             jnp.asarray(np.minimum(times, until)),
             at_dose="pre",
             keep_states=False,
-            **({} if semi is None else {"method": "semilinear", "grid": semi}),
+            **({} if semi is None else {"method": "semilinear", "grid": (semi[0], None)}),
         )
         predicted = np.asarray(sol.outputs)
         measured = _measure(model, outputs, predicted, noise)

@@ -228,3 +228,27 @@ def test_both_modes_differentiate_the_recorded_run(warfarin):
     assert np.all(np.isfinite(reverse)) and scale > 0
     assert np.abs(reverse - forward).max() <= 1e-9 * scale
     assert np.abs(direct - forward).max() <= 1e-9 * scale
+
+
+def test_a_run_to_the_last_output_time(warfarin):
+    """``grid=(step, None)`` steps to the last output time only (the trial's runs up to
+    each titration visit): the recorded scan's numbers to 1e-12 relative, a subject's
+    bits the same alone and in a batch of 300 (padded in blocks as the scan is), and no
+    states to keep."""
+    model, params = warfarin
+    events = _warfarin_doses(model, n=1, days=7)
+    times = jnp.arange(0.0, 24.0 * 5 + 0.25, 6.0)
+    run = lambda p, ev, grid: (
+        simulate(  # noqa: E731
+            model, p, ev, times, method="semilinear", grid=grid, keep_states=False
+        ).outputs
+    )
+    to_last = run(params[:1], events, (0.5, None))
+    recorded = run(params[:1], events, (0.5, 24 * 7 * 2))
+    np.testing.assert_allclose(to_last, recorded, rtol=1e-12)
+    many = np.repeat(params[:1], 300, axis=0) * np.linspace(0.8, 1.2, 300)[:, None]
+    many[137] = params[0]
+    batch = run(many, events.broadcast(300), (0.5, None))
+    np.testing.assert_array_equal(np.asarray(batch)[137], np.asarray(to_last)[0])
+    with pytest.raises(SimulationError, match=r"keeps no states"):
+        simulate(model, params[:1], events, times, method="semilinear", grid=(0.5, None))
