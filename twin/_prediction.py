@@ -287,20 +287,32 @@ def _trajectories(engine, typical, eta, tables, grid, width) -> tuple[list[np.nd
             engine.model.structural, DosingEvents.from_doses(todo, pad_to=width), grid
         )
 
-        def run(group):
+        def run(group, draws=slice(None)):
             # regimens padded to a bucket (copies of the last): few compiled shapes
             group = group + [group[-1]] * (bucket_size(len(group), minimum=1) - len(group))
             events = DosingEvents.from_doses(group, pad_to=width)
-            out = engine.predict(jnp.asarray(typical), eta, events, jnp.asarray(grid), grid=semi)
+            out = engine.predict(
+                jnp.asarray(typical[draws]), eta[draws], events, jnp.asarray(grid), grid=semi
+            )
             return np.asarray(out)
 
-        if semi is not None and len(todo) > 1 and _WORKERS > 1:
-            # the semilinear engine's programs run side by side (no thread-pool ops inside):
-            # the regimens in two halves, one per core
-            half = -(-len(todo) // 2)
+        if semi is not None:
+            # the semilinear engine: each regimen's draws in two halves, every (regimen,
+            # half) its own call of one shape, spread over the cores (its programs hold no
+            # thread-pool ops). A regimen's numbers then depend on nothing computed with it:
+            # XLA's code for a batch differs by its size in the last bits (1e-15 measured),
+            # whatever the padding
+            n_draws = eta.shape[0]
+            halves = [slice(None, n_draws // 2), slice(n_draws // 2, None)]
+            if n_draws < 64:
+                halves = [slice(None)]
+            units = [(i, d) for i in range(len(todo)) for d in halves]
             with ThreadPoolExecutor(_WORKERS) as pool:
-                parts = list(pool.map(run, [todo[:half], todo[half:]]))
-            computed = np.concatenate([parts[0][:half], parts[1][: len(todo) - half]])
+                parts = list(pool.map(lambda u: run([todo[u[0]]], u[1])[0], units))
+            k = len(halves)
+            computed = np.stack(
+                [np.concatenate(parts[i * k : (i + 1) * k], axis=0) for i in range(len(todo))]
+            )
         else:
             computed = run(todo)
         bands = _bands(computed[: len(todo)])

@@ -238,11 +238,11 @@ def test_a_run_to_the_last_output_time(warfarin):
     model, params = warfarin
     events = _warfarin_doses(model, n=1, days=7)
     times = jnp.arange(0.0, 24.0 * 5 + 0.25, 6.0)
-    run = lambda p, ev, grid: (
-        simulate(  # noqa: E731
-            model, p, ev, times, method="semilinear", grid=grid, keep_states=False
-        ).outputs
-    )
+
+    def run(p, ev, grid):
+        out = simulate(model, p, ev, times, method="semilinear", grid=grid, keep_states=False)
+        return out.outputs
+
     to_last = run(params[:1], events, (0.5, None))
     recorded = run(params[:1], events, (0.5, 24 * 7 * 2))
     np.testing.assert_allclose(to_last, recorded, rtol=1e-12)

@@ -401,7 +401,8 @@ def test_baseline_outputs_may_be_observed_before_the_first_dose():
 def test_a_regimen_forecast_alone_is_the_same_as_with_others():
     """The forecast keeps recent regimens' trajectories: a what-if that changes one regimen
     computes that one only. Its numbers must not depend on what it was computed with —
-    warfarin (semilinear engine, two threads) and a fresh cache give the same bits."""
+    warfarin (semilinear engine; regimens on two threads, a regimen alone its draws in two
+    halves on two threads) and a fresh cache give the same bits."""
     from twinsim.twin import _prediction
 
     twin = PatientTwin.create(
@@ -412,8 +413,8 @@ def test_a_regimen_forecast_alone_is_the_same_as_with_others():
     regimens = {
         f"{mg} mg": [twin.dose(72.0 + 24.0 * k, float(mg)) for k in range(5)] for mg in (2, 3, 4)
     }
-    together = post.predict(regimens, horizon_h=120.0, n_draws=40, seed=5)
+    together = post.predict(regimens, horizon_h=120.0, n_draws=80, seed=5)
     _prediction._RECENT.clear()
-    alone = post.predict({"3 mg": regimens["3 mg"]}, horizon_h=120.0, n_draws=40, seed=5)
+    alone = post.predict({"3 mg": regimens["3 mg"]}, horizon_h=120.0, n_draws=80, seed=5)
     np.testing.assert_array_equal(alone.median[0], together.median[1])
     np.testing.assert_array_equal(alone.upper[0], together.upper[1])
