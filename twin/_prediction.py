@@ -302,8 +302,9 @@ def _trajectories(engine, typical, eta, tables, grid, width) -> tuple[list[np.nd
             # the semilinear engine: each regimen's draws in two halves, every (regimen,
             # half) its own call of one shape, spread over the cores (its programs hold no
             # thread-pool ops). A regimen's numbers then depend on nothing computed with it:
-            # XLA's code for a batch differs by its size in the last bits (1e-15 measured),
-            # whatever the padding
+            # batched with others they differed in the last bits (1e-15) with the batch's
+            # size — not in the engine call, whose padding keeps a subject's bits (checked
+            # for 1–513 subjects), but in the compiled forecast around it
             n_draws = eta.shape[0]
             halves = [slice(None, n_draws // 2), slice(n_draws // 2, None)]
             if n_draws < 64:
