@@ -1022,8 +1022,12 @@ def _observe(model: ODEModel, params, states, status):
     status = jnp.where(
         (status == SolveStatus.SUCCESS) & ~finite, int(SolveStatus.NONFINITE), status
     )
-    outputs = jnp.where((status == SolveStatus.SUCCESS)[:, None, None], outputs, jnp.nan)
-    return outputs, status
+    return _failed_as_nan(outputs, status), status
+
+
+def _failed_as_nan(outputs, status):
+    """``outputs [subject, time, output]`` with NaN for every subject whose solve failed."""
+    return jnp.where((status == SolveStatus.SUCCESS)[:, None, None], outputs, jnp.nan)
 
 
 # --------------------------------------------------------------------------- linear engine
@@ -1092,9 +1096,7 @@ def _solve_padded(model, params, events, times, n, n_padded, *, method, options,
     def block(args):
         p, ev, tm = args
         if method == "semilinear":  # outputs observed on the grid, states only if kept
-            outputs, states, status = solve(model, p, ev, tm, keep_states=keep_states, **options)
-            outputs = jnp.where((status == SolveStatus.SUCCESS)[:, None, None], outputs, jnp.nan)
-            return outputs, states, status
+            return solve(model, p, ev, tm, keep_states=keep_states, **options)
         states, status = solve(model, p, ev, tm, **options)
         outputs, status = _observe(model, p, states, status)
         return outputs, (states if keep_states else None), status
@@ -1261,12 +1263,14 @@ def _solve_split(
 def _solve_semilinear(model: ODEModel, params, events, times, *, at_dose, step, n_steps,
                       keep_states):  # fmt: skip
     """The semilinear engine (:mod:`._semilinear`): exact PK, exponential integrator for
-    the driven part on a uniform grid; it observes the outputs as it goes."""
+    the driven part on a uniform grid; it observes the outputs as it goes (NaN for a
+    subject whose solve failed)."""
     doses = _effective_doses(model, params, events)
-    return solve_semilinear(
+    outputs, states, status = solve_semilinear(
         model, params, doses, times, step=step, n_steps=n_steps, at_dose=at_dose,
         keep_states=keep_states,
     )  # fmt: skip
+    return _failed_as_nan(outputs, status), states, status
 
 
 def semilinear_outputs(model: ODEModel, params, events: DosingEvents, times, *, step,
@@ -1286,12 +1290,10 @@ def semilinear_outputs(model: ODEModel, params, events: DosingEvents, times, *, 
     :func:`~twinsim.simulators.semilinear_grid`). A subject whose doses or times the grid
     cannot take, or whose solve is not finite, gets NaN outputs.
     """
-    doses = _effective_doses(model, params, events)
-    outputs, _, status = solve_semilinear(
-        model, params, doses, times, step=step, n_steps=None, at_dose=at_dose,
+    return _solve_semilinear(
+        model, params, events, times, at_dose=at_dose, step=step, n_steps=None,
         keep_states=False,
-    )  # fmt: skip
-    return jnp.where((status == SolveStatus.SUCCESS)[:, None, None], outputs, jnp.nan)
+    )[0]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- ODE engine

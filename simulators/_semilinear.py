@@ -331,7 +331,10 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
 
     if n_steps is None:
         if keep_states:
-            raise ValueError("the run to the last output keeps no states")
+            raise ValueError(
+                "`keep_states` must be False with `n_steps=None` (the run to the last output "
+                "keeps no states), got True; give `n_steps` to keep them"
+            )
         out_node = out_index.astype(jnp.int32)
         # [subject, dose, L]: each dose's amount into its linear state
         into = (column[..., None] == jnp.arange(len(lin))) * amount[..., None]
