@@ -9,9 +9,12 @@
   M3-censored observations);
 - ``"nuts"``: NumPyro's No-U-Turn sampler on the model's own NumPyro definition
   (:meth:`~twinsim.priors.PopulationModel.population_model`: θ, Ω, σ and η per subject
-  random), ``num_chains`` chains (``chain_method="vectorized"`` by default: one compiled
-  program advances all chains, which suits a machine with few cores), started at the
-  FOCE-I optimum, non-centred η for sparse data;
+  random), ``num_chains`` chains run one after another through one compiled program
+  (``chain_method="sequential"``: a vectorised step waits for the slowest chain's tree and
+  costs more than the chains' steps one by one on a CPU), started at the FOCE-I optimum,
+  non-centred η for sparse data, a dense mass matrix when the warm-up can estimate one
+  (``dense_mass="auto"``) and a target acceptance of 0.9 (hierarchical posteriors
+  diverge at the default 0.8 of single-level models);
 - ``"svi"``: stochastic variational inference with a full-rank Gaussian guide in the
   unconstrained space (``AutoMultivariateNormal``, or ``AutoNormal`` with
   ``guide="diagonal"``) and optax Adam.
@@ -224,10 +227,10 @@ def fit_population(
     num_chains: int = 4,
     num_warmup: int = 1000,
     num_samples: int = 1000,
-    chain_method: Literal["vectorized", "sequential", "parallel"] = "vectorized",
-    target_accept_prob: float = 0.8,
+    chain_method: Literal["vectorized", "sequential", "parallel"] = "sequential",
+    target_accept_prob: float = 0.9,
     max_tree_depth: int = 10,
-    dense_mass: bool = True,
+    dense_mass: bool | Literal["auto"] = "auto",
     svi_steps: int = 4000,
     svi_learning_rate: float = 0.01,
     guide: Literal["multivariate", "diagonal"] = "multivariate",
@@ -260,6 +263,14 @@ def fit_population(
     dense_mass
         Adapt a dense mass matrix (NUTS): typical values and η are correlated in the
         centred parameterisation, and a dense metric lets the sampler take long steps.
+        ``"auto"``: dense for at most :data:`DENSE_MASS_MAX_SIZE` unconstrained parameters,
+        diagonal above. NumPyro estimates the dense matrix in warm-up windows of 25, 50,
+        100, … draws and shrinks the directions those draws leave unexplored to a variance
+        of ~1e-3, which in many dimensions forces trees of ~1,000 leapfrog steps for most
+        of the warm-up. Measured (4 × (1,000 + 1,000), 2-core CPU): theophylline, 43
+        parameters, dense: least bulk ESS ≈ 2,600 vs ≈ 800 diagonal; 59 neonates × 2 η,
+        123 parameters: ~1.6 million leapfrog steps per chain's warm-up dense, ~100,000
+        diagonal (``benchmarks/bench_fit.py``).
     svi_steps, svi_learning_rate, guide
         SVI settings.
     num_approx_draws
@@ -347,6 +358,8 @@ def fit_population(
                 bounds=bounds, num_approx_draws=2,
             )  # fmt: skip
             start_values = _nuts_start(start_fit, parameterization, full_omega)
+        if dense_mass == "auto":
+            dense_mass = _unconstrained_size(model, data, full_omega) <= DENSE_MASS_MAX_SIZE
         raw, extra = _run_nuts(
             numpyro_model,
             key,
@@ -368,6 +381,7 @@ def fit_population(
                 "objective_function_value": start_fit.diagnostics["objective_function_value"],
             }
         extra["parameterization"] = parameterization
+        extra["dense_mass"] = bool(dense_mass)
     elif method in _CONDITIONAL:
         raw, extra = _run_conditional(
             model, data, key, method=method, num_draws=num_approx_draws, full_omega=full_omega,
@@ -516,6 +530,22 @@ def _nuts_start(fit: PopulationFit, parameterization: str, full_omega: bool) -> 
     else:
         values["eta"] = eta
     return {k: jnp.asarray(v) for k, v in values.items()}
+
+
+#: ``dense_mass="auto"`` adapts a dense mass matrix up to this many unconstrained parameters
+DENSE_MASS_MAX_SIZE = 100
+
+
+def _unconstrained_size(model: PopulationModel, data: ObservationData, full_omega: bool) -> int:
+    """Number of unconstrained parameters NUTS samples (the sites of ``population_model``)."""
+    r, rb = len(model.random_effects), len(model.occasion_effects)
+    sigmas = sum(len(err.sigma_names) for err in model.residual.values())
+    size = len(model._estimated_thetas()) + r + sigmas + rb
+    size += r * (r - 1) // 2 if full_omega and r > 1 else 0
+    size += data.n_subjects * r
+    if rb:
+        size += data.n_subjects * model._n_occasions(data) * rb
+    return size
 
 
 def _run_nuts(
@@ -1094,7 +1124,9 @@ def _summarise(model, draws, method, diverging, extra):
     if method == "nuts":
         sample_stats = {"diverging": diverging} if diverging is not None else None
         idata = az.from_dict(posterior=scalars, sample_stats=sample_stats)
-        table = az.summary(idata, kind="diagnostics")
+        # unrounded: arviz rounds to 2 decimals by default, and an R-hat of 1.005 would
+        # then read 1.01 and fail the check against MAX_R_HAT
+        table = az.summary(idata, kind="diagnostics", round_to="none")
         for name in scalars:
             stats[name] = {
                 "r_hat": float(table.loc[name, "r_hat"]),

@@ -94,6 +94,13 @@ def test_nuts_matches_published_estimates(theophylline):
     assert d["max_r_hat"] < 1.05
     assert d["min_ess_bulk"] > 100
     assert d["divergences"] <= 5  # 1 % of transitions
+    # R-hat is reported unrounded (arviz rounds to 2 decimals unless told not to)
+    import arviz as az
+
+    for name in NLMIXR2:
+        row = next(row for row in fit.summary if row["name"] == name)
+        exact = float(az.rhat(np.asarray(fit.draws[name])))
+        assert row["r_hat"] == pytest.approx(exact, rel=1e-12, abs=1e-12)
     assert fit.inference_data is not None
     assert set(fit.shrinkage) == {"cl", "v", "ka"}
 
@@ -121,3 +128,45 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(_fitting, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 3 and result.failed == 0
+
+
+@pytest.mark.parametrize("case", ["theophylline", "full_omega", "noncentered_bov"])
+def test_dense_mass_choice_counts_the_samplers_dimensions(theophylline, case):
+    """``dense_mass="auto"`` decides on the number of unconstrained parameters NUTS samples;
+    the count must be NumPyro's own (the flattened unconstrained sites of the model)."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import initialize_model
+
+    from twinsim.priors import ObservationData, PopulationModel, ResidualError, one_compartment
+    from twinsim.simulators import Dose, DosingEvents
+    from twinsim.twin._fitting import _unconstrained_size
+
+    model, data = theophylline
+    parameterization, full = "centered", False
+    if case == "full_omega":
+        omega = np.full((3, 3), 0.01) + np.diag([0.3, 0.05, 0.02])
+        model = model.replace(omega=omega)
+        full = True
+    elif case == "noncentered_bov":
+        model = PopulationModel(
+            name="bov", structural=one_compartment(), theta={"cl": 5.0, "v": 50.0},
+            random_effects=("cl", "v"), omega=[0.04, 0.02], occasion_effects=("cl",),
+            occasion_omega=[0.0225], residual={"conc": ResidualError(additive=0.1, proportional=0.1)},
+        )  # fmt: skip
+        events = DosingEvents.from_doses(
+            [[Dose(0.0, 100.0, compartment=0), Dose(168.0, 100.0, compartment=0)]] * 3
+        )
+        data = ObservationData.build(
+            events,
+            [[2.0, 6.0, 170.0, 174.0]] * 3,
+            np.full((3, 4), 1.5),
+            occasion=[[0, 0, 1, 1]] * 3,
+        )
+        parameterization = "noncentered"
+    numpyro_model = model.population_model(
+        data, omega_structure="full" if full else "diagonal", parameterization=parameterization
+    )
+    info = initialize_model(jax.random.key(0), numpyro_model)
+    expected = ravel_pytree(info.param_info.z)[0].size
+    assert _unconstrained_size(model, data, full) == expected
