@@ -269,7 +269,7 @@ def fit_population(
         of ~1e-3, which in many dimensions forces trees of ~1,000 leapfrog steps for most
         of the warm-up. Measured (4 × (1,000 + 1,000), 2-core CPU): theophylline, 43
         parameters, dense: least bulk ESS ≈ 2,600 vs ≈ 800 diagonal; 59 neonates × 2 η,
-        123 parameters: ~1.6 million leapfrog steps per chain's warm-up dense, ~100,000
+        123 parameters: ≈ 440,000 leapfrog steps in a chain's warm-up dense, ≈ 94,000
         diagonal (``benchmarks/bench_fit.py``).
     svi_steps, svi_learning_rate, guide
         SVI settings.
