@@ -34,6 +34,12 @@ import _common as common
 #: twinsim engines: label and options of ``simulate``
 JAX_ENGINES = {
     "linear": ("twinsim linear", {"method": "linear", "keep_states": False}),
+    # simulate's defaults for an ODE: each subject its own steps (lockstep strategy,
+    # Dopri8 at this rtol), a subject's numbers the same in any batch
+    "ode-default": (
+        "twinsim ode (default: lockstep, Dopri8)",
+        {"method": "ode", "keep_states": False},
+    ),
     "ode": (
         "twinsim ode (batched state, Dopri8)",
         {"method": "ode", "ode_strategy": "batch", "solver": "dopri8", "keep_states": False},
@@ -243,7 +249,10 @@ def main(argv=None) -> dict:
     # agreement with the exact linear engine, on the same subjects
     if "linear" in jax_conc:
         reference = jax_conc["linear"]
-        others = {JAX_ENGINES[e][0]: jax_conc.get(e) for e in ("ode", "ode-vmap", "ode-split")}
+        others = {
+            JAX_ENGINES[e][0]: jax_conc.get(e)
+            for e in ("ode-default", "ode", "ode-vmap", "ode-split")
+        }
         others.update({name: conc for name, (_, _, conc, _) in peer_rates.items()})
         for name, conc in others.items():
             if conc is None:

@@ -294,8 +294,9 @@ def simulate_cohort(
     compilation serves the whole cohort and nothing compiles after the first chunk. Only one chunk is alive at a time: memory is bounded by ``chunk_size``,
     not by ``n_subjects``. With per-subject randomness (:func:`lognormal_parameters`,
     :func:`subject_keys`) the results do not depend on ``chunk_size``: bit for bit with the
-    linear engine and with the ODE engine's default ``ode_strategy="vmap"`` (each subject
-    its own steps, as in :func:`simulate`). ``ode_strategy="batch"`` (opt-in) integrates a
+    linear engine and with the ODE engine's per-subject strategies — the default
+    (``"lockstep"`` for these concrete inputs) and ``"vmap"`` — each subject its own steps,
+    as in :func:`simulate`. ``ode_strategy="batch"`` (opt-in) integrates a
     chunk whose subjects share their dose and output times as one system with one step
     size, so a subject's result then depends on its chunk-mates at the level of
     ``rtol``/``atol``; keep the default when bitwise reproducibility across chunkings

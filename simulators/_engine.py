@@ -33,6 +33,7 @@ from jax.scipy.linalg import expm
 from jaxtyping import Array, Bool, Float, Int
 
 from ._events import DosingEvents, bucket_size
+from ._lockstep import lockstep_segment, tableau_of
 from ._model import ODEModel
 from ._semilinear import semilinear_grid, semilinear_partition, solve_semilinear
 from ._split import solve_split, source_compartments, supported_doses
@@ -107,9 +108,9 @@ def simulate(
     atol: float = 1e-10,
     max_steps: int = 4096,
     grid: tuple[float, int] | None = None,
-    solver: Literal["tsit5", "dopri8", "kvaerno5"] = "tsit5",
+    solver: Literal["auto", "tsit5", "dopri8", "kvaerno5"] = "auto",
     at_dose: Literal["pre", "post"] = "pre",
-    ode_strategy: Literal["batch", "vmap"] = "vmap",
+    ode_strategy: Literal["auto", "lockstep", "vmap", "batch"] = "auto",
     keep_states: bool = True,
     sensitivity: Literal["reverse", "forward"] = "reverse",
 ) -> Solution:
@@ -151,15 +152,25 @@ def simulate(
         to the last output time, whatever it is (one compilation for every horizon; no
         states kept; forward-mode derivatives only).
     solver
-        ODE and split engine solver: explicit ``"tsit5"``/``"dopri8"`` or stiff ``"kvaerno5"``.
+        ODE and split engine solver: explicit ``"tsit5"``/``"dopri8"`` or stiff
+        ``"kvaerno5"``. ``"auto"`` (default): Dopri8 under the lockstep strategy at
+        ``rtol ≤ 1e-7`` (2–3× fewer steps than Tsit5 there), Tsit5 otherwise.
     at_dose
         Whether an output at the exact time of a dose is taken before (``"pre"``, trough
         convention) or after (``"post"``) the dose.
     ode_strategy
-        ODE engine only. ``"vmap"``: each subject integrates with its own adaptive steps.
-        ``"batch"``: when the cohort shares its dose and output times, the stacked cohort is
-        integrated as one system (one step size, every subject held to the tolerance by a
-        max norm), falling back to per-subject solves for a segment that fails.
+        ODE engine only; every strategy but ``"batch"`` gives each subject its own adaptive
+        steps, so a subject's numbers are the same bit for bit alone or in any batch.
+        ``"lockstep"``: one loop advances every subject of a block together, each with its
+        own steps of the solver's Runge–Kutta tableau and diffrax's error control
+        (:mod:`._lockstep`; explicit solvers; forward-mode derivatives only; ≈ 5–6× faster
+        than ``"vmap"``). ``"vmap"``: :func:`diffrax.diffeqsolve` per subject under
+        :func:`jax.vmap` (any solver; reverse-mode derivatives). ``"auto"`` (default):
+        ``"lockstep"`` for concrete inputs with an explicit solver — no :func:`jax.grad`
+        can reach them — else ``"vmap"``. ``"batch"``: when the cohort shares its dose and
+        output times, the stacked cohort is integrated as one system (one step size, every
+        subject held to the tolerance by a max norm; a subject's last digits then depend on
+        its batch-mates), falling back to per-subject solves for a segment that fails.
     keep_states
         Return the states at the output times as well (``Solution.states``). Large cohorts
         that need only the outputs save memory and time with ``False`` (``states`` is then
@@ -229,10 +240,26 @@ def simulate(
             )
         options = dict(at_dose=at_dose, **walk)
     elif method in ("ode", "split"):
-        if solver not in _SOLVERS:
-            raise SimulationError(f"`solver` must be one of {list(_SOLVERS)}, got {solver!r}")
-        if ode_strategy not in ("batch", "vmap"):
-            raise SimulationError(f"`ode_strategy` must be 'batch' or 'vmap', got {ode_strategy!r}")
+        if solver not in ("auto", *_SOLVERS):
+            raise SimulationError(f"`solver` must be one of {['auto', *_SOLVERS]}, got {solver!r}")
+        if ode_strategy not in ("auto", "lockstep", "vmap", "batch"):
+            raise SimulationError(
+                "`ode_strategy` must be 'auto', 'lockstep', 'vmap' or 'batch', got "
+                f"{ode_strategy!r}"
+            )
+        if ode_strategy == "auto":
+            ode_strategy = "lockstep" if not traced and solver != "kvaerno5" else "vmap"
+        if solver == "auto":
+            # an 8th-order method takes 2-3x fewer steps at tight tolerances; under the
+            # lockstep strategy a step costs about the same either way (measured on the
+            # engines benchmark at rtol 1e-8: 10,968 vs 4,645 subjects/s)
+            tight = method == "ode" and ode_strategy == "lockstep" and rtol <= 1e-7
+            solver = "dopri8" if tight else "tsit5"
+        elif ode_strategy == "lockstep" and solver == "kvaerno5":
+            raise SimulationError(
+                "`ode_strategy` 'lockstep' takes an explicit solver ('tsit5' or 'dopri8'), "
+                "got solver='kvaerno5'; use ode_strategy='vmap' for the stiff solver"
+            )
         if sensitivity not in _SENSITIVITIES:
             raise SimulationError(
                 f"`sensitivity` must be one of {list(_SENSITIVITIES)}, got {sensitivity!r}"
@@ -1429,7 +1456,13 @@ def _solve_ode(
 
     def propagate(x, r, t0, t1, p, dt0, shared, _u):
         def each_subject(_):
-            x_new, status, dt_next = jax.vmap(segment)(x, r, t0, t1, p, dt0)
+            if strategy == "lockstep":
+                x_new, status, dt_next = lockstep_segment(
+                    model.vector_field, tableau_of(ode_solver), x, r, t0, t1, p, dt0,
+                    rtol=rtol, atol=atol, max_steps=max_steps,
+                )  # fmt: skip
+            else:
+                x_new, status, dt_next = jax.vmap(segment)(x, r, t0, t1, p, dt0)
             return x_new, dt_next, status
 
         def whole_batch(_):
