@@ -192,3 +192,8 @@ def test_lockstep_needs_an_explicit_solver():
     model, params, events, times = _mm_cohort(2)
     with pytest.raises(SimulationError, match=r"'lockstep' takes an explicit solver .*kvaerno5"):
         simulate(model, params, events, times, ode_strategy="lockstep", solver="kvaerno5")
+    # the stiff solver under "auto" takes the per-subject diffrax solves, and agrees
+    stiff = simulate(model, params, events, times, solver="kvaerno5", keep_states=False)
+    lock = simulate(model, params, events, times, keep_states=False)
+    assert np.all(np.asarray(stiff.status) == 0)
+    np.testing.assert_allclose(np.asarray(stiff.outputs), np.asarray(lock.outputs), 1e-5, ATOL)
