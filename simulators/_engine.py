@@ -247,6 +247,11 @@ def simulate(
                 "`ode_strategy` must be 'auto', 'lockstep', 'vmap' or 'batch', got "
                 f"{ode_strategy!r}"
             )
+        if ode_strategy == "lockstep" and solver == "kvaerno5":
+            raise SimulationError(
+                "`ode_strategy` 'lockstep' takes an explicit solver ('tsit5' or 'dopri8'), "
+                "got solver='kvaerno5'; use ode_strategy='vmap' for the stiff solver"
+            )
         if ode_strategy == "auto":
             ode_strategy = "lockstep" if not traced and solver != "kvaerno5" else "vmap"
         if solver == "auto":
@@ -255,11 +260,6 @@ def simulate(
             # engines benchmark at rtol 1e-8: 10,968 vs 4,645 subjects/s)
             tight = method == "ode" and ode_strategy == "lockstep" and rtol <= 1e-7
             solver = "dopri8" if tight else "tsit5"
-        elif ode_strategy == "lockstep" and solver == "kvaerno5":
-            raise SimulationError(
-                "`ode_strategy` 'lockstep' takes an explicit solver ('tsit5' or 'dopri8'), "
-                "got solver='kvaerno5'; use ode_strategy='vmap' for the stiff solver"
-            )
         if sensitivity not in _SENSITIVITIES:
             raise SimulationError(
                 f"`sensitivity` must be one of {list(_SENSITIVITIES)}, got {sensitivity!r}"
@@ -1398,6 +1398,7 @@ def _solve_ode(
     term = diffrax.ODETerm(lambda t, y, args: model.vector_field(t, y, args[0]) + args[1])
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     ode_solver = _SOLVERS[solver]()
+    tableau = tableau_of(ode_solver) if strategy == "lockstep" else None
     batch_term = diffrax.ODETerm(
         lambda t, y, args: (
             jax.vmap(model.vector_field, in_axes=(None, 0, 0))(t, y, args[0]) + args[1]
@@ -1458,7 +1459,7 @@ def _solve_ode(
         def each_subject(_):
             if strategy == "lockstep":
                 x_new, status, dt_next = lockstep_segment(
-                    model.vector_field, tableau_of(ode_solver), x, r, t0, t1, p, dt0,
+                    model.vector_field, tableau, x, r, t0, t1, p, dt0,
                     rtol=rtol, atol=atol, max_steps=max_steps,
                 )  # fmt: skip
             else:

@@ -27,6 +27,19 @@ import numpy as np
 __all__ = ["lockstep_segment"]
 
 _SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
+#: :class:`~twinsim.simulators.SolveStatus` codes (that enum lives in ``_engine``, which
+#: imports this module)
+_MAX_STEPS, _NONFINITE, _SOLVER_FAILED = 1, 2, 3
+
+
+class _State(NamedTuple):
+    t: jax.Array  #: [subject] time reached
+    y: jax.Array  #: [subject, state] state at t
+    h: jax.Array  #: [subject] next step size to try
+    k: jax.Array  #: [subject, state] right-hand side at (t, y): first same as last
+    steps: jax.Array  #: [subject] steps tried
+    done: jax.Array  #: [subject] arrived at t1, or failed
+    status: jax.Array  #: [subject] 0, or a failure code
 
 
 class _Tableau(NamedTuple):
@@ -54,7 +67,7 @@ def tableau_of(solver) -> _Tableau:
 def _combine(weights, ks):
     """``Σ w_j k_j`` over the nonzero weights (Python floats), in a fixed order."""
     total = None
-    for w, k in zip(weights, ks, strict=False):
+    for w, k in zip(weights, ks, strict=True):
         if w != 0.0:
             total = w * k if total is None else total + w * k
     return total
@@ -84,13 +97,8 @@ def lockstep_segment(
     f = jax.vmap(lambda t, y, q, u: vector_field(t, y, q) + u)
     s = len(tableau.b)
     moving = t1 > t0
-    h0 = jnp.where(moving, jnp.minimum(dt0, t1 - t0), 0.0)
-    k0 = f(t0, x, p, r)
 
-    def cond(state):
-        return jnp.any(~state[5])  # someone has not arrived
-
-    def body(state):
+    def body(state: _State) -> _State:
         t, y, h, k, steps, done, status = state
         remaining = t1 - t
         last = h >= remaining
@@ -115,29 +123,37 @@ def lockstep_segment(
             jnp.where(accept, _FACTOR_MAX, _SAFETY),
         )
         arrived = accept & last
-        t_new = jnp.where(accept, jnp.where(last, t1, t + dt), t)
-        y = jnp.where(accept[:, None], y_new, y)
-        k = jnp.where(accept[:, None], ks[-1], k)
         # a step shortened to land on t1 says little of the step the solution allows
         h_new = jnp.where(arrived & (dt < h), h, dt * factor)
-        h = jnp.where(done, h, h_new)
         steps = steps + (~done).astype(jnp.int32)
         collapsed = ~done & ~accept & (h_new <= 1e-14 * jnp.maximum(1.0, jnp.abs(t)))
         out_of_steps = ~done & ~arrived & (steps >= max_steps)
-        status = jnp.where(collapsed, jnp.where(finite, 3, 2), jnp.where(out_of_steps, 1, status))
-        done = done | arrived | (status != 0)
-        return t_new, y, h, k, steps, done, status
+        status = jnp.where(
+            collapsed,
+            jnp.where(finite, _SOLVER_FAILED, _NONFINITE),
+            jnp.where(out_of_steps, _MAX_STEPS, status),
+        )
+        return _State(
+            t=jnp.where(accept, jnp.where(last, t1, t + dt), t),
+            y=jnp.where(accept[:, None], y_new, y),
+            h=jnp.where(done, h, h_new),
+            k=jnp.where(accept[:, None], ks[-1], k),
+            steps=steps,
+            done=done | arrived | (status != 0),
+            status=status,
+        )
 
     n = x.shape[0]
-    state = (
-        t0,
-        x,
-        h0,
-        k0,
-        jnp.zeros(n, jnp.int32),
-        ~moving,
-        jnp.zeros(n, jnp.int32),
+    start = _State(
+        t=t0,
+        y=x,
+        h=jnp.where(moving, jnp.minimum(dt0, t1 - t0), 0.0),
+        k=f(t0, x, p, r),
+        steps=jnp.zeros(n, jnp.int32),
+        done=~moving,
+        status=jnp.zeros(n, jnp.int32),
     )
-    _, y, h, _, _, _, status = jax.lax.while_loop(cond, body, state)
+    end = jax.lax.while_loop(lambda state: jnp.any(~state.done), body, start)
+    y, h, status = end.y, end.h, end.status
     dt_next = jax.lax.stop_gradient(jnp.where(moving & (h > 0), h, dt0))
     return y, status, dt_next
