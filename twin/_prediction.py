@@ -166,20 +166,13 @@ def _predict(
     typical = np.broadcast_to(typical, (eta.shape[0], np.shape(typical)[-1]))
     eta_j = jnp.asarray(eta)
     out_index = twin.model.structural.output_names.index(target.output) if target is not None else 0
-    in_window = grid >= w_start - 1e-9
     tables = [[*twin.doses, *doses] for doses in dose_lists]
-    every, bands = _trajectories(engine, typical, eta_j, tables, grid, width)
     n = len(dose_lists)
-    lowers, medians, uppers = bands  # [regimen, time, output] each
     # the engines' pre-dose convention: a trough at a dose time is the value before it
     last_dose = [
         max((d.time for d in doses if grid[0] < d.time <= end + 1e-9), default=end)
         for doses in dose_lists
     ]
-    per_draw = _exposure(
-        grid, np.stack([e[..., out_index] for e in every]), np.asarray(last_dose), end,
-        w_start, window_h, in_window, target,
-    )  # fmt: skip
     names_out = twin.model.structural.output_names
     safety_index = names_out.index(safety.output) if safety is not None else out_index
     # the peak over the prediction (from its start); requested times all before the start
@@ -188,7 +181,23 @@ def _predict(
     if not after.any():
         after = np.ones_like(after)
     first = int(np.argmax(after))  # the times after the start are the grid's last ones
-    per_draw["peak"] = np.stack([e[:, first:, safety_index].max(axis=-1) for e in every])
+    in_range = (
+        (target.low, target.high) if target is not None and target.uses_time_in_range else None
+    )
+    settings = [
+        (out_index, safety_index, first, trough_at, end, w_start, window_h, in_range)
+        for trough_at in last_dose
+    ]
+
+    def summarise(i, e):
+        # one regimen, on views of its trajectories [draw, time, output]
+        found = _exposure(grid, e[..., out_index], last_dose[i], end, w_start, window_h, in_range)
+        found["peak"] = e[:, first:, safety_index].max(axis=-1)
+        return found
+
+    bands, rows = _forecast_parts(engine, typical, eta_j, tables, grid, width, summarise, settings)
+    lowers, medians, uppers = bands  # [regimen, time, output] each
+    per_draw = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     steady = _steady_state(twin, eta, typical, daily_doses, n) if daily_doses is not None else None
     if steady is not None:
         per_draw["steady_state"] = steady
@@ -251,23 +260,34 @@ def _predict(
     )
 
 
-#: trajectories of recent forecasts and their bands, one entry per regimen: a what-if that
-#: changes one regimen computes that one only. A regimen's draws must not depend on the
-#: regimens forecast with it: on the semilinear engine each regimen has calls of its own
-#: (see _trajectories); the linear and walking engines pad a batch so that a subject's bits
-#: do not depend on it (vancomycin checked alone and with others at 40, 80 and 200 draws)
-_RECENT: collections.OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
-_RECENT_BYTES = 512 * 2**20
+#: bands and per-draw metrics of recent forecasts, one entry per regimen and metric
+#: settings: a what-if that changes one regimen computes that one only. The trajectories
+#: themselves are not kept: growing the heap by 23 MB per regimen (500 draws × 8 weeks at
+#: 0.5 h) cost ~0.1 s of first-touch page faults per what-if on the benchmark's VM, and a
+#: regimen's bands and metrics are all a forecast reads. A regimen's draws must not depend
+#: on the regimens forecast with it: on the semilinear engine each regimen has calls of its
+#: own (see _forecast_parts); the linear and walking engines pad a batch so that a subject's
+#: bits do not depend on it (vancomycin checked alone and with others at 40, 80 and 200 draws)
+_RECENT: collections.OrderedDict[bytes, tuple[np.ndarray, dict[str, np.ndarray]]] = (
+    collections.OrderedDict()
+)
+_RECENT_BYTES = 128 * 2**20
 _RECENT_LOCK = threading.Lock()
 #: threads a forecast's (regimen, half of the draws) calls run on (semilinear engine only)
 _WORKERS = min(2, os.cpu_count() or 1)
 
 
-def _trajectories(engine, typical, eta, tables, grid, width) -> tuple[list[np.ndarray], np.ndarray]:
-    """Outputs ``[draw, time, output]`` of each dose table of ``tables`` (history +
-    regimen) for the draws ``eta`` with typical parameters ``typical [draw, P]``, and their
-    5/50/95 % bands ``[3, regimen, time, output]``; each regimen from the cache of recent
-    forecasts when it was computed before for the same model, draws and times."""
+def _entry_bytes(entry: tuple[np.ndarray, dict[str, np.ndarray]]) -> int:
+    return entry[0].nbytes + sum(v.nbytes for v in entry[1].values())
+
+
+def _forecast_parts(engine, typical, eta, tables, grid, width, summarise, settings):
+    """The 5/50/95 % bands ``[3, regimen, time, output]`` of each dose table of ``tables``
+    (history + regimen) for the draws ``eta`` with typical parameters ``typical [draw,
+    P]``, and each one's per-draw metrics ``summarise(i, outputs [draw, time, output])``
+    (a dict of ``[draw]`` arrays) under the hashable ``settings[i]``; each regimen from
+    the cache of recent forecasts when it was computed before for the same model, draws,
+    times and settings."""
     common = hashlib.sha256()
     for part in (np.asarray(typical, np.float64), np.asarray(eta, np.float64), grid):
         common.update(np.ascontiguousarray(part).tobytes())
@@ -275,9 +295,10 @@ def _trajectories(engine, typical, eta, tables, grid, width) -> tuple[list[np.nd
     identity = (id(engine), structural.name, structural.parameters, structural.output_names)
     common.update(repr((identity, np.shape(eta), np.shape(grid))).encode())
     keys = []
-    for table in tables:
+    for table, setting in zip(tables, settings, strict=True):
         h = common.copy()
         h.update(repr([tuple(dataclasses.astuple(d)) for d in table]).encode())
+        h.update(repr(setting).encode())
         keys.append(h.digest())
     with _RECENT_LOCK:
         missing = [i for i, k in enumerate(keys) if k not in _RECENT]
@@ -313,32 +334,39 @@ def _trajectories(engine, typical, eta, tables, grid, width) -> tuple[list[np.nd
             with ThreadPoolExecutor(_WORKERS) as pool:
                 parts = list(pool.map(lambda u: run([todo[u[0]]], u[1])[0], units))
             k = len(halves)
-            computed = np.stack(
-                [np.concatenate(parts[i * k : (i + 1) * k], axis=0) for i in range(len(todo))]
-            )
+            computed = [np.concatenate(parts[i * k : (i + 1) * k]) for i in range(len(todo))]
+            del parts
         else:
-            computed = run(todo)
-        bands = _bands(computed[: len(todo)])
+            computed = list(run(todo)[: len(todo)])
+        bands = _bands(computed)
+        found = {keys[i]: (bands[j], summarise(i, computed[j])) for j, i in enumerate(missing)}
+        del computed
         with _RECENT_LOCK:
-            for j, i in enumerate(missing):
-                _RECENT[keys[i]] = (computed[j], bands[:, j])
+            _RECENT.update(found)
     with _RECENT_LOCK:
         entries = [_RECENT[k] for k in keys]
         for k in keys:
             _RECENT.move_to_end(k)
-        while len(_RECENT) > 1 and sum(v[0].nbytes for v in _RECENT.values()) > _RECENT_BYTES:
+        while len(_RECENT) > len(keys) and sum(map(_entry_bytes, _RECENT.values())) > _RECENT_BYTES:
             _RECENT.popitem(last=False)
-    return [e[0] for e in entries], np.stack([e[1] for e in entries], axis=1)
+    return np.stack([e[0] for e in entries], axis=1), [e[1] for e in entries]
 
 
-def _bands(every: np.ndarray) -> np.ndarray:
-    """5 %, 50 % and 95 % quantiles over the draws of ``every [regimen, draw, time,
-    output]``, a regimen per thread (numpy's partition runs without the GIL)."""
-    if every.shape[0] < 2 or _WORKERS < 2:
-        return np.quantile(every, [0.05, 0.5, 0.95], axis=1)
+def _bands(every: list[np.ndarray]) -> list[np.ndarray]:
+    """5 %, 50 % and 95 % quantiles ``[3, time, output]`` over the draws of each regimen's
+    ``[draw, time, output]``; each regimen's times in halves, a (regimen, half) per thread
+    (numpy's partition runs without the GIL; a time's quantiles do not depend on the others)."""
+    quantiles = [0.05, 0.5, 0.95]
+    if _WORKERS < 2:
+        return [np.quantile(y, quantiles, axis=0) for y in every]
+    units = [
+        (y, part)
+        for y in every
+        for part in (slice(None, y.shape[1] // 2), slice(y.shape[1] // 2, None))
+    ]
     with ThreadPoolExecutor(_WORKERS) as pool:
-        parts = list(pool.map(lambda y: np.quantile(y, [0.05, 0.5, 0.95], axis=0), every))
-    return np.stack(parts, axis=1)
+        parts = list(pool.map(lambda u: np.quantile(u[0][:, u[1]], quantiles, axis=0), units))
+    return [np.concatenate(parts[2 * i : 2 * i + 2], axis=1) for i in range(len(every))]
 
 
 def _steady_state(twin, eta, typical, daily_doses, n) -> np.ndarray | None:
@@ -369,29 +397,27 @@ def _auc_between(grid, y, start: float, end: float) -> np.ndarray:
     return np.asarray(auc_interval(grid[first:last], y[..., first:last], start, end))
 
 
-def _exposure(
-    grid, y, trough_at, end, w_start, window_h, in_window, target
-) -> dict[str, np.ndarray]:
-    """Per-draw exposure metrics ``[regimen, draw]`` of the target's output
-    ``y [regimen, draw, time]``; each regimen's trough is taken at ``trough_at [regimen]``."""
+def _exposure(grid, y, trough_at, end, w_start, window_h, in_range) -> dict[str, np.ndarray]:
+    """Per-draw exposure metrics ``[draw]`` of one regimen's target output ``y [draw,
+    time]`` (a view is fine: nothing is copied but the window's in-range flags); the trough
+    is taken at ``trough_at``; ``in_range``: ``(low, high)`` of a time-in-range target."""
     auc_start = max(end - 24.0, float(grid[0]))
     auc = _auc_between(grid, y, auc_start, end) * (24.0 / max(end - auc_start, 1e-12))
     window_auc = _auc_between(grid, y, w_start, end)
     # linear interpolation at the trough time, or the sample itself (pre-dose) on the grid
-    right = np.clip(np.searchsorted(grid, trough_at - 1e-9), 1, grid.size - 1)
-    on_grid = np.abs(grid[right] - trough_at) < 1e-9
+    right = int(np.clip(np.searchsorted(grid, trough_at - 1e-9), 1, grid.size - 1))
+    on_grid = abs(grid[right] - trough_at) < 1e-9
     between = (trough_at - grid[right - 1]) / (grid[right] - grid[right - 1])
-    frac = np.where(on_grid, 1.0, np.clip(between, 0.0, 1.0))[:, None]
-    rows = np.arange(y.shape[0])
-    trough = (1.0 - frac) * y[rows, :, right - 1] + frac * y[rows, :, right]
-    window = y[..., in_window]
+    frac = 1.0 if on_grid else float(np.clip(between, 0.0, 1.0))
+    trough = (1.0 - frac) * y[:, right - 1] + frac * y[:, right]
+    window = y[:, int(np.searchsorted(grid, w_start - 1e-9)) :]  # the grid is sorted
     metrics = {
         "auc24": auc,
         "trough": trough,
         "cmax": window.max(axis=-1),
         "average": window_auc / window_h,
     }
-    if target is not None and target.uses_time_in_range:
-        inside = (window >= target.low) & (window <= target.high)
+    if in_range is not None:
+        inside = (window >= in_range[0]) & (window <= in_range[1])
         metrics["time_in_range"] = inside.mean(axis=-1)
     return metrics

@@ -418,3 +418,36 @@ def test_a_regimen_forecast_alone_is_the_same_as_with_others():
     alone = post.predict({"3 mg": regimens["3 mg"]}, horizon_h=120.0, n_draws=80, seed=5)
     np.testing.assert_array_equal(alone.median[0], together.median[1])
     np.testing.assert_array_equal(alone.upper[0], together.upper[1])
+
+
+def test_kept_forecasts_follow_the_target_and_window():
+    """A forecast keeps each regimen's bands and per-draw metrics for the next what-if,
+    keyed by the target's range and window too: a second forecast of the same regimens
+    with another INR range and window gives what a fresh cache gives, not the first
+    forecast's metrics."""
+    from twinsim.twin import Target, _prediction
+
+    twin = PatientTwin.create(
+        "warfarin", {"age": 62.0, "weight": 78.0, "female": 1, "cyp2c9": "*1/*3", "vkorc1": "A/A"}
+    )
+    twin = twin.with_doses(*[twin.dose(24.0 * k, 5.0) for k in range(3)])
+    post = twin.fit("map")
+    regimens = {
+        f"{mg} mg": [twin.dose(72.0 + 24.0 * k, float(mg)) for k in range(5)] for mg in (2, 6)
+    }
+    wide = Target("inr", 1.2, 3.0, metric="time_in_range", window_h=96.0)
+    narrow = Target("inr", 1.5, 2.0, metric="time_in_range", window_h=48.0)
+    options = {"horizon_h": 120.0, "n_draws": 80, "seed": 5}
+    first = post.predict(regimens, target=wide, **options)
+    second = post.predict(regimens, target=narrow, **options)
+    _prediction._RECENT.clear()
+    fresh = post.predict(regimens, target=narrow, **options)
+    for kept, new in zip(second.draw_metrics, fresh.draw_metrics, strict=True):
+        assert kept.keys() == new.keys()
+        for name in kept:
+            np.testing.assert_array_equal(kept[name], new[name])
+    np.testing.assert_array_equal(second.pta, fresh.pta)
+    np.testing.assert_array_equal(second.median, first.median)  # the same trajectories
+    assert not np.array_equal(
+        first.draw_metrics[0]["time_in_range"], second.draw_metrics[0]["time_in_range"]
+    )
