@@ -374,6 +374,12 @@ def auc_interval(
             f"`end` must be ≥ `start`; got start {float(np.max(host_s))} h and end "
             f"{float(np.min(host_e))} h; swap them"
         )
+    return _auc_interval_core(t, c, start, end, log_down=log_down)
+
+
+@functools.partial(jax.jit, static_argnames="log_down")
+def _auc_interval_core(t, c, start, end, *, log_down: bool):
+    # one program per shape (op by op, each new shape compiled ~40 small programs)
     area_end, _ = _cumulative_at(t, c, end, log_down)
     area_start, _ = _cumulative_at(t, c, start, log_down)
     return area_end - area_start
@@ -567,6 +573,11 @@ def trough(
     t, c = _prepare(times, conc, min_samples=2)
     at = _at(at, c.shape[:-1], c.dtype, "at")
     _check_within(t, at, "at")
+    return _trough_core(t, c, at, log_down=log_down)
+
+
+@functools.partial(jax.jit, static_argnames="log_down")
+def _trough_core(t, c, at, *, log_down: bool):
     return _cumulative_at(t, c, at, log_down)[1]
 
 

@@ -35,7 +35,6 @@ from jaxtyping import Array
 
 from ..priors._population import PopulationModel
 from ..simulators import (
-    Dose,
     DosingEvents,
     predict_outputs,
     semilinear_grid,
@@ -133,11 +132,13 @@ class _Engine:
         property of the structural model, evaluated once (an eager evaluation per new
         twin compiled a program each time)."""
         if self._drug_free is None:
-            typical = self.model.typical_parameters(covariates)
-            empty = DosingEvents.from_doses([[Dose(0.0, 0.0, compartment=0)]])
-            out = predict_outputs(self.model.structural, typical, empty, jnp.array([0.0]))
+            structural = self.model.structural
+            typical = jnp.atleast_2d(jnp.asarray(self.model.typical_parameters(covariates)))[0]
+            # what every engine gives at t = 0 before any dose: the initial state observed
+            # (one small program; a solve with a zero dose compiled an engine for it)
+            out = jax.jit(lambda p: structural.observe(structural.initial_state(p), p))(typical)
             self._drug_free = frozenset(
-                name for name, v in zip(self.outputs, np.asarray(out)[0, 0], strict=True) if v == 0
+                name for name, v in zip(self.outputs, np.asarray(out), strict=True) if v == 0
             )
         return self._drug_free
 
