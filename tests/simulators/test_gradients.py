@@ -215,9 +215,13 @@ def test_derivative_of_a_steady_state_that_does_not_exist_is_reported_not_raised
     events, times = regimen.events(), jnp.asarray(grid["times"])
     model = linear_models[2]
 
-    def conc(method, **options):
+    # one reverse pass of a weighted sum of every output (jacrev ran one per output: 70 s)
+    weights = jnp.asarray(np.random.default_rng(7).uniform(0.5, 1.5, (3, len(grid["times"]))))
+
+    def loss(method, **options):
         def f(p):
-            return simulate(model, p, events, times, method=method, **options).outputs[..., 0]
+            out = simulate(model, p, events, times, method=method, **options).outputs[..., 0]
+            return jnp.sum(jnp.where(jnp.isfinite(out), out, 0.0) * weights)
 
         return f
 
@@ -227,10 +231,8 @@ def test_derivative_of_a_steady_state_that_does_not_exist_is_reported_not_raised
         int(SolveStatus.STEADY_STATE_FAILED),
         0,
     ]
-    jac = np.asarray(jax.jacrev(conc("ode", **ODE_TOL))(jnp.asarray(params)))  # [i, t, j, p]
-    exact = np.asarray(jax.jacrev(conc("linear"))(jnp.asarray(params)))
+    grad = np.asarray(jax.grad(loss("ode", **ODE_TOL))(jnp.asarray(params)))  # [subject, p]
+    exact = np.asarray(jax.grad(loss("linear"))(jnp.asarray(params)))
     for i in (0, 2):
-        own = jac[i, :, i]
-        assert np.all(np.isfinite(own))
-        scale = np.abs(exact[i, :, i]).max()
-        np.testing.assert_allclose(own, exact[i, :, i], rtol=0, atol=1e-6 * scale)
+        assert np.all(np.isfinite(grad[i]))
+        np.testing.assert_allclose(grad[i], exact[i], rtol=1e-6, atol=1e-9 * np.abs(exact[i]).max())
