@@ -18,119 +18,157 @@ Specs are read from YAML/JSON, validated once with messages naming each bad fiel
 command line that runs them is :mod:`twinsim.cli`, one floor up.
 """
 
-from ._cases import CaseError as CaseError
-from ._cases import CaseSet as CaseSet
-from ._cases import CaseSpec as CaseSpec
-from ._cases import CaseTemplate as CaseTemplate
-from ._cases import builtin_templates as builtin_templates
-from ._cases import case_figure as case_figure
-from ._cases import case_html as case_html
-from ._cases import case_markdown as case_markdown
-from ._cases import fhir_bundle as fhir_bundle
-from ._cases import generate_cases as generate_cases
-from ._cases import load_case_spec as load_case_spec
-from ._cases import load_template as load_template
-from ._cases import try_dose as try_dose
-from ._cases import write_case_set as write_case_set
-from ._cohort._run import FailedSubjectsWarning as FailedSubjectsWarning
-from ._cohort._run import LargeCohortWarning as LargeCohortWarning
-from ._cohort._run import WorkflowWarning as WorkflowWarning
-from ._cohort._run import cohort_size as cohort_size
-from ._cohort._run import concentration_band_figure as concentration_band_figure
-from ._cohort._run import exposure_summary as exposure_summary
-from ._cohort._run import output_target as output_target
-from ._cohort._run import read_provenance as read_provenance
-from ._cohort._run import run_simulation as run_simulation
-from ._cohort._run import simulated_nonmem as simulated_nonmem
-from ._cohort._spec import MODEL_REGISTRY as MODEL_REGISTRY
-from ._cohort._spec import PDStep as PDStep
-from ._cohort._spec import SimulationSpec as SimulationSpec
-from ._cohort._spec import TimeGrid as TimeGrid
-from ._cohort._spec import VariabilitySpec as VariabilitySpec
-from ._cohort._spec import load_spec as load_spec
-from ._cohort._spec import resolve_model as resolve_model
-from ._cohort._spec import spec_json_schema as spec_json_schema
-from ._cohort._spec import spec_model as spec_model
-from ._fit import FitDataError as FitDataError
-from ._fit import UserModel as UserModel
-from ._fit import example_data_path as example_data_path
-from ._fit import fit_data as fit_data
-from ._fit import fit_model as fit_model
-from ._fit import load_model_file as load_model_file
-from ._fit import vpc_figure as vpc_figure
-from ._fit import write_fit_report as write_fit_report
-from ._levels import MAX_LEVELS_BYTES as MAX_LEVELS_BYTES
-from ._levels import LevelsData as LevelsData
-from ._levels import LevelsError as LevelsError
-from ._levels import read_levels as read_levels
-from ._nonmem import STANDARD_COLUMNS as STANDARD_COLUMNS
-from ._nonmem import NonmemData as NonmemData
-from ._nonmem import NonmemError as NonmemError
-from ._nonmem import read_nonmem as read_nonmem
-from ._nonmem import write_nonmem as write_nonmem
-from ._outputs import OutputError as OutputError
-from ._outputs import ZarrCohortWriter as ZarrCohortWriter
-from ._outputs import metrics_table as metrics_table
-from ._outputs import open_zarr_cohort as open_zarr_cohort
-from ._outputs import to_dataset as to_dataset
-from ._outputs import to_frame as to_frame
-from ._outputs import write_netcdf as write_netcdf
-from ._outputs import write_zarr_chunk as write_zarr_chunk
-from ._patient import PatientSpec as PatientSpec
-from ._population import PopulationSpec as PopulationSpec
-from ._provenance import provenance_path as provenance_path
-from ._provenance import provenance_record as provenance_record
-from ._provenance import write_provenance as write_provenance
-from ._provenance import write_text_atomic as write_text_atomic
-from ._regimen import DoseSpec as DoseSpec
-from ._regimen import RegimenSpec as RegimenSpec
-from ._regimen import SpecError as SpecError
-from ._regimen import parse_regimen_text as parse_regimen_text
-from ._synthetic import SyntheticReport as SyntheticReport
-from ._synthetic import closest_record_distance as closest_record_distance
-from ._synthetic import compare_synthetic as compare_synthetic
-from ._synthetic import patient_table as patient_table
-from ._synthetic import synthetic_html as synthetic_html
-from ._synthetic import synthetic_report as synthetic_report
-from ._synthetic import synthetic_report_from_files as synthetic_report_from_files
-from ._synthetic import write_synthetic_report as write_synthetic_report
-from ._train import TrainedModel as TrainedModel
-from ._train import is_model_folder as is_model_folder
-from ._train import load_latent_model as load_latent_model
-from ._train import save_latent_model as save_latent_model
-from ._train import train_from_nonmem as train_from_nonmem
-from ._train import trained_model as trained_model
-from ._trial import TrialDesign as TrialDesign
-from ._trial import TrialError as TrialError
-from ._trial import TrialResult as TrialResult
-from ._trial import load_trial as load_trial
-from ._trial import run_trial as run_trial
-from ._trial import trial_dataset as trial_dataset
-from ._trial import trial_examples as trial_examples
-from ._units import CORE_UNITS as CORE_UNITS
-from ._units import UnitError as UnitError
-from ._units import accepted_units as accepted_units
-from ._units import parse_quantity as parse_quantity
-from ._whatif._report import METRIC_LABELS as METRIC_LABELS
-from ._whatif._report import Metric as Metric
-from ._whatif._report import RegimenForecast as RegimenForecast
-from ._whatif._report import WhatIfResult as WhatIfResult
-from ._whatif._report import target_figure as target_figure
-from ._whatif._report import whatif_figure as whatif_figure
-from ._whatif._report import whatif_html as whatif_html
-from ._whatif._report import write_whatif_report as write_whatif_report
-from ._whatif._session import WhatIfFit as WhatIfFit
-from ._whatif._session import WhatIfSession as WhatIfSession
-from ._whatif._session import fit_whatif as fit_whatif
-from ._whatif._session import forecast_whatif as forecast_whatif
-from ._whatif._session import run_whatif as run_whatif
-from ._whatif._session import search_whatif as search_whatif
-from ._whatif._spec import CandidateSpec as CandidateSpec
-from ._whatif._spec import FitOptions as FitOptions
-from ._whatif._spec import ObservationSpec as ObservationSpec
-from ._whatif._spec import RecommendOptions as RecommendOptions
-from ._whatif._spec import TargetSpec as TargetSpec
-from ._whatif._spec import WhatIfSpec as WhatIfSpec
-from ._whatif._spec import load_whatif as load_whatif
-from ._whatif._spec import whatif_examples as whatif_examples
-from ._whatif._spec import whatif_json_schema as whatif_json_schema
+from .._lazy import lazy_exports
+
+#: where each public name lives (imported on first use, see twinsim._lazy)
+_EXPORTS = {
+    "._cases": (
+        "CaseError",
+        "CaseSet",
+        "CaseSpec",
+        "CaseTemplate",
+        "builtin_templates",
+        "case_figure",
+        "case_html",
+        "case_markdown",
+        "fhir_bundle",
+        "generate_cases",
+        "load_case_spec",
+        "load_template",
+        "try_dose",
+        "write_case_set",
+    ),
+    "._cohort._run": (
+        "FailedSubjectsWarning",
+        "LargeCohortWarning",
+        "WorkflowWarning",
+        "cohort_size",
+        "concentration_band_figure",
+        "exposure_summary",
+        "output_target",
+        "read_provenance",
+        "run_simulation",
+        "simulated_nonmem",
+    ),
+    "._cohort._spec": (
+        "MODEL_REGISTRY",
+        "PDStep",
+        "SimulationSpec",
+        "TimeGrid",
+        "VariabilitySpec",
+        "load_spec",
+        "resolve_model",
+        "spec_json_schema",
+        "spec_model",
+    ),
+    "._fit": (
+        "FitDataError",
+        "UserModel",
+        "example_data_path",
+        "fit_data",
+        "fit_model",
+        "load_model_file",
+        "vpc_figure",
+        "write_fit_report",
+    ),
+    "._levels": (
+        "MAX_LEVELS_BYTES",
+        "LevelsData",
+        "LevelsError",
+        "read_levels",
+    ),
+    "._nonmem": (
+        "STANDARD_COLUMNS",
+        "NonmemData",
+        "NonmemError",
+        "read_nonmem",
+        "write_nonmem",
+    ),
+    "._outputs": (
+        "OutputError",
+        "ZarrCohortWriter",
+        "metrics_table",
+        "open_zarr_cohort",
+        "to_dataset",
+        "to_frame",
+        "write_netcdf",
+        "write_zarr_chunk",
+    ),
+    "._patient": ("PatientSpec",),
+    "._population": ("PopulationSpec",),
+    "._provenance": (
+        "provenance_path",
+        "provenance_record",
+        "write_provenance",
+        "write_text_atomic",
+    ),
+    "._regimen": (
+        "DoseSpec",
+        "RegimenSpec",
+        "SpecError",
+        "parse_regimen_text",
+    ),
+    "._synthetic": (
+        "SyntheticReport",
+        "closest_record_distance",
+        "compare_synthetic",
+        "patient_table",
+        "synthetic_html",
+        "synthetic_report",
+        "synthetic_report_from_files",
+        "write_synthetic_report",
+    ),
+    "._train": (
+        "TrainedModel",
+        "is_model_folder",
+        "load_latent_model",
+        "save_latent_model",
+        "train_from_nonmem",
+        "trained_model",
+    ),
+    "._trial": (
+        "TrialDesign",
+        "TrialError",
+        "TrialResult",
+        "load_trial",
+        "run_trial",
+        "trial_dataset",
+        "trial_examples",
+    ),
+    "._units": (
+        "CORE_UNITS",
+        "UnitError",
+        "accepted_units",
+        "parse_quantity",
+    ),
+    "._whatif._report": (
+        "METRIC_LABELS",
+        "Metric",
+        "RegimenForecast",
+        "WhatIfResult",
+        "target_figure",
+        "whatif_figure",
+        "whatif_html",
+        "write_whatif_report",
+    ),
+    "._whatif._session": (
+        "WhatIfFit",
+        "WhatIfSession",
+        "fit_whatif",
+        "forecast_whatif",
+        "run_whatif",
+        "search_whatif",
+    ),
+    "._whatif._spec": (
+        "CandidateSpec",
+        "FitOptions",
+        "ObservationSpec",
+        "RecommendOptions",
+        "TargetSpec",
+        "WhatIfSpec",
+        "load_whatif",
+        "whatif_examples",
+        "whatif_json_schema",
+    ),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,40 +1,54 @@
 """The digital twin: individual posterior, latent generative model, virtual populations."""
 
-from ._clinical import LabelLimits as LabelLimits
-from ._clinical import Observation as Observation
-from ._clinical import PatientTwinError as PatientTwinError
-from ._clinical import Regimen as Regimen
-from ._clinical import Safety as Safety
-from ._clinical import Target as Target
-from ._clinical import default_safety as default_safety
-from ._clinical import default_target as default_target
-from ._clinical import label_limits as label_limits
-from ._fitting import FitError as FitError
-from ._fitting import PopulationFit as PopulationFit
-from ._fitting import fit_population as fit_population
-from ._fitting import objective_function_value as objective_function_value
-from ._fitting import with_initial as with_initial
-from ._latent import CovariateCopula as CovariateCopula
-from ._latent import CovariateFeatures as CovariateFeatures
-from ._latent import LatentConfig as LatentConfig
-from ._latent import LatentData as LatentData
-from ._latent import LatentModel as LatentModel
-from ._latent import LatentModelError as LatentModelError
-from ._latent import TrainingResult as TrainingResult
-from ._latent import TrainingSettings as TrainingSettings
-from ._latent import covariate_kind as covariate_kind
-from ._latent import synthesize_patients as synthesize_patients
-from ._latent import train_latent as train_latent
-from ._nuts import fit_nuts_many as fit_nuts_many
-from ._patient import PatientTwin as PatientTwin
-from ._posterior import TwinPosterior as TwinPosterior
-from ._prediction import Prediction as Prediction
-from ._recommend import Recommendation as Recommendation
-from ._virtual import Demographics as Demographics
-from ._virtual import Lifestyle as Lifestyle
-from ._virtual import PopulationReport as PopulationReport
-from ._virtual import VirtualPopulation as VirtualPopulation
-from ._virtual import VirtualPopulationConfig as VirtualPopulationConfig
-from ._virtual import apply_criteria as apply_criteria
-from ._virtual import draw_candidates as draw_candidates
-from ._virtual import generate_population as generate_population
+from .._lazy import lazy_exports
+
+#: where each public name lives (imported on first use, see twinsim._lazy)
+_EXPORTS = {
+    "._clinical": (
+        "LabelLimits",
+        "Observation",
+        "PatientTwinError",
+        "Regimen",
+        "Safety",
+        "Target",
+        "default_safety",
+        "default_target",
+        "label_limits",
+    ),
+    "._fitting": (
+        "FitError",
+        "PopulationFit",
+        "fit_population",
+        "objective_function_value",
+        "with_initial",
+    ),
+    "._latent": (
+        "CovariateCopula",
+        "CovariateFeatures",
+        "LatentConfig",
+        "LatentData",
+        "LatentModel",
+        "LatentModelError",
+        "TrainingResult",
+        "TrainingSettings",
+        "covariate_kind",
+        "synthesize_patients",
+        "train_latent",
+    ),
+    "._nuts": ("fit_nuts_many",),
+    "._patient": ("PatientTwin",),
+    "._posterior": ("TwinPosterior",),
+    "._prediction": ("Prediction",),
+    "._recommend": ("Recommendation",),
+    "._virtual": (
+        "Demographics",
+        "Lifestyle",
+        "PopulationReport",
+        "VirtualPopulation",
+        "VirtualPopulationConfig",
+        "apply_criteria",
+        "draw_candidates",
+        "generate_population",
+    ),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,24 +7,38 @@ assay error, dropout and missed doses, endpoints and analyses. :func:`run_trial`
 replicates (in process or on a Dask cluster, in resumable chunks) and writes the outputs.
 """
 
-from ._analysis import RESULT_FIELDS as RESULT_FIELDS
-from ._analysis import rosendaal as rosendaal
-from ._design import AnalysisSpec as AnalysisSpec
-from ._design import ArmSpec as ArmSpec
-from ._design import EndpointSpec as EndpointSpec
-from ._design import TitrationSpec as TitrationSpec
-from ._design import TrialDesign as TrialDesign
-from ._design import TrialError as TrialError
-from ._design import load_trial as load_trial
-from ._design import trial_examples as trial_examples
-from ._outputs import dose_path_figure as dose_path_figure
-from ._outputs import endpoint_figure as endpoint_figure
-from ._outputs import endpoint_table as endpoint_table
-from ._outputs import power_figure as power_figure
-from ._outputs import trajectory_figure as trajectory_figure
-from ._outputs import trial_dataset as trial_dataset
-from ._outputs import trial_report_html as trial_report_html
-from ._run import TrialResult as TrialResult
-from ._run import run_chunk as run_chunk
-from ._run import run_trial as run_trial
-from ._simulate import two_level_auc24 as two_level_auc24
+from ..._lazy import lazy_exports
+
+#: where each public name lives (imported on first use, see twinsim._lazy)
+_EXPORTS = {
+    "._analysis": (
+        "RESULT_FIELDS",
+        "rosendaal",
+    ),
+    "._design": (
+        "AnalysisSpec",
+        "ArmSpec",
+        "EndpointSpec",
+        "TitrationSpec",
+        "TrialDesign",
+        "TrialError",
+        "load_trial",
+        "trial_examples",
+    ),
+    "._outputs": (
+        "dose_path_figure",
+        "endpoint_figure",
+        "endpoint_table",
+        "power_figure",
+        "trajectory_figure",
+        "trial_dataset",
+        "trial_report_html",
+    ),
+    "._run": (
+        "TrialResult",
+        "run_chunk",
+        "run_trial",
+    ),
+    "._simulate": ("two_level_auc24",),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
