@@ -13,6 +13,12 @@ Each configuration is timed twice: the first run includes compilation, the secon
 
     nice python benchmarks/bench_trial.py --replicates 10 --chunk-size 5
 
+``--once`` times one run, compilation included — the issue's full size, 1,000 replicates,
+measured rather than extrapolated:
+
+    nice python benchmarks/bench_trial.py --replicates 1000 --chunk-size 5 --once \
+        --out benchmarks/results/trial_full.json
+
 Results go to ``benchmarks/results/trial.json`` with the machine load (``os.getloadavg``).
 """
 
@@ -38,11 +44,11 @@ def _design(replicates: int, offset_seed: int):
     )
 
 
-def _timed(replicates: int, chunk_size: int, scheduler=None) -> dict:
+def _timed(replicates: int, chunk_size: int, scheduler=None, attempts: int = 2) -> dict:
     from twinsim.scenarios import run_trial
 
     runs = []
-    for attempt in range(2):
+    for attempt in range(attempts):
         design = _design(replicates, attempt)
         start = time.perf_counter()
         result = run_trial(design, chunk_size=chunk_size, scheduler=scheduler)
@@ -57,7 +63,7 @@ def _timed(replicates: int, chunk_size: int, scheduler=None) -> dict:
                 "load_after": [round(x, 2) for x in os.getloadavg()],
             }
         )
-    steady = runs[1]["subjects_per_second"]
+    steady = runs[-1]["subjects_per_second"]
     return {
         "runs": runs,
         "steady_subjects_per_second": steady,
@@ -70,6 +76,11 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=10)
     parser.add_argument("--chunk-size", type=int, default=5)
     parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="one timed run, compilation included (the full size: --replicates 1000)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "trial.json")
     args = parser.parse_args()
     record = {
@@ -86,7 +97,8 @@ def main() -> None:
             "load_before": [round(x, 2) for x in os.getloadavg()],
         },
     }
-    record["in_process"] = _timed(args.replicates, args.chunk_size)
+    attempts = 1 if args.once else 2
+    record["in_process"] = _timed(args.replicates, args.chunk_size, attempts=attempts)
     if not args.no_dask:
         from dask.distributed import Client, LocalCluster
 
@@ -100,10 +112,14 @@ def main() -> None:
             ) as cluster,
             Client(cluster) as client,
         ):
-            record["dask_local_2_workers"] = _timed(args.replicates, args.chunk_size, client)
+            record["dask_local_2_workers"] = _timed(
+                args.replicates, args.chunk_size, client, attempts=attempts
+            )
     record["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    tmp = args.out.with_name(args.out.name + ".tmp")  # written atomically
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(args.out)
     print(json.dumps(record, indent=1))
 
 

@@ -27,6 +27,7 @@ from ._engine import SimulationError as SimulationError  # noqa: E402
 from ._engine import Solution as Solution  # noqa: E402
 from ._engine import SolveStatus as SolveStatus  # noqa: E402
 from ._engine import semilinear_outputs as semilinear_outputs  # noqa: E402
+from ._engine import semilinear_segment as semilinear_segment  # noqa: E402
 from ._engine import simulate as simulate  # noqa: E402
 from ._events import Dose as Dose  # noqa: E402
 from ._events import DosingEvents as DosingEvents  # noqa: E402
@@ -49,6 +50,7 @@ from ._model import ModelDefinitionError as ModelDefinitionError  # noqa: E402
 from ._model import Named as Named  # noqa: E402
 from ._model import ODEModel as ODEModel  # noqa: E402
 from ._model import ParameterError as ParameterError  # noqa: E402
+from ._semilinear import SemilinearState as SemilinearState  # noqa: E402
 from ._semilinear import semilinear_grid as semilinear_grid  # noqa: E402
 from ._semilinear import semilinear_partition as semilinear_partition  # noqa: E402
 from ._superposition import predict_linear as predict_linear  # noqa: E402

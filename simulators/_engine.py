@@ -35,7 +35,12 @@ from jaxtyping import Array, Bool, Float, Int
 from ._events import DosingEvents, bucket_size
 from ._lockstep import lockstep_segment, tableau_of
 from ._model import ODEModel
-from ._semilinear import semilinear_grid, semilinear_partition, solve_semilinear
+from ._semilinear import (
+    SemilinearState,
+    semilinear_grid,
+    semilinear_partition,
+    solve_semilinear,
+)
 from ._split import solve_split, source_compartments, supported_doses
 from ._split import status_of as _status_of
 
@@ -1321,6 +1326,36 @@ def semilinear_outputs(model: ODEModel, params, events: DosingEvents, times, *, 
         model, params, events, times, at_dose=at_dose, step=step, n_steps=None,
         keep_states=False,
     )[0]  # fmt: skip
+
+
+def semilinear_segment(model: ODEModel, params, events: DosingEvents, times, *, step,
+                       stop, start: SemilinearState | None = None):  # fmt: skip
+    """One piece of a semilinear run whose doses are decided along the way (a titrated
+    trial): from ``start`` (the state a previous piece stopped at; ``None``: time 0) to node
+    ``stop`` ``[subject]`` (``time / step``), before that node's doses.
+
+    Returns ``(outputs, status, state)``: outputs ``[subject, time, output]`` at the output
+    times of the piece (pre-dose; NaN elsewhere and for a failed subject), the status per
+    subject and the :class:`~twinsim.simulators.SemilinearState` to start the next piece
+    from. The pieces take the same steps as one run from 0 with the doses as finally
+    given, as long as a piece changes only doses from its start on. ``params``, ``events``,
+    ``times`` and ``step`` as in :func:`semilinear_outputs`; ``stop`` may be traced.
+    """
+    n = params.shape[0]
+    stop = jnp.broadcast_to(jnp.asarray(stop, jnp.int32), (n,))
+    # padded to 32 and run in blocks as `simulate` does: a subject's bits do not depend
+    # on the batch (a trial's chunk size)
+    padded = _pad_subjects((params, events, times, stop, start), jnp.asarray(n), padded_size(n))
+
+    def block(args):
+        p, ev, tm, last, first = args
+        outputs, _, status, state = solve_semilinear(
+            model, p, _effective_doses(model, p, ev), tm, step=step, n_steps=None,
+            at_dose="pre", keep_states=False, start=first, stop=last,
+        )  # fmt: skip
+        return _failed_as_nan(outputs, status), status, state
+
+    return jax.tree_util.tree_map(lambda a: a[:n], map_in_blocks(block, padded))
 
 
 # --------------------------------------------------------------------------- ODE engine

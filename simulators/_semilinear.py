@@ -268,10 +268,26 @@ def _propagators(model: ODEModel, p, step: float, forward_only: bool = False):
     return expm(a * step), node_a, expm(k * step), node_k
 
 
+class SemilinearState(NamedTuple):
+    """The state of a run stopped at a grid node, before that node's doses: where the
+    next run of the same subjects (same parameters, same step) starts
+    (:func:`solve_semilinear`'s ``start``)."""
+
+    node: jax.Array  #: the node index (``time / step``), per subject ``[subject]``
+    linear: jax.Array  #: ``y_L`` ``[subject, L]``
+    driven: jax.Array  #: ``y_D`` ``[subject, D]``
+    #: the subjects' propagators for the step (:func:`_propagators`, ``node_k`` in the
+    #: layout the steps read): computed by the first piece, reused by the next (their
+    #: matrix exponentials cost as much as a few hundred steps)
+    propagators: tuple[jax.Array, ...]
+
+
 def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
-                     n_steps: int | None, at_dose: str, keep_states: bool):  # fmt: skip
+                     n_steps: int | None, at_dose: str, keep_states: bool,
+                     start: SemilinearState | None = None, stop=None):  # fmt: skip
     """Outputs ``[subject, time, output]``, states ``[subject, time, state]`` (``None``
-    unless ``keep_states``) and the status code per subject.
+    unless ``keep_states``) and the status code per subject; with ``stop``, also the
+    :class:`SemilinearState` state at node ``stop``.
 
     ``doses`` are the engines' effective doses (after bioavailability); ``times``
     ``[subject, time]`` on the grid ``k·step``, ``k = 0..n_steps``; ``step`` a number or a
@@ -282,6 +298,13 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
     every node, differentiable in both modes. A subject with a dose the
     engine does not take (an infusion, ``SS=1``, a time off the grid) before its last
     output is marked 5 (``UNSUPPORTED_DOSE``); a non-finite state, 3.
+
+    A long run whose doses are decided along the way (a titrated trial) goes in pieces
+    (``n_steps=None``, ``at_dose="pre"``): ``stop`` (node indices ``[subject]``) ends a
+    piece at that node before its doses — outputs are recorded at nodes up to ``stop``
+    only, and the state there comes back as :class:`SemilinearState` — and ``start`` resumes from
+    it. The pieces take the same steps as one run from 0: doses before a piece's start are
+    not read again, and changing doses from ``start`` on changes nothing before it.
     """
     part = semilinear_partition(model)
     lin, drv = part.linear, part.driven
@@ -289,13 +312,19 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
     inputs = tuple(drv[i] for i in part.inputs)
     n, n_states = params.shape[0], model.n_states
     forward_only = n_steps is None
-    phi_a, node_a, phi_k, node_k = jax.vmap(lambda p: _propagators(model, p, step, forward_only))(
-        params
-    )
-    # [subject, D, node × input]: one contraction per step, in the layout it reads
-    node_k = node_k.transpose(0, 2, 1, 3).reshape(n, len(drv), -1)
-    x0 = jax.vmap(model.initial_state)(params)
-    start = (_take(x0, lin), _take(x0, drv))
+    if start is None:
+        phi_a, node_a, phi_k, node_k = jax.vmap(
+            lambda p: _propagators(model, p, step, forward_only)
+        )(params)
+        # [subject, D, node × input]: one contraction per step, in the layout it reads
+        node_k = node_k.transpose(0, 2, 1, 3).reshape(n, len(drv), -1)
+    else:
+        phi_a, node_a, phi_k, node_k = start.propagators
+    if start is None:
+        x0 = jax.vmap(model.initial_state)(params)
+        first, state = jnp.zeros(n, jnp.int32), (_take(x0, lin), _take(x0, drv))
+    else:
+        first, state = start.node.astype(jnp.int32), (start.linear, start.driven)
 
     # doses on the grid (doses elsewhere, off the grid or beyond the horizon: none)
     position = doses.time / step
@@ -329,6 +358,12 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
         y_lin = jnp.einsum("nij,nj->ni", phi_a, after)
         return seen, (y_lin, y_drv)
 
+    if (start is not None or stop is not None) and (n_steps is not None or post_dose):
+        raise ValueError(
+            "`start` and `stop` need `n_steps=None` and `at_dose='pre'` (a piece ends "
+            f"before its last node's doses), got n_steps={n_steps!r}, at_dose={at_dose!r}"
+        )
+    carried = None
     if n_steps is None:
         if keep_states:
             raise ValueError(
@@ -338,18 +373,33 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
         out_node = out_index.astype(jnp.int32)
         # [subject, dose, L]: each dose's amount into its linear state
         into = (column[..., None] == jnp.arange(len(lin))) * amount[..., None]
+        # a subject's nodes first … end (outputs at nodes not in them stay NaN)
+        end = jnp.max(out_node, axis=-1) if stop is None else jnp.asarray(stop, jnp.int32)
+
+        pieces = start is not None or stop is not None
 
         def body(carry):
             k, (y_lin, y_drv), kept = carry
             add = jnp.einsum("ne,nel->nl", (index == k).astype(params.dtype), into)
             seen, state = advance(y_lin, y_drv, add)
             observed = jax.vmap(model.observe)(seen, params)
-            kept = jnp.where((out_node == k)[..., None], observed[:, None, :], kept)
+            record = out_node == k
+            if pieces:  # a subject's own nodes only, and no step past its stop
+                record = record & ((k >= first) & (k <= end))[:, None]
+                moving = ((k >= first) & (k < end))[:, None]
+                state = tuple(
+                    jnp.where(moving, a, b) for a, b in zip(state, (y_lin, y_drv), strict=True)
+                )
+            kept = jnp.where(record[..., None], observed[:, None, :], kept)
             return k + 1, state, kept
 
         kept = jnp.full((n, times.shape[-1], len(model.output_names)), jnp.nan, params.dtype)
-        last = jnp.max(out_node)
-        _, _, outputs = jax.lax.while_loop(lambda c: c[0] <= last, body, (0, start, kept))
+        last = jnp.max(end)
+        _, state, outputs = jax.lax.while_loop(
+            lambda c: c[0] <= last, body, (jnp.min(first), state, kept)
+        )
+        if stop is not None:
+            carried = SemilinearState(end, *state, (phi_a, node_a, phi_k, node_k))
         states = None
     else:
         # the amount into each linear state at each node, one scatter [node, subject, L]
@@ -363,7 +413,7 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
             return state, (seen if keep_states else None, jax.vmap(model.observe)(seen, params))
 
         # nodes 0 … n_steps (the last step's result is the state at node n_steps)
-        _, (seen, observed) = jax.lax.scan(scan_step, start, added[: n_steps + 1])
+        _, (seen, observed) = jax.lax.scan(scan_step, state, added[: n_steps + 1])
         out_node = jnp.clip(out_index.astype(jnp.int32), 0, n_steps)
 
         def at_outputs(history):  # [node, subject, k] → [subject, time, k], whole rows
@@ -372,6 +422,15 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
         outputs = at_outputs(observed)
         states = at_outputs(seen) if keep_states else None
     off_grid = jnp.any(jnp.abs(out_node * step - times) > _ON_GRID, axis=-1)
-    finite = jnp.all(jnp.isfinite(outputs), axis=(-1, -2))
+    finite = jnp.isfinite(outputs)
+    if start is not None or stop is not None:  # a piece: the outputs it recorded
+        outside = (out_node < first[:, None]) | (out_node > end[:, None])
+        finite = finite | outside[..., None]
+    if carried is not None:  # and the state it carries
+        finite = finite & jnp.all(jnp.isfinite(carried.linear), axis=-1)[:, None, None]
+        finite = finite & jnp.all(jnp.isfinite(carried.driven), axis=-1)[:, None, None]
+    finite = jnp.all(finite, axis=(-1, -2))
     status = jnp.where(unsupported | off_grid, 5, jnp.where(finite, 0, 3)).astype(jnp.int32)
+    if stop is not None:
+        return outputs, states, status, carried
     return outputs, states, status

@@ -16,6 +16,7 @@ times past the decision are held at it), so the engine compiles once per chunk s
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...priors import PopulationModel, drug_model
-from ...simulators import DosingEvents, semilinear_grid, simulate, subject_keys
+from ...simulators import (
+    DosingEvents,
+    semilinear_grid,
+    semilinear_segment,
+    simulate,
+    subject_keys,
+)
 from ...twin import apply_criteria, draw_candidates
 from .._population import sub_seed
 from ._design import REPLICATE_STRIDE, ArmSpec, TitrationSpec, TrialDesign, TrialError
@@ -278,6 +285,17 @@ def observation_grid(design: TrialDesign) -> tuple[np.ndarray, np.ndarray]:
     return times, np.isin(times, sorted(measured))
 
 
+@functools.lru_cache(maxsize=8)
+def _piece_program(structural, step: float):
+    """The compiled semilinear piece (:func:`~twinsim.simulators.semilinear_segment`) of
+    ``structural`` on the grid of ``step``: one program per model and grid."""
+    return jax.jit(
+        lambda params, events, times, stop, start: semilinear_segment(
+            structural, params, events, times, step=step, stop=stop, start=start
+        )
+    )
+
+
 def simulate_chunk(
     design: TrialDesign,
     model: PopulationModel,
@@ -365,6 +383,12 @@ def simulate_chunk(
         structural, table(amounts, mask), np.concatenate([times, decisions, [design.duration]])
     )
 
+    def observed(predicted):
+        measured = _measure(model, outputs, predicted, noise)
+        measured[:, ~measured_mask] = np.nan
+        measured[(times[None, :] > dropout[:, None])] = np.nan
+        return measured
+
     def run(until: float):
         taken = np.where(held | ~adherent, 0.0, amounts)
         events = table(taken, mask & (grid_times <= until))
@@ -375,13 +399,32 @@ def simulate_chunk(
             jnp.asarray(np.minimum(times, until)),
             at_dose="pre",
             keep_states=False,
-            **({} if semi is None else {"method": "semilinear", "grid": (semi[0], None)}),
         )
         predicted = np.asarray(sol.outputs)
-        measured = _measure(model, outputs, predicted, noise)
-        measured[:, ~measured_mask] = np.nan
-        measured[(times[None, :] > dropout[:, None])] = np.nan
-        return predicted, measured, np.asarray(sol.status), taken
+        return predicted, observed(predicted), np.asarray(sol.status), taken
+
+    if semi is not None:
+        # the semilinear engine goes visit to visit from the state it stopped at (doses
+        # before a decision never change after it): each node once, not once per decision
+        # before it as a run from 0 to every decision did (2,112 h for 672 h of trial)
+        piece = _piece_program(structural, semi[0])
+        carried = None
+        predicted = np.full((n, len(times), len(outputs)), np.nan)
+        status = np.zeros(n, np.int32)
+        reached = -np.inf
+
+        def run(until: float):  # the semilinear engine's run
+            nonlocal carried, status, reached
+            taken = np.where(held | ~adherent, 0.0, amounts)
+            out, piece_status, carried = piece(
+                jnp.asarray(params), table(taken, mask), jnp.asarray(np.tile(times, (n, 1))),
+                jnp.full(n, round(until / semi[0]), jnp.int32), carried,
+            )  # fmt: skip
+            inside = (times >= reached) & (times <= until)
+            predicted[:, inside] = np.asarray(out)[:, inside]
+            status = np.where(status == 0, np.asarray(piece_status), status)
+            reached = until
+            return predicted.copy(), observed(predicted), status, taken
 
     for decision in decisions:
         _, measured, _, _ = run(decision)
@@ -494,5 +537,11 @@ def _measure(model, outputs, predicted, noise):
 
 
 def load_model(design: TrialDesign) -> PopulationModel:
-    """The design's drug model from the library."""
-    return drug_model(design.drug)
+    """The design's drug model from the library (one object per drug and process, so
+    every chunk and every run reuses the programs compiled for it)."""
+    return _library_model(design.drug)
+
+
+@functools.lru_cache(maxsize=16)
+def _library_model(drug: str) -> PopulationModel:
+    return drug_model(drug)

@@ -252,3 +252,52 @@ def test_a_run_to_the_last_output_time(warfarin):
     np.testing.assert_array_equal(np.asarray(batch)[137], np.asarray(to_last)[0])
     with pytest.raises(SimulationError, match=r"keeps no states"):
         simulate(model, params[:1], events, times, method="semilinear", grid=(0.5, None))
+
+
+def test_pieces_with_doses_decided_along_the_way_equal_one_run(warfarin):
+    """A titrated trial runs in pieces (``semilinear_segment``): up to a visit, a dose
+    decision from the INR seen there, on from the carried state. With every later dose
+    changed at each stop, the pieces give the outputs of one run from 0 with the doses as
+    finally given (``semilinear_outputs``) to 1e-13 relative, and a piece leaves the
+    outputs outside it NaN, reads no dose before its start and reports success."""
+    from twinsim.simulators import semilinear_segment
+
+    model, params = warfarin
+    depot = model.route_compartment("oral")
+    n, days = params.shape[0], 10
+    times = np.arange(0.0, 24.0 * days + 0.1, 6.0)
+    stops = [72.0, 120.0, 168.0]
+    amounts = np.tile(np.linspace(4.0, 7.0, n)[:, None], (1, days))
+
+    def events(a):
+        return DosingEvents.from_doses(
+            [[Dose(24.0 * k, a[i, k], compartment=depot) for k in range(days)] for i in range(n)]
+        )
+
+    step = 0.5
+    piece = jax.jit(
+        lambda p, ev, t, stop, start: semilinear_segment(
+            model, p, ev, t, step=step, stop=stop, start=start
+        )
+    )
+    dose_times = 24.0 * np.arange(days)
+    state, pieces = None, np.full((n, times.size, len(model.output_names)), np.nan)
+    for j, stop in enumerate([*stops, times[-1]]):
+        first = 0.0 if j == 0 else stops[j - 1]
+        fed = amounts.copy()
+        fed[:, dose_times < first] = 1e6  # doses before the piece's start: never read
+        out, status, state = piece(
+            params, events(fed), jnp.asarray(np.tile(times, (n, 1))),
+            jnp.full(n, round(stop / step)), state,
+        )  # fmt: skip
+        out = np.asarray(out)
+        assert np.all(np.asarray(status) == 0)
+        inside = (times >= first) & (times <= stop)
+        assert np.all(np.isfinite(out[:, inside])) and np.all(np.isnan(out[:, ~inside]))
+        pieces[:, inside] = out[:, inside]
+        if j < len(stops):  # the decision: every dose from the stop on changes
+            amounts[:, dose_times >= stop] *= 1.0 + 0.1 * (j + 1)
+    whole = semilinear_outputs(
+        model, params, events(amounts), jnp.asarray(np.tile(times, (n, 1))), step=step
+    )
+    np.testing.assert_allclose(pieces, np.asarray(whole), rtol=1e-13)
