@@ -7,11 +7,14 @@ draw), and the randomisation of replicate ``r`` from ``(seed, r)``. A chunk of r
 is therefore the same whatever the other chunks, their size or the worker running it.
 
 Adaptive arms are simulated visit to visit: at each decision time the whole chunk (every
-subject of every replicate) is simulated up to that time with the engine
-(:func:`twinsim.simulators.simulate`), the rule reads each subject's simulated measurement
-(with the drug's residual error as assay error) and rewrites that subject's later doses,
-and the simulation continues. Shapes stay fixed from one decision to the next (output
-times past the decision are held at it), so the engine compiles once per chunk shape.
+subject of every replicate) has been simulated up to that time, the rule reads each
+subject's simulated measurement (with the drug's residual error as assay error) and
+rewrites that subject's later doses, and the simulation continues. On the semilinear
+engine (warfarin) it continues from the state it stopped at
+(:func:`twinsim.simulators.semilinear_segment`): each grid node is stepped once. Other
+engines run again from 0 to the next decision (:func:`twinsim.simulators.simulate`;
+output times past the decision held at it). Shapes stay fixed from one decision to the
+next, so the engine compiles once per chunk shape.
 """
 
 from __future__ import annotations
@@ -389,7 +392,7 @@ def simulate_chunk(
         measured[(times[None, :] > dropout[:, None])] = np.nan
         return measured
 
-    def run(until: float):
+    def run_from_zero(until: float):
         taken = np.where(held | ~adherent, 0.0, amounts)
         events = table(taken, mask & (grid_times <= until))
         sol = simulate(
@@ -403,28 +406,29 @@ def simulate_chunk(
         predicted = np.asarray(sol.outputs)
         return predicted, observed(predicted), np.asarray(sol.status), taken
 
-    if semi is not None:
-        # the semilinear engine goes visit to visit from the state it stopped at (doses
-        # before a decision never change after it): each node once, not once per decision
-        # before it as a run from 0 to every decision did (2,112 h for 672 h of trial)
-        piece = _piece_program(structural, semi[0])
-        carried = None
-        predicted = np.full((n, len(times), len(outputs)), np.nan)
-        status = np.zeros(n, np.int32)
-        reached = -np.inf
+    # the semilinear engine goes visit to visit from the state it stopped at (doses
+    # before a decision never change after it): each node once, not once per decision
+    # before it as a run from 0 to every decision did (2,112 h for a 672-h trial)
+    carried = None
+    status = np.zeros(n, np.int32)
+    reached = -np.inf
+    predicted = np.full((n, len(times), len(outputs)), np.nan)
 
-        def run(until: float):  # the semilinear engine's run
-            nonlocal carried, status, reached
-            taken = np.where(held | ~adherent, 0.0, amounts)
-            out, piece_status, carried = piece(
-                jnp.asarray(params), table(taken, mask), jnp.asarray(np.tile(times, (n, 1))),
-                jnp.full(n, round(until / semi[0]), jnp.int32), carried,
-            )  # fmt: skip
-            inside = (times >= reached) & (times <= until)
-            predicted[:, inside] = np.asarray(out)[:, inside]
-            status = np.where(status == 0, np.asarray(piece_status), status)
-            reached = until
-            return predicted.copy(), observed(predicted), status, taken
+    def run_on(until: float):
+        nonlocal carried, status, reached
+        piece = _piece_program(structural, semi[0])
+        taken = np.where(held | ~adherent, 0.0, amounts)
+        out, piece_status, carried = piece(
+            jnp.asarray(params), table(taken, mask), jnp.asarray(np.tile(times, (n, 1))),
+            jnp.full(n, round(until / semi[0]), jnp.int32), carried,
+        )  # fmt: skip
+        inside = (times >= reached) & (times <= until)
+        predicted[:, inside] = np.asarray(out)[:, inside]
+        status = np.where(status == 0, np.asarray(piece_status), status)
+        reached = until
+        return predicted.copy(), observed(predicted), status, taken
+
+    run = run_from_zero if semi is None else run_on
 
     for decision in decisions:
         _, measured, _, _ = run(decision)

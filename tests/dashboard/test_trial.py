@@ -1,9 +1,9 @@
 """The trial-designer page: its functions, and the page in a real headless Chromium.
 
 The browser test is one test on one page (pytest-xdist keeps it whole): a bad design shows
-its problems by field and line, another library example is chosen, a tiny design (6
-replicates × 4–6 subjects per arm, the shipped vancomycin design's 3-day horizon) is
-uploaded, started, cancelled after its first chunk, started again (it resumes from the
+its problems by field and line, another library example is chosen, a small design (1,000
+replicates × 4–6 subjects per arm, the shipped vancomycin design's 3-day horizon, 20
+chunks) is uploaded, started, cancelled after a chunk, started again (it resumes from the
 saved chunks) and run to completion; the power plot is drawn and the downloads are the
 run's files. Screenshots go to ``$TWINSIM_SCREENSHOTS`` (default: a pytest temporary
 folder; docs/screenshots/ holds the ones looked at for the docs)."""
@@ -31,6 +31,9 @@ from twinsim.dashboard._trial import (
     run_job,
 )
 from twinsim.scenarios import TrialError, load_trial, trial_examples
+
+#: replicates of the design the browser test runs, cancels and resumes
+REPLICATES = 1000
 
 
 def _tiny(replicates: int = 2, sizes: str = "[4, 6]") -> str:
@@ -218,8 +221,10 @@ def test_trial_page_driven_in_chromium(chromium, shots: Path, tmp_path, monkeypa
             "() => document.querySelector('#tr-text').value.includes('replicates: 200')"
         )
         assert "drug: warfarin" in page.input_value("#tr-text")
-        # a tiny design, uploaded: start, cancel after the first chunk, start again (resumes)
-        tiny = _tiny(replicates=6, sizes="[4, 6]")
+        # a small design, uploaded: start, cancel after the first chunk, start again
+        # (resumes). 1,000 replicates in 20 chunks: a chunk of 4–6 subjects per arm takes
+        # ~25 ms once compiled, so 6 replicates ran out before the page saw a partial count
+        tiny = _tiny(replicates=REPLICATES, sizes="[4, 6]")
         page.set_input_files(
             "#tr-upload input[type=file]",
             files=[{"name": "tiny.yaml", "mimeType": "text/yaml", "buffer": tiny.encode()}],
@@ -231,21 +236,21 @@ def test_trial_page_driven_in_chromium(chromium, shots: Path, tmp_path, monkeypa
         page.click("#tr-run")
         page.wait_for_selector("#tr-cancel:not([disabled])")
         page.wait_for_function(
-            "() => /^[1-5]\\/6 replicates/.test(document.querySelector('#tr-progress-text')"
-            ".innerText)"
+            "() => /^[1-9][0-9]{0,2}\\/1000 replicates/.test("
+            "document.querySelector('#tr-progress-text').innerText)"
         )
         page.screenshot(path=str(shots / "trial-running.png"), full_page=True)
         page.click("#tr-cancel")
         wait_text("#tr-status", "Cancelled")
         page.wait_for_selector("#tr-run:not([disabled])")
         page.click("#tr-run")
-        wait_text("#tr-status", "Ran 6 replicates")
+        wait_text("#tr-status", f"Ran {REPLICATES} replicates")
         assert "chunks from an earlier run" in page.inner_text("#tr-status")
         page.wait_for_function(
             "() => { const g = document.querySelector('#tr-power .js-plotly-plot');"
             " return g && g.data && g.data.length === 4; }"
         )
-        wait_text("#tr-progress-text", "6/6 replicates done")
+        wait_text("#tr-progress-text", f"{REPLICATES}/{REPLICATES} replicates done")
         assert page.get_attribute("#tr-progress .progress-bar", "aria-valuenow") == "100"
         names = page.evaluate(
             "() => document.querySelector('#tr-trajectories .js-plotly-plot').data"
@@ -258,7 +263,7 @@ def test_trial_page_driven_in_chromium(chromium, shots: Path, tmp_path, monkeypa
         title = page.evaluate(
             "() => document.querySelector('#tr-power .js-plotly-plot').layout.title.text"
         )
-        assert "6 replicates" in title and "AUC-guided vs trough-guided" in title
+        assert f"{REPLICATES} replicates" in title and "AUC-guided vs trough-guided" in title
         page.screenshot(path=str(shots / "trial-results.png"), full_page=True)
         page.screenshot(path=str(shots / "trial-laptop.png"))
 
@@ -267,9 +272,12 @@ def test_trial_page_driven_in_chromium(chromium, shots: Path, tmp_path, monkeypa
             page.click("#tr-dl-report")
         html = Path(download.value.path()).read_text(encoding="utf-8")
         assert download.value.suggested_filename.endswith("-report.html")
-        assert "Power (share of replicates" in html and "6 replicates" in html
+        assert "Power (share of replicates" in html and f"{REPLICATES} replicates" in html
         with page.expect_download() as download:
             page.click("#tr-dl-endpoints")
         table = pd.read_csv(download.value.path())
-        assert len(table) == 6 * 12 and set(table["arm"]) == {"trough-guided", "AUC-guided"}
+        assert len(table) == REPLICATES * 12 and set(table["arm"]) == {
+            "trough-guided",
+            "AUC-guided",
+        }
         context.close()
