@@ -103,12 +103,17 @@ def _server_ms(page) -> float | None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=20, help="timed regimen changes")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: results/dashboard.json "
+        "(results/dashboard_warfarin.json for a warfarin example)",
+    )  # fmt: skip
     parser.add_argument("--screenshot", type=Path, default=None, help="PNG of the final page")
     parser.add_argument("--example", default=DEFAULT_EXAMPLE, help="what-if example to load")
     parser.add_argument("--horizon", default=None, help='forecast horizon to set, e.g. "56 d"')
     args = parser.parse_args(argv)
     warfarin = "warfarin" in args.example
+    if args.out is None:
+        args.out = RESULTS.with_name("dashboard_warfarin.json") if warfarin else RESULTS
     regimens = WARFARIN_REGIMENS if warfarin else REGIMENS
     if args.changes + 1 > len(regimens):
         parser.error(f"--changes must be at most {len(regimens) - 1}")
