@@ -302,9 +302,10 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
     A long run whose doses are decided along the way (a titrated trial) goes in pieces
     (``n_steps=None``, ``at_dose="pre"``): ``stop`` (node indices ``[subject]``) ends a
     piece at that node before its doses — outputs are recorded at nodes up to ``stop``
-    only, and the state there comes back as :class:`SemilinearState` — and ``start`` resumes from
-    it. The pieces take the same steps as one run from 0: doses before a piece's start are
-    not read again, and changing doses from ``start`` on changes nothing before it.
+    only, and the state there comes back as :class:`SemilinearState` — and ``start``
+    resumes from it. The pieces take the same steps as one run from 0: doses before a
+    piece's start are not read again, and changing doses from ``start`` on changes nothing
+    before it.
     """
     part = semilinear_partition(model)
     lin, drv = part.linear, part.driven
@@ -312,18 +313,17 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
     inputs = tuple(drv[i] for i in part.inputs)
     n, n_states = params.shape[0], model.n_states
     forward_only = n_steps is None
+    pieces = start is not None or stop is not None
     if start is None:
         phi_a, node_a, phi_k, node_k = jax.vmap(
             lambda p: _propagators(model, p, step, forward_only)
         )(params)
         # [subject, D, node × input]: one contraction per step, in the layout it reads
         node_k = node_k.transpose(0, 2, 1, 3).reshape(n, len(drv), -1)
-    else:
-        phi_a, node_a, phi_k, node_k = start.propagators
-    if start is None:
         x0 = jax.vmap(model.initial_state)(params)
         first, state = jnp.zeros(n, jnp.int32), (_take(x0, lin), _take(x0, drv))
     else:
+        phi_a, node_a, phi_k, node_k = start.propagators
         first, state = start.node.astype(jnp.int32), (start.linear, start.driven)
 
     # doses on the grid (doses elsewhere, off the grid or beyond the horizon: none)
@@ -358,7 +358,7 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
         y_lin = jnp.einsum("nij,nj->ni", phi_a, after)
         return seen, (y_lin, y_drv)
 
-    if (start is not None or stop is not None) and (n_steps is not None or post_dose):
+    if pieces and (n_steps is not None or post_dose):
         raise ValueError(
             "`start` and `stop` need `n_steps=None` and `at_dose='pre'` (a piece ends "
             f"before its last node's doses), got n_steps={n_steps!r}, at_dose={at_dose!r}"
@@ -375,8 +375,6 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
         into = (column[..., None] == jnp.arange(len(lin))) * amount[..., None]
         # a subject's nodes first … end (outputs at nodes not in them stay NaN)
         end = jnp.max(out_node, axis=-1) if stop is None else jnp.asarray(stop, jnp.int32)
-
-        pieces = start is not None or stop is not None
 
         def body(carry):
             k, (y_lin, y_drv), kept = carry
@@ -423,7 +421,7 @@ def solve_semilinear(model: ODEModel, params, doses, times, *, step: float,
         states = at_outputs(seen) if keep_states else None
     off_grid = jnp.any(jnp.abs(out_node * step - times) > _ON_GRID, axis=-1)
     finite = jnp.isfinite(outputs)
-    if start is not None or stop is not None:  # a piece: the outputs it recorded
+    if pieces:  # a piece: the outputs it recorded
         outside = (out_node < first[:, None]) | (out_node > end[:, None])
         finite = finite | outside[..., None]
     if carried is not None:  # and the state it carries
