@@ -18,9 +18,9 @@ Specs are read from YAML/JSON, validated once with messages naming each bad fiel
 command line that runs them is :mod:`twinsim.cli`, one floor up.
 """
 
-from .._lazy import lazy_exports
+from ..simulators._lazy import lazy_exports
 
-#: where each public name lives (imported on first use, see twinsim._lazy)
+#: where each public name lives (imported on first use, see twinsim.simulators._lazy)
 _EXPORTS = {
     "._cases": (
         "CaseError",

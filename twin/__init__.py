@@ -1,8 +1,8 @@
 """The digital twin: individual posterior, latent generative model, virtual populations."""
 
-from .._lazy import lazy_exports
+from ..simulators._lazy import lazy_exports
 
-#: where each public name lives (imported on first use, see twinsim._lazy)
+#: where each public name lives (imported on first use, see twinsim.simulators._lazy)
 _EXPORTS = {
     "._clinical": (
         "LabelLimits",

@@ -7,9 +7,9 @@ assay error, dropout and missed doses, endpoints and analyses. :func:`run_trial`
 replicates (in process or on a Dask cluster, in resumable chunks) and writes the outputs.
 """
 
-from ..._lazy import lazy_exports
+from ...simulators._lazy import lazy_exports
 
-#: where each public name lives (imported on first use, see twinsim._lazy)
+#: where each public name lives (imported on first use, see twinsim.simulators._lazy)
 _EXPORTS = {
     "._analysis": (
         "RESULT_FIELDS",
