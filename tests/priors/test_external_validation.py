@@ -1,6 +1,7 @@
 """External checks of the theophylline and vancomycin priors against published numbers a
-user can look up (the vancomycin AUC24 = dose / CL check of REFERENCES.md lives in
-tests/priors/test_library.py: 1000 mg q12h at CrCL 120 mL/min → 444 mg·h/L)."""
+user can look up (the vancomycin checks live in tests/priors/test_library.py: AUC24 = dose /
+CL of REFERENCES.md, 1000 mg q12h at CrCL 120 mL/min → 444 mg·h/L, and AUC24 by dose and
+renal function against Matzke 1984's patients)."""
 
 from __future__ import annotations
 
