@@ -273,8 +273,19 @@ _RECENT: collections.OrderedDict[bytes, tuple[np.ndarray, dict[str, np.ndarray]]
 )
 _RECENT_BYTES = 128 * 2**20
 _RECENT_LOCK = threading.Lock()
+#: the bytes ``_RECENT`` holds, kept as entries come and go (summing them at every
+#: eviction made a 1,000-patient ``recommend_cohort`` quadratic: 0.3 s a patient became
+#: 6 s once the cache was full of ~30,000 small entries)
+_recent_size = [0]
 #: threads a forecast's (regimen, half of the draws) calls run on (semilinear engine only)
 _WORKERS = min(2, os.cpu_count() or 1)
+
+
+def clear_kept_forecasts() -> None:
+    """Forget every kept forecast (the next what-if computes each regimen afresh)."""
+    with _RECENT_LOCK:
+        _RECENT.clear()
+        _recent_size[0] = 0
 
 
 def _entry_bytes(entry: tuple[np.ndarray, dict[str, np.ndarray]]) -> int:
@@ -349,13 +360,17 @@ def _forecast_parts(engine, typical, eta, tables, grid, width, summarise, settin
             found = dict(summary(j, computed[j]) for j in range(len(todo)))
             del computed
         with _RECENT_LOCK:
-            _RECENT.update(found)
+            for key, entry in found.items():
+                if key in _RECENT:
+                    _recent_size[0] -= _entry_bytes(_RECENT[key])
+                _RECENT[key] = entry
+                _recent_size[0] += _entry_bytes(entry)
     with _RECENT_LOCK:
         entries = [_RECENT[k] for k in keys]
         for k in keys:
             _RECENT.move_to_end(k)
-        while len(_RECENT) > len(keys) and sum(map(_entry_bytes, _RECENT.values())) > _RECENT_BYTES:
-            _RECENT.popitem(last=False)
+        while len(_RECENT) > len(keys) and _recent_size[0] > _RECENT_BYTES:
+            _recent_size[0] -= _entry_bytes(_RECENT.popitem(last=False)[1])
     return np.stack([e[0] for e in entries], axis=1), [e[1] for e in entries]
 
 

@@ -414,10 +414,33 @@ def test_a_regimen_forecast_alone_is_the_same_as_with_others():
         f"{mg} mg": [twin.dose(72.0 + 24.0 * k, float(mg)) for k in range(5)] for mg in (2, 3, 4)
     }
     together = post.predict(regimens, horizon_h=120.0, n_draws=80, seed=5)
-    _prediction._RECENT.clear()
+    _prediction.clear_kept_forecasts()
     alone = post.predict({"3 mg": regimens["3 mg"]}, horizon_h=120.0, n_draws=80, seed=5)
     np.testing.assert_array_equal(alone.median[0], together.median[1])
     np.testing.assert_array_equal(alone.upper[0], together.upper[1])
+
+
+def test_kept_forecasts_stay_within_their_budget(monkeypatch):
+    """The kept forecasts' byte count follows the entries as they come and go (it is kept,
+    not summed at each eviction: summing made a 1,000-patient cohort's recommendations
+    quadratic) and the oldest are dropped past the budget, never the current forecast's."""
+    from twinsim.twin import _prediction
+
+    _prediction.clear_kept_forecasts()
+    monkeypatch.setattr(_prediction, "_RECENT_BYTES", 40_000)
+    twin = PatientTwin.create("vancomycin", {"weight": 70.0, "crcl": 90.0, "dialysis": 0})
+    post = twin.fit(method="prior")
+    for mg in (500, 750, 1000, 1250, 1500, 1750):
+        regimens = {f"{mg} q{h}": [twin.dose(h * k, float(mg)) for k in range(3)]
+                    for h in (8, 12, 24)}  # fmt: skip
+        post.predict(regimens, horizon_h=48.0, n_draws=40, seed=1)
+        kept = list(_prediction._RECENT.values())
+        assert _prediction._recent_size[0] == sum(map(_prediction._entry_bytes, kept))
+        assert len(kept) >= 3
+        assert _prediction._recent_size[0] <= 40_000 or len(kept) == 3
+    assert len(kept) < 18  # the budget dropped the oldest
+    _prediction.clear_kept_forecasts()
+    assert _prediction._recent_size[0] == 0 and not _prediction._RECENT
 
 
 def test_kept_forecasts_follow_the_target_and_window():
@@ -440,7 +463,7 @@ def test_kept_forecasts_follow_the_target_and_window():
     options = {"horizon_h": 120.0, "n_draws": 80, "seed": 5}
     first = post.predict(regimens, target=wide, **options)
     second = post.predict(regimens, target=narrow, **options)
-    _prediction._RECENT.clear()
+    _prediction.clear_kept_forecasts()
     fresh = post.predict(regimens, target=narrow, **options)
     for kept, new in zip(second.draw_metrics, fresh.draw_metrics, strict=True):
         assert kept.keys() == new.keys()
