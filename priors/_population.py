@@ -668,6 +668,11 @@ class PopulationModel:
         Thetas held fixed in population inference (e.g. a bioavailability of 1).
     theta_units, citation, notes
         Documentation and provenance.
+    reported
+        ``(parameters [n, P]) -> {name: [n]}``: the parameters a fit summary shows for rows
+        of structural parameters, or ``None`` (the random effects' own parameters). A model
+        whose structural parameters are not clinical quantities (a trained latent model's
+        ``latent_k``, features, network inputs) names its mechanistic ones here.
     """
 
     __slots__ = (
@@ -681,6 +686,7 @@ class PopulationModel:
         "omega",
         "parameters",
         "random_effects",
+        "reported",
         "residual",
         "structural",
         "theta",
@@ -704,6 +710,7 @@ class PopulationModel:
         theta_units: Mapping[str, str] | None = None,
         citation: str = "",
         notes: str = "",
+        reported: Callable[[Array], Mapping[str, Array]] | None = None,
     ):
         set_ = object.__setattr__
         set_(self, "name", str(name))
@@ -722,6 +729,12 @@ class PopulationModel:
         set_(self, "fixed", tuple(fixed))
         set_(self, "citation", citation)
         set_(self, "notes", notes)
+        if reported is not None and not callable(reported):
+            raise PopulationModelError(
+                f"population model {self.name!r}: `reported` must be a function of the "
+                f"structural parameter rows or None, got {type(reported).__name__}"
+            )
+        set_(self, "reported", reported)
         where = f"population model {self.name!r}"
         for k, v in self.theta.items():
             if not k.isidentifier() or not np.isfinite(v):

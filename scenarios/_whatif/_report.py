@@ -695,14 +695,18 @@ def _fit_summary(posterior: Any) -> dict[str, Any]:
     typical = np.asarray(model.typical_parameters(twin.covariates))[0]
     individual = posterior.individual_parameters()
     units = dict(model.structural.parameter_units)
-    names = model.random_effects  # the parameters the patient's data can move
+    if model.reported is not None:
+        # a trained latent model: its mechanistic parameters, not latent_k
+        row = np.array([individual[name] for name in model.structural.parameters])
+        values = model.reported(np.stack([typical, row]))
+        pairs = {name: np.asarray(v) for name, v in values.items()}
+    else:
+        index = model.structural.parameters.index
+        names = model.random_effects  # the parameters the patient's data can move
+        pairs = {name: np.array([typical[index(name)], individual[name]]) for name in names}
     parameters = {
-        name: {
-            "typical": float(typical[model.structural.parameters.index(name)]),
-            "individual": float(individual[name]),
-            "unit": units.get(name, ""),
-        }
-        for name in names
+        name: {"typical": float(v[0]), "individual": float(v[1]), "unit": units.get(name, "")}
+        for name, v in pairs.items()
     }
     diagnostics = {
         k: v for k, v in posterior.diagnostics.items() if isinstance(v, bool | int | float | str)

@@ -130,7 +130,10 @@ def test_cli_whatif_runs_on_the_trained_model(tmp_path: Path, latent_model_dir: 
     assert record["trained_model"]["params_sha256"] == trained.params_sha256
     assert record["trained_model"]["model_json_sha256"] == trained.model_json_sha256
     assert record["model"]["name"] == "vancomycin_latent"
-    assert 'id="model">Model: trained latent model vanco-latent' in out.read_text()
+    html = out.read_text()
+    assert 'id="model">Model: trained latent model vanco-latent' in html
+    # the fit table names the mechanistic parameters, not the latent variables
+    assert "<tr><td>cl</td>" in html and "<tr><td>latent_0</td>" not in html
     table = (tmp_path / "table.csv").read_text() if (tmp_path / "table.csv").exists() else ""
     assert "nan" not in table.lower()
 

@@ -84,6 +84,16 @@ def test_untrained_latent_twin_is_the_mechanistic_twin(untrained):
     assert b.metrics[0]["auc24"]["median"] == pytest.approx(
         a.metrics[0]["auc24"]["median"], rel=1e-5
     )
+    # the what-if report's fit table shows the mechanistic parameters (CL, Vc, Q, Vp), not
+    # latent_k: the latent twin's equal the mechanistic twin's
+    from twinsim.scenarios._whatif._report import _fit_summary
+
+    shown, expected = _fit_summary(p_lat)["parameters"], _fit_summary(p_mech)["parameters"]
+    assert tuple(shown) == vancomycin_model().structural.parameters
+    for name, row in expected.items():
+        assert shown[name]["unit"] == row["unit"]
+        for key in ("typical", "individual"):
+            assert shown[name][key] == pytest.approx(row[key], rel=1e-5), (name, key)
 
 
 def test_a_trained_latent_twin_fits_predicts_and_recommends(trained_like):

@@ -190,6 +190,12 @@ def latent_population_model(model: Any) -> PopulationModel:
         columns = jnp.concatenate([theta_pop, jnp.ones((n, d)), mean, sd, shift, x], axis=-1)
         return {name: columns[:, i] for i, name in enumerate(names)}
 
+    def reported(rows):
+        # what a fit summary shows: the mechanistic model's parameters θ(z, x) of each row
+        # (the learned correction acts on top of them over time)
+        theta = hybrid_row(Named(names, jnp.asarray(rows)))._array[..., :n_p]
+        return {name: theta[..., i] for i, name in enumerate(s.parameters)}
+
     return PopulationModel(
         name=f"{pm.name}_latent",
         structural=structural,
@@ -206,4 +212,5 @@ def latent_population_model(model: Any) -> PopulationModel:
             "Random effects latent_k = exp(ε_k), ε ~ N(0, I): the standardised latent "
             "variable of the trained model (z = μ_p(x) + σ_p(x) ε)."
         ),
+        reported=reported,
     )
