@@ -942,15 +942,30 @@ def trial(
             "--scheduler", help="Dask scheduler address (tcp://HOST:PORT): run chunks there."
         ),
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Trained latent model folder (twinsim train --out) as the subjects' dynamics "
+            "instead of the published model; its prior must be the design's drug.",
+            metavar="MODEL_DIR",
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Run replicate virtual trials of a design: power per sample size, effect estimates,
-    a Zarr store, the endpoint table, a NONMEM CSV, a summary and an HTML report."""
+    a Zarr store, the endpoint table, a NONMEM CSV, a summary and an HTML report.
+
+    With --model MODEL_DIR (or `model: MODEL_DIR` in the design) each subject's dynamics
+    come from the trained latent model; the output, the report and the provenance record
+    name the folder, its prior and the hashes of its parameters and model.json."""
     out_console, err = _consoles()
     with _clean_errors(err):
         from .scenarios import load_trial, run_trial
 
-        design = load_trial(design_file)
+        design = load_trial(design_file, model=model)
+        if design.model is not None and not quiet:
+            out_console.print(f"model: {design.model_text()}", markup=False)
         if replicates is not None:
             design = design.model_copy(update={"replicates": replicates})
         with (

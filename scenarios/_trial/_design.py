@@ -6,6 +6,11 @@ and how to fix it (:class:`~twinsim.scenarios.SpecError`, a ``ValueError``).
 
 Times are h from the first dose (text with a unit such as ``"4 d"`` is accepted), amounts
 mg, concentrations mg/L.
+
+``model`` (optional) names a trained latent model folder (``twinsim train ... --out
+MODEL_DIR``) whose mechanistic prior is ``drug``: each subject's dynamics then come from it
+(its covariate model, latent draw and learned correction) instead of the published
+population model; ``twinsim trial DESIGN --model MODEL_DIR`` sets it from the command line.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ...priors import CovariateError, DrugLibraryError, drug_model
 from .._patient import read_spec_mapping
 from .._population import PopulationSpec
 from .._regimen import SpecError, SpecModel
+from .._trained_spec import TrainedModelSpec
 from .._units import UnitError, parse_quantity
 
 __all__ = [
@@ -371,7 +377,7 @@ class AnalysisSpec(SpecModel):
 
 
 # ---------------------------------------------------------------------------- design
-class TrialDesign(SpecModel):
+class TrialDesign(TrainedModelSpec):
     """A virtual trial: population, arms, schedule, endpoints, analyses, replicates, seed.
 
     Examples
@@ -390,7 +396,6 @@ class TrialDesign(SpecModel):
 
     name: str = "virtual trial"
     description: str = ""
-    drug: str
     population: TrialPopulationSpec = Field(default_factory=TrialPopulationSpec)
     arms: list[ArmSpec] = Field(..., min_length=2)
     randomisation: RandomisationSpec = Field(default_factory=RandomisationSpec)
@@ -450,7 +455,10 @@ class TrialDesign(SpecModel):
     @model_validator(mode="after")
     def _check(self) -> TrialDesign:
         problems: list[str] = []
-        model = drug_model(self.drug)
+        mismatch = self.prior_problem()
+        if mismatch is not None:
+            raise ValueError(f"`model` {mismatch}")
+        model = self.population_model()
         outputs = model.structural.output_names
         routes = dict(model.structural.routes)
         if self.duration <= 0:
@@ -579,8 +587,13 @@ class TrialDesign(SpecModel):
         return next(e for e in self.endpoints if e.name == name)
 
 
-def load_trial(path: str | os.PathLike[str]) -> TrialDesign:
+def load_trial(
+    path: str | os.PathLike[str], *, model: str | os.PathLike[str] | None = None
+) -> TrialDesign:
     """Read a :class:`TrialDesign` from a YAML or JSON file.
+
+    ``model`` (a trained model folder) replaces the file's ``model``; a relative ``model``
+    in the file counts from the file's folder.
 
     Raises
     ------
@@ -593,9 +606,12 @@ def load_trial(path: str | os.PathLike[str]) -> TrialDesign:
     >>> design.drug, [a.name for a in design.arms]
     ('vancomycin', ['trough-guided', 'AUC-guided'])
     """
+    from .._train import resolve_model_field
+
     data = read_spec_mapping(
         path, what="trial design", fields="design fields (drug, arms, endpoints, ...)"
     )
+    data = resolve_model_field(data, path, model)
     try:
         return TrialDesign.model_validate(data)
     except SpecError as error:

@@ -100,6 +100,7 @@ def summarise(design: TrialDesign, arrays: dict[str, np.ndarray]) -> dict[str, A
     return {
         "design": design.name,
         "drug": design.drug,
+        "model": design.model_text(),
         "replicates": n_rep,
         "seed": design.seed,
         "arms": arms,
@@ -466,6 +467,7 @@ def trial_report_html(result: TrialResult, summary: dict[str, Any] | None = None
         f"<p>Drug {html.escape(design.drug)}; {summary['replicates']} replicates; seed "
         f"{design.seed}; {summary['subjects_simulated']} subjects simulated "
         f"({summary['failed_solves']} failed solves).</p>"
+        f"<p id='model'>Model: {html.escape(design.model_text())}.</p>"
         "<h2>Power and effect estimates</h2><table><tr><th>analysis</th><th>comparison</th>"
         "<th>n per arm</th><th>power ± MC SE</th><th>mean estimate</th>"
         "<th>95 % of estimates</th><th>estimate</th></tr>"
@@ -522,6 +524,7 @@ def write_outputs(result: TrialResult, out: Path) -> dict[str, Path]:
         "design": json.loads(result.design.model_dump_json()),
         "seed": result.design.seed,
         "model": {"name": model.name, "citation": model.citation},
+        **({"trained_model": t.record()} if (t := result.design.trained_model()) else {}),
         "versions": package_versions(),
         "outputs": {k: str(v.name) for k, v in files.items() if k != "provenance"},
     }

@@ -204,6 +204,9 @@ def _design_hash(design: TrialDesign) -> str:
     # a chunk depends on the design and its replicate numbers, not on how many replicates
     # the run has: a finished run can be extended with more replicates
     text = design.model_dump_json(exclude={"replicates"})
+    trained = design.trained_model()
+    if trained is not None:  # a model retrained in the same folder is another run
+        text += trained.params_sha256 + trained.model_json_sha256
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

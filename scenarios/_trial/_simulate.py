@@ -541,8 +541,11 @@ def _measure(model, outputs, predicted, noise):
 
 
 def load_model(design: TrialDesign) -> PopulationModel:
-    """The design's drug model from the library (one object per drug and process, so
-    every chunk and every run reuses the programs compiled for it)."""
+    """The design's model: the drug's from the library, or the trained latent model's of
+    ``design.model`` (one object per drug or model folder and process, so every chunk and
+    every run reuses the programs compiled for it)."""
+    if design.model is not None:
+        return design.population_model()
     return _library_model(design.drug)
 
 

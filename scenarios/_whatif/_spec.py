@@ -87,13 +87,13 @@ from pydantic import AliasChoices, BeforeValidator, Field, field_validator, mode
 
 from .._patient import PatientSpec, _raise, missing_covariates, read_spec_mapping
 from .._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
+from .._trained_spec import TrainedModelSpec
 from .._units import UnitError, parse_quantity
 
 if TYPE_CHECKING:
     from ...priors import PopulationModel
     from ...simulators import Dose
     from ...twin import LatentModel, Target
-    from .._train import TrainedModel
 
 __all__ = [
     "DEFAULT_HORIZON_H",
@@ -470,7 +470,7 @@ def _describe_regimen(regimen: RegimenSpec) -> str:
 
 
 # ---------------------------------------------------------------------------- what-if
-class WhatIfSpec(SpecModel):
+class WhatIfSpec(TrainedModelSpec):
     """A what-if question about one patient (see the module docs for the file form).
 
     Examples
@@ -489,8 +489,6 @@ class WhatIfSpec(SpecModel):
     """
 
     title: str | None = None
-    drug: str
-    model: str | None = None
     patient: PatientSpec
     history: RegimenSpec | None = Field(
         None, validation_alias=AliasChoices("history", "doses", "dosing_history")
@@ -540,30 +538,6 @@ class WhatIfSpec(SpecModel):
             )
         return key
 
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model_folder(cls, value: Any) -> Any:
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if not isinstance(value, str):
-            return value
-        if not value.strip():
-            return None  # blank: the library's published model
-        from ...twin import LatentModelError
-        from .._train import is_model_folder, trained_model
-
-        if not is_model_folder(value):
-            raise ValueError(
-                f"{value!r} is not a trained model folder (no model.json there); give the folder "
-                "written by `twinsim train DATA.csv --prior DRUG --out MODEL_DIR`, or leave "
-                "`model` out for the library's published model"
-            )
-        try:
-            trained_model(value)
-        except LatentModelError as error:
-            raise ValueError(f"{value!r} cannot be loaded: {error}") from None
-        return str(Path(value).expanduser().absolute())
-
     @field_validator("candidates")
     @classmethod
     def _candidate_count(cls, values: tuple[CandidateSpec, ...]) -> tuple[CandidateSpec, ...]:
@@ -590,17 +564,9 @@ class WhatIfSpec(SpecModel):
     @model_validator(mode="after")
     def _consistent(self) -> WhatIfSpec:
         problems: list[tuple[tuple[str | int, ...], str, Any]] = []
-        trained = self.trained_model()
-        if trained is not None and trained.prior != self.drug:
-            problems.append(
-                (
-                    ("model",),
-                    f"is the trained model {trained.name!r}, whose mechanistic prior is "
-                    f"{trained.prior!r}, but `drug` is {self.drug!r}; give a model trained with "
-                    f"--prior {self.drug}, or set drug: {trained.prior}",
-                    self.model,
-                )
-            )
+        mismatch = self.prior_problem()
+        if mismatch is not None:
+            problems.append((("model",), mismatch, self.model))
             _raise("what-if", problems)
         model = self.population_model()
         units = dict(model.structural.output_units)
@@ -708,32 +674,11 @@ class WhatIfSpec(SpecModel):
         _raise("what-if", problems)
 
     # ------------------------------------------------------------------ conversions
-    def trained_model(self) -> TrainedModel | None:
-        """The trained latent model of ``model`` (loaded once per folder), or ``None``."""
-        if self.model is None:
-            return None
-        from .._train import trained_model
-
-        return trained_model(self.model)
-
     def twin_model(self) -> str | LatentModel:
         """What :meth:`twinsim.twin.PatientTwin.create` takes: the drug's name, or the
         trained :class:`~twinsim.twin.LatentModel`."""
         trained = self.trained_model()
         return self.drug if trained is None else trained.model
-
-    def population_model(self) -> PopulationModel:
-        """The :class:`~twinsim.priors.PopulationModel` the twin runs on: the drug's from
-        the library, or the trained latent model's (:meth:`LatentModel.population_model`)."""
-        trained = self.trained_model()
-        return _population_model(self.drug) if trained is None else trained.population_model()
-
-    def model_text(self) -> str:
-        """Which model answers the what-if, in words (for reports and the command line)."""
-        trained = self.trained_model()
-        if trained is None:
-            return f"published {self.drug} model: {_population_model(self.drug).citation}"
-        return trained.describe()
 
     def _model_words(self) -> str:
         trained = self.trained_model()
@@ -742,7 +687,8 @@ class WhatIfSpec(SpecModel):
         )
 
     # the two names :func:`~twinsim.scenarios.provenance_record` reads of a spec
-    model_definition = population_model
+    def model_definition(self) -> PopulationModel:
+        return self.population_model()
 
     @property
     def seed(self) -> int:
@@ -848,12 +794,9 @@ def load_whatif(
         what="what-if",
         fields="what-if fields (drug, patient, history, observations, candidates, ...)",
     )
-    if model is not None:
-        data = {**data, "model": os.fspath(model)}
-    elif isinstance(data.get("model"), str) and data["model"].strip():
-        folder = Path(data["model"]).expanduser()
-        if not folder.is_absolute():
-            data = {**data, "model": str(Path(path).parent / folder)}
+    from .._train import resolve_model_field
+
+    data = resolve_model_field(data, path, model)
     try:
         return WhatIfSpec.model_validate(data)
     except SpecError as error:

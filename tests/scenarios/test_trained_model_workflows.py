@@ -226,3 +226,74 @@ def test_cohort_from_a_model_folder_is_finite_and_chunk_invariant(
     # the typical clearance follows each patient's covariates (CrCL 30 vs 60 mL/min)
     typical_cl = np.asarray(per_patient["cl"].values)
     assert np.all(typical_cl[3:] < typical_cl[:3]) and len(set(typical_cl[:3])) == 1
+
+
+# ---------------------------------------------------------------------------- trial design
+TRIAL = {
+    "name": "latent trial", "drug": "vancomycin", "duration": 24, "visits": [11.5, 23.5],
+    "arms": [{"name": "1 g", "control": True, "dose": "1 g", "interval": 12, "infusion": 1},
+             {"name": "1.5 g", "dose": 1500, "interval": 12, "infusion": 1.5}],
+    "sample_size": [4], "replicates": 2, "seed": 5,
+    "endpoints": [{"name": "trough", "kind": "value", "output": "conc", "at": 23.5}],
+    "analyses": [{"endpoint": "trough"}],
+}  # fmt: skip
+
+
+def test_trial_design_takes_a_model_folder(tmp_path: Path, latent_model_dir: Path) -> None:
+    """``model:`` in a design (relative to the file, or from ``load_trial(model=...)``)
+    makes the trained model the subjects' source; its prior must be the design's drug, and
+    the chunks of a run belong to the model's parameters, not just its folder's name."""
+    from twinsim.scenarios import TrialDesign, load_trial
+    from twinsim.scenarios._trial._run import _design_hash
+    from twinsim.scenarios._trial._simulate import load_model
+
+    published = TrialDesign.model_validate(TRIAL)
+    design = TrialDesign.model_validate({**TRIAL, "model": str(latent_model_dir)})
+    assert published.model is None and load_model(published).name == "vancomycin"
+    assert load_model(design).name == "vancomycin_latent"
+    assert design.model_text().startswith("trained latent model vanco-latent (prior vancomycin")
+    assert _design_hash(design) != _design_hash(published)
+    (tmp_path / "models").symlink_to(latent_model_dir.parent)
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump({**TRIAL, "model": "models/vanco-latent"}), encoding="utf-8")
+    assert Path(load_trial(path).model).resolve() == latent_model_dir.resolve()
+    assert load_trial(tmp_path / "trial.yaml", model=latent_model_dir).model == str(
+        latent_model_dir
+    )
+    with pytest.raises(SpecError, match=r"`model` is the trained model 'vanco-latent', whose "):
+        TrialDesign.model_validate({**TRIAL, "drug": "theophylline", "model": str(latent_model_dir),
+                                    "arms": [{"name": "a", "dose": 300, "interval": 12},
+                                             {"name": "b", "dose": 400, "interval": 12}]})  # fmt: skip
+    with pytest.raises(SpecError, match=r"is not a trained model folder"):
+        TrialDesign.model_validate({**TRIAL, "model": str(tmp_path)})
+    # the trial-designer page reads the same design text (its problems placed by field)
+    from twinsim.dashboard._trial import check_design
+
+    assert check_design(yaml.safe_dump({**TRIAL, "model": str(latent_model_dir)})).ok
+    bad = check_design(yaml.safe_dump({**TRIAL, "model": str(tmp_path)}))
+    assert [p["field"] for p in bad.problems] == ["model"]
+
+
+@pytest.mark.isolated  # ODE engine compilation
+def test_cli_trial_runs_on_the_trained_model(tmp_path: Path, latent_model_dir: Path) -> None:
+    """``twinsim trial --model``: subjects simulated on the trained model (finite endpoints,
+    no failed solve), and the command, the summary, the report and the provenance record
+    name the folder and its hashes."""
+    design = tmp_path / "trial.yaml"
+    design.write_text(yaml.safe_dump(TRIAL), encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["trial", str(design), "--model", str(latent_model_dir), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "model: trained latent model vanco-latent (prior vancomycin" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"].startswith("trained latent model vanco-latent")
+    assert summary["failed_solves"] == 0 and summary["subjects_simulated"] == 2 * 2 * 4
+    trough = summary["endpoints_by_arm"]["trough"]
+    assert all(np.isfinite(v["mean"]) and v["mean"] > 0 for v in trough.values())
+    record = json.loads((out / "provenance.json").read_text())
+    trained = trained_model(latent_model_dir)
+    assert record["model"]["name"] == "vancomycin_latent"
+    assert record["trained_model"]["params_sha256"] == trained.params_sha256
+    assert "Model: trained latent model vanco-latent" in (out / "report.html").read_text()
