@@ -69,9 +69,12 @@ from twinsim.twin._latent._study import (  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
-def _decoders() -> dict[str, dict]:
+def _decoders(args=None) -> dict[str, dict]:
     """The latent models trained per truth: name → LatentConfig options."""
-    decoders = {"hybrid": {}}
+    hybrid = {}
+    if args is not None and getattr(args, "correction_without_state", False):
+        hybrid["correction_sees_state"] = False
+    decoders = {"hybrid": hybrid}
     if "decoder" in LatentConfig.__dataclass_fields__:
         decoders["neural"] = {"decoder": "neural"}
     return decoders
@@ -82,7 +85,7 @@ def train_models(kind: str, args) -> dict:
     train = simulate_patients(kind, args.train, seed=0)
     cov = latent_covariates(train)
     out = {}
-    for name, options in _decoders().items():
+    for name, options in _decoders(args).items():
         folder = Path(args.models) / kind / name
         if (folder / "model.json").is_file():
             print(kind, name, "already trained:", folder, flush=True)
@@ -168,6 +171,11 @@ def main() -> None:
     parser.add_argument("--models", default=str(RESULTS / "latent_models"))
     parser.add_argument("--out", default=str(RESULTS / "latent_study.json"))
     parser.add_argument("--table", action="store_true", help="print the README table of --out")
+    parser.add_argument(
+        "--correction-without-state",
+        action="store_true",
+        help="hybrid: g_nn(x, t), the amounts not an input of the correction",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     if args.table:

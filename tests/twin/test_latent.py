@@ -218,3 +218,33 @@ def test_the_correction_sees_z_only_when_asked(sees_z):
     first, second = (ode.rhs(5.0, y, Named(ode.parameters, r)) for r in rows)
     same = all(np.array_equal(np.asarray(first[k]), np.asarray(second[k])) for k in first)
     assert same is (not sees_z)
+
+
+@pytest.mark.parametrize("sees_state", [False, True])
+def test_the_correction_sees_the_amounts_only_when_asked(sees_state):
+    """``correction_sees_state=False`` gives g_nn(x, t): with non-zero weights the hybrid's
+    right-hand side stays linear in the amounts (the two-compartment model's, rates
+    multiplied by a factor of x and t alone): rhs(2y) = 2 rhs(y) to rounding; with the
+    amounts as inputs it is not (so the test can fail)."""
+    from twinsim.simulators._model import Named
+
+    config = LatentConfig(latent_dim=4, hidden=8, correction_hidden=4,
+                          correction_sees_state=sees_state)  # fmt: skip
+    model = LatentModel.create(vancomycin_model(), CovariateFeatures.fit(COVARIATES), config)
+    rng = np.random.default_rng(1)
+    model = model.with_params(
+        jax.tree.map(lambda a: a + 0.5 * rng.standard_normal(np.shape(a)), model.params)
+    )
+    x = jnp.asarray(model.features.transform(COVARIATES))[:1]
+    typical = jnp.asarray(model.typical(COVARIATES))[:1]
+    row = model.parameters(model.params, typical, x, jnp.zeros((1, 4)))[0]
+    ode = model.ode_model
+    p = Named(ode.parameters, row)
+    y = jnp.array([800.0, 200.0])
+    once = ode.rhs(5.0, Named(ode.states, y), p)
+    twice = ode.rhs(5.0, Named(ode.states, 2.0 * y), p)
+    linear = all(
+        np.allclose(np.asarray(twice[k]), 2.0 * np.asarray(once[k]), rtol=1e-12, atol=0.0)
+        for k in once
+    )
+    assert linear is (not sees_state)

@@ -115,6 +115,11 @@ class LatentConfig:
         effect on clearance (±2 SD of the clearance latent moved CL ×1.8 instead of the
         published ×4.6), and the 90 % bands after one level covered 58–60 % of new
         patients.
+    correction_sees_state
+        Hybrid decoder: whether the amounts ``y`` are inputs of the correction (``True``:
+        ``g_nn(y, x, t)``, which can express a saturable process; ``False``: ``g_nn(x, t)``,
+        a change over time for everyone with these covariates, which cannot re-shape a
+        patient's own deviation through the amounts it causes).
     learn_variability
         ``False`` (default): the between-patient variability stays the published model's —
         the prior's SD is 1 and ``A`` stays chol Ω — while the prior's mean, the covariate
@@ -141,6 +146,7 @@ class LatentConfig:
     neural_max_rate: float = 5.0
     neural_volume: float = 50.0
     correction_sees_z: bool = False
+    correction_sees_state: bool = True
     learn_variability: bool = False
     time_scale: float = 24.0
     rtol: float = 1e-6
@@ -165,7 +171,7 @@ class LatentConfig:
                 f"`LatentConfig.neural_max_rate` must be > {_NEURAL_INITIAL_RATE} /h (the "
                 f"untrained decoder's rate), got {self.neural_max_rate!r}"
             )
-        for name in ("correction_sees_z", "learn_variability"):
+        for name in ("correction_sees_z", "correction_sees_state", "learn_variability"):
             if not isinstance(getattr(self, name), bool):
                 raise LatentModelError(
                     f"`LatentConfig.{name}` must be True or False, got {getattr(self, name)!r}"
@@ -392,13 +398,14 @@ class LatentModel:
         mod_index = np.array([s.parameters.index(m) for m in self.modulated], dtype=np.int64)
         bound, use_correction = self.config.correction_bound, self.config.correction
 
-        sees_z = self.config.correction_sees_z
+        sees_z, sees_state = self.config.correction_sees_z, self.config.correction_sees_state
 
         def rhs(t, y, p):
             theta, z, x, w = split(p._array)
             if use_correction:
                 z_in = z if sees_z else jnp.zeros_like(z)  # see LatentConfig.correction_sees_z
-                log_m = bound * jnp.tanh(network(t, y._array, z_in, x, w)[: len(mod_index)] / bound)
+                y_in = y._array if sees_state else jnp.zeros_like(y._array)
+                log_m = bound * jnp.tanh(network(t, y_in, z_in, x, w)[: len(mod_index)] / bound)
                 # a dense multiplier (scatter-multiply has no derivative for repeated indices)
                 theta = theta * jnp.ones_like(theta).at[mod_index].set(jnp.exp(log_m))
             return s.rhs(t, y, Named(s.parameters, theta))
