@@ -120,6 +120,9 @@ def test_checks_apply_the_issue_criteria():
     assert not study_checks("published", {"train": {"0": _cell(20.0, 21.1)}})[
         "train: hybrid error within 5 % of mechanistic"
     ]
+    # a run of the hybrid arms alone (merged into the full entry afterwards) checks nothing
+    only = {"train": {"0": {"hybrid": {"auc_mdape_percent": 10.0, "coverage90": 0.9}}}}
+    assert study_checks("structural", only) == {}
     for learned, ok in ((1.43, True), (1.77, True), (1.38, False), (1.82, False), (0.7, False)):
         entry = {
             "train": {"0": _cell(20.0, 15.0)},
