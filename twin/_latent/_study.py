@@ -56,7 +56,8 @@ __all__ = [
 KINDS = ("published", "genomic", "structural")
 REGIMENS = ("train", "heldout")
 LEVELS = (0, 1, 2, 4)
-ARMS = ("mechanistic", "mechanistic_nuts", "hybrid", "hybrid_encoder", "neural_encoder", "oracle")
+ARMS = ("mechanistic", "mechanistic_nuts", "hybrid", "hybrid_nuts", "hybrid_encoder",
+        "neural_encoder", "oracle")  # fmt: skip
 GENOMIC_FOLD = 1.6
 DECLINE_FLOOR, DECLINE_TIME = 0.45, 36.0
 HORIZON = 72.0
@@ -333,9 +334,10 @@ def _arm_draws(arm: str, kind: str, models: Mapping[str, Any], test: Mapping[str
     if arm == "oracle":
         truth = true_model(kind)
         return twin_curves(truth, truth, test, k, n_draws)
-    if arm == "hybrid":
+    if arm in ("hybrid", "hybrid_nuts"):
         hybrid = models["hybrid"]
-        return twin_curves(hybrid, hybrid.population_model(), test, k, n_draws)
+        return twin_curves(hybrid, hybrid.population_model(), test, k, n_draws,
+                           nuts=nuts if arm == "hybrid_nuts" else None)  # fmt: skip
     model = models["hybrid" if arm == "hybrid_encoder" else "neural"]
     return encoder_curves(model, test, k, n_draws)
 
@@ -369,10 +371,11 @@ def evaluate_study(
         Numbers of levels observed, regimens, the held-out patients' seed.
     arms
         The arms to run (default: every arm the models allow except
-        ``mechanistic_nuts``, which runs when ``nuts`` is given).
+        ``mechanistic_nuts`` and ``hybrid_nuts``, which run when ``nuts`` is given).
     nuts
-        Settings of the ``mechanistic_nuts`` arm (the mechanistic twin individualised by
-        NUTS: ``num_warmup``, ``num_samples``, ``num_chains``).
+        Settings of the ``mechanistic_nuts`` and ``hybrid_nuts`` arms (the mechanistic and
+        the hybrid twin individualised by NUTS: ``num_warmup``, ``num_samples``,
+        ``num_chains``).
     progress
         Called with ``(kind, regimen, k, seconds, row)`` after each cell.
 
@@ -386,6 +389,7 @@ def evaluate_study(
 
     available = ["mechanistic"]
     available += ["mechanistic_nuts"] if nuts is not None else []
+    available += ["hybrid_nuts"] if nuts is not None and "hybrid" in models else []
     available += ["oracle"] if kind != "published" else []  # published: the mechanistic twin
     available += ["hybrid", "hybrid_encoder"] if "hybrid" in models else []
     available += ["neural_encoder"] if "neural" in models else []
