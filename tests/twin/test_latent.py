@@ -196,14 +196,10 @@ def test_sample_and_forecast_generate_the_population_model_at_initialisation(mod
     assert np.all(bands["low"] <= bands["median"]) and np.all(bands["median"] <= bands["high"])
 
 
-@pytest.mark.parametrize("sees_z", [False, True])
-def test_the_correction_sees_z_only_when_asked(sees_z):
-    """By default the correction is g_nn(y, x, t): with non-zero weights, two rows that
-    differ only in z give the same right-hand side (bit for bit) for the same θ; with
-    ``correction_sees_z=True`` they do not (so the test can fail)."""
-    from twinsim.simulators._model import Named
-
-    config = LatentConfig(latent_dim=4, hidden=8, correction_hidden=4, correction_sees_z=sees_z)
+def _perturbed_rows(n: int, **options):
+    """A tiny latent model with every weight moved off zero (a correction that is not
+    zero) and ``n`` decoder rows of the first covariate row at z = 0."""
+    config = LatentConfig(latent_dim=4, hidden=8, correction_hidden=4, **options)
     model = LatentModel.create(vancomycin_model(), CovariateFeatures.fit(COVARIATES), config)
     rng = np.random.default_rng(1)
     model = model.with_params(
@@ -211,7 +207,17 @@ def test_the_correction_sees_z_only_when_asked(sees_z):
     )
     x = jnp.asarray(model.features.transform(COVARIATES))[:1]
     typical = jnp.asarray(model.typical(COVARIATES))[:1]
-    rows = model.parameters(model.params, typical, x, jnp.zeros((2, 4)))
+    return model, model.parameters(model.params, typical, x, jnp.zeros((n, 4)))
+
+
+@pytest.mark.parametrize("sees_z", [False, True])
+def test_the_correction_sees_z_only_when_asked(sees_z):
+    """By default the correction is g_nn(y, x, t): with non-zero weights, two rows that
+    differ only in z give the same right-hand side (bit for bit) for the same θ; with
+    ``correction_sees_z=True`` they do not (so the test can fail)."""
+    from twinsim.simulators._model import Named
+
+    model, rows = _perturbed_rows(2, correction_sees_z=sees_z)
     rows = rows.at[1, 4:8].set(jnp.array([1.0, -2.0, 0.5, 3.0]))  # z only; θ kept
     ode = model.ode_model
     y = Named(ode.states, jnp.array([800.0, 200.0]))
@@ -228,18 +234,9 @@ def test_the_correction_sees_the_amounts_only_when_asked(sees_state):
     amounts as inputs it is not (so the test can fail)."""
     from twinsim.simulators._model import Named
 
-    config = LatentConfig(latent_dim=4, hidden=8, correction_hidden=4,
-                          correction_sees_state=sees_state)  # fmt: skip
-    model = LatentModel.create(vancomycin_model(), CovariateFeatures.fit(COVARIATES), config)
-    rng = np.random.default_rng(1)
-    model = model.with_params(
-        jax.tree.map(lambda a: a + 0.5 * rng.standard_normal(np.shape(a)), model.params)
-    )
-    x = jnp.asarray(model.features.transform(COVARIATES))[:1]
-    typical = jnp.asarray(model.typical(COVARIATES))[:1]
-    row = model.parameters(model.params, typical, x, jnp.zeros((1, 4)))[0]
+    model, rows = _perturbed_rows(1, correction_sees_state=sees_state)
     ode = model.ode_model
-    p = Named(ode.parameters, row)
+    p = Named(ode.parameters, rows[0])
     y = jnp.array([800.0, 200.0])
     once = ode.rhs(5.0, Named(ode.states, y), p)
     twice = ode.rhs(5.0, Named(ode.states, 2.0 * y), p)
