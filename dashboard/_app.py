@@ -252,6 +252,18 @@ def create_app(
 SERVER_THREADS = 4
 
 
+def _stop_on_ctrl_c() -> None:
+    """Make Ctrl+C (SIGINT) stop the server whatever the process inherited: a parent that
+    ignored or blocked SIGINT (a job runner, ``nohup``, a test worker) passes that on to
+    the child, whose Python then never raises KeyboardInterrupt."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8050,
@@ -288,6 +300,7 @@ def serve(
     >>> from twinsim.dashboard import serve
     >>> serve(port=8050)  # doctest: +SKIP
     """
+    _stop_on_ctrl_c()
     app = create_app(warm_up=warm_up, models=models)
     if debug:
         app.run(host=host, port=port, debug=True, use_reloader=False)

@@ -99,7 +99,9 @@ class DashboardServer:
             *(word for folder in self.models for word in ("--model", folder)),
         ]
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL
-        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        # a server that does not stop is aborted: its threads' stacks go to the log
+        env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -116,15 +118,20 @@ class DashboardServer:
         raise TimeoutError(f"the dashboard did not answer on {self.url} within {timeout:g} s")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGINT, then SIGKILL after ``timeout`` s)."""
+        """Stop the server (SIGINT; after ``timeout`` s SIGABRT, which writes every
+        thread's Python stack to the log; then SIGKILL)."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+            self.process.send_signal(signal.SIGABRT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
 
     def __enter__(self) -> DashboardServer:
         return self.start()

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import signal
 import urllib.request
+
+import pytest
 
 from twinsim.dashboard._browser import DashboardServer
 
 
-def test_the_dashboard_command_serves_with_waitress(tmp_path) -> None:
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_the_dashboard_command_serves_with_waitress(tmp_path, inherited) -> None:
     """The real command in a subprocess: the HTTP ``Server`` header is waitress's (Flask's
     development server answers ``Werkzeug/...``), the page is served, and Ctrl+C (SIGINT)
-    stops it cleanly."""
+    stops it cleanly — also when started by a process that ignores SIGINT (the child
+    inherits that; without resetting it the server never stopped and was killed)."""
     log = tmp_path / "server.log"
-    with DashboardServer(warm_up=False, log=log) as server:
+    previous = signal.getsignal(signal.SIGINT)
+    if inherited == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        server = DashboardServer(warm_up=False, log=log).start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
         with urllib.request.urlopen(server.url, timeout=30) as response:
             assert response.status == 200
             assert response.headers["Server"] == "waitress"
             assert b"twinsim" in response.read()
+    finally:
         # the interpreter's exit after Ctrl+C took 3-6 s on the loaded 2-core machine
         server.stop(timeout=120)
     assert server.process is not None and server.process.returncode == 0, log.read_text()
