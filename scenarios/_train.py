@@ -142,59 +142,6 @@ def is_model_folder(path: Any) -> bool:
     return (Path(path).expanduser() / "model.json").is_file()
 
 
-def model_folder_value(value: Any) -> Any:
-    """A spec's ``model`` field as given (``pydantic`` "before" validation): a folder holding
-    a saved latent model → its absolute path; blank → ``None`` (the library's published
-    model); anything else is returned for the field's type check.
-
-    Raises
-    ------
-    ValueError
-        Not a model folder, or one that cannot be loaded (the message says how to fix it).
-    """
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str):
-        return value
-    if not value.strip():
-        return None
-    if not is_model_folder(value):
-        raise ValueError(
-            f"{value!r} is not a trained model folder (no model.json there); give the folder "
-            "written by `twinsim train DATA.csv --prior DRUG --out MODEL_DIR`, or leave "
-            "`model` out for the library's published model"
-        )
-    try:
-        trained_model(value)
-    except LatentModelError as error:
-        raise ValueError(f"{value!r} cannot be loaded: {error}") from None
-    return str(Path(value).expanduser().absolute())
-
-
-def prior_mismatch(trained: TrainedModel | None, drug: str) -> str | None:
-    """The ``model`` field's message when the trained model's prior is not ``drug``."""
-    if trained is None or trained.prior == drug:
-        return None
-    return (
-        f"is the trained model {trained.name!r}, whose mechanistic prior is {trained.prior!r}, "
-        f"but `drug` is {drug!r}; give a model trained with --prior {drug}, or set drug: "
-        f"{trained.prior}"
-    )
-
-
-def resolve_model_field(data: dict, path: Any, model: Any) -> dict:
-    """A spec file's mapping with ``model`` set from the command line (``model``, when
-    given) or, when the file's own ``model`` is relative, counted from the file's folder."""
-    if model is not None:
-        return {**data, "model": os.fspath(model)}
-    given = data.get("model")
-    if isinstance(given, str) and given.strip():
-        folder = Path(given).expanduser()
-        if not folder.is_absolute():
-            return {**data, "model": str(Path(path).parent / folder)}
-    return data
-
-
 @dataclass(frozen=True, eq=False)
 class TrainedModel:
     """A saved latent model loaded from its folder, with what identifies it.

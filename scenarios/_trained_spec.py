@@ -8,6 +8,8 @@ reading a spec of a published model stays light.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import field_validator
@@ -18,7 +20,52 @@ from ._regimen import SpecModel
 if TYPE_CHECKING:
     from ._train import TrainedModel
 
-__all__ = ["TrainedModelSpec"]
+__all__ = ["TrainedModelSpec", "resolve_model_field"]
+
+
+def _model_folder_value(value: Any) -> Any:
+    """``model`` as given (pydantic "before" validation): a folder holding a saved latent
+    model → its absolute path; blank → ``None`` (the library's published model); anything
+    else is left to the field's type check. Loads the model (flax) only for a folder.
+
+    Raises
+    ------
+    ValueError
+        Not a model folder, or one that cannot be loaded (the message says how to fix it).
+    """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    from ..twin import LatentModelError
+    from ._train import is_model_folder, trained_model
+
+    if not is_model_folder(value):
+        raise ValueError(
+            f"{value!r} is not a trained model folder (no model.json there); give the folder "
+            "written by `twinsim train DATA.csv --prior DRUG --out MODEL_DIR`, or leave "
+            "`model` out for the library's published model"
+        )
+    try:
+        trained_model(value)
+    except LatentModelError as error:
+        raise ValueError(f"{value!r} cannot be loaded: {error}") from None
+    return str(Path(value).expanduser().absolute())
+
+
+def resolve_model_field(data: dict, path: Any, model: Any) -> dict:
+    """A spec file's mapping with ``model`` set from the command line (``model``, when
+    given) or, when the file's own ``model`` is relative, counted from the file's folder."""
+    if model is not None:
+        return {**data, "model": os.fspath(model)}
+    given = data.get("model")
+    if isinstance(given, str) and given.strip():
+        folder = Path(given).expanduser()
+        if not folder.is_absolute():
+            return {**data, "model": str(Path(path).parent / folder)}
+    return data
 
 
 class TrainedModelSpec(SpecModel):
@@ -31,15 +78,18 @@ class TrainedModelSpec(SpecModel):
     @field_validator("model", mode="before")
     @classmethod
     def _model_folder(cls, value: Any) -> Any:
-        from ._train import model_folder_value
-
-        return model_folder_value(value)
+        return _model_folder_value(value)
 
     def prior_problem(self) -> str | None:
         """The ``model`` field's message when the trained model's prior is not ``drug``."""
-        from ._train import prior_mismatch
-
-        return prior_mismatch(self.trained_model(), self.drug)
+        trained = self.trained_model()
+        if trained is None or trained.prior == self.drug:
+            return None
+        return (
+            f"is the trained model {trained.name!r}, whose mechanistic prior is "
+            f"{trained.prior!r}, but `drug` is {self.drug!r}; give a model trained with "
+            f"--prior {self.drug}, or set drug: {trained.prior}"
+        )
 
     def trained_model(self) -> TrainedModel | None:
         """The trained latent model of ``model`` (loaded once per folder), or ``None``."""

@@ -27,7 +27,7 @@ from ...priors import CovariateError, DrugLibraryError, drug_model
 from .._patient import read_spec_mapping
 from .._population import PopulationSpec
 from .._regimen import SpecError, SpecModel
-from .._trained_spec import TrainedModelSpec
+from .._trained_spec import TrainedModelSpec, resolve_model_field
 from .._units import UnitError, parse_quantity
 
 __all__ = [
@@ -606,8 +606,6 @@ def load_trial(
     >>> design.drug, [a.name for a in design.arms]
     ('vancomycin', ['trough-guided', 'AUC-guided'])
     """
-    from .._train import resolve_model_field
-
     data = read_spec_mapping(
         path, what="trial design", fields="design fields (drug, arms, endpoints, ...)"
     )

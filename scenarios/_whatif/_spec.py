@@ -87,7 +87,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, field_validator, mode
 
 from .._patient import PatientSpec, _raise, missing_covariates, read_spec_mapping
 from .._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
-from .._trained_spec import TrainedModelSpec
+from .._trained_spec import TrainedModelSpec, resolve_model_field
 from .._units import UnitError, parse_quantity
 
 if TYPE_CHECKING:
@@ -794,8 +794,6 @@ def load_whatif(
         what="what-if",
         fields="what-if fields (drug, patient, history, observations, candidates, ...)",
     )
-    from .._train import resolve_model_field
-
     data = resolve_model_field(data, path, model)
     try:
         return WhatIfSpec.model_validate(data)

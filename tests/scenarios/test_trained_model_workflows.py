@@ -297,3 +297,21 @@ def test_cli_trial_runs_on_the_trained_model(tmp_path: Path, latent_model_dir: P
     assert record["model"]["name"] == "vancomycin_latent"
     assert record["trained_model"]["params_sha256"] == trained.params_sha256
     assert "Model: trained latent model vanco-latent" in (out / "report.html").read_text()
+
+
+def test_specs_without_a_model_do_not_load_the_latent_machinery() -> None:
+    """Reading a trial design or a what-if file that names no trained model imports
+    neither flax nor orbax (they cost seconds at the start of every command); the shared
+    ``model`` field loads them only for a folder."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from twinsim.scenarios import load_trial, load_whatif, trial_examples, whatif_examples\n"
+        "load_trial(trial_examples()['vancomycin_auc_vs_trough'])\n"
+        "load_whatif(whatif_examples()['whatif_vancomycin_renal'])\n"
+        "print(sorted(m for m in ('flax', 'orbax') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
