@@ -8,6 +8,7 @@ reading a spec of a published model stays light.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,14 @@ from ._regimen import SpecModel
 if TYPE_CHECKING:
     from ._train import TrainedModel
 
-__all__ = ["TrainedModelSpec", "resolve_model_field"]
+__all__ = ["TrainedModelSpec", "library_model", "resolve_model_field"]
+
+
+@functools.lru_cache(maxsize=16)
+def library_model(drug: str) -> PopulationModel:
+    """The library's population model of ``drug``, one object per drug and process (so
+    every run and chunk on it reuses the programs compiled for it)."""
+    return drug_model(drug)
 
 
 def _model_folder_value(value: Any) -> Any:
@@ -103,11 +111,11 @@ class TrainedModelSpec(SpecModel):
         """The :class:`~twinsim.priors.PopulationModel` the spec runs on: the drug's from
         the library, or the trained latent model's (:meth:`LatentModel.population_model`)."""
         trained = self.trained_model()
-        return drug_model(self.drug) if trained is None else trained.population_model()
+        return library_model(self.drug) if trained is None else trained.population_model()
 
     def model_text(self) -> str:
         """Which model answers, in words (for reports and the command line)."""
         trained = self.trained_model()
         if trained is None:
-            return f"published {self.drug} model: {drug_model(self.drug).citation}"
+            return f"published {self.drug} model: {library_model(self.drug).citation}"
         return trained.describe()

@@ -260,6 +260,41 @@ def _predict(
     )
 
 
+class _KeptForecasts(collections.OrderedDict):
+    """``{key: (bands, per-draw metrics)}``, oldest first, that knows the bytes it holds:
+    the count follows every entry set, popped or cleared (summing the entries at each
+    eviction made a 1,000-patient ``recommend_cohort`` quadratic: 0.3 s a patient became
+    6 s once the cache was full: ~50,000 entries of 2.7 kB after ~700 patients)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+
+    @staticmethod
+    def size(entry: tuple[np.ndarray, dict[str, np.ndarray]]) -> int:
+        return entry[0].nbytes + sum(v.nbytes for v in entry[1].values())
+
+    def __setitem__(self, key, entry) -> None:
+        if key in self:
+            self.nbytes -= self.size(self[key])
+        super().__setitem__(key, entry)
+        self.nbytes += self.size(entry)
+
+    def popitem(self, last: bool = True):
+        key, entry = super().popitem(last=last)
+        self.nbytes -= self.size(entry)
+        return key, entry
+
+    def clear(self) -> None:
+        super().clear()
+        self.nbytes = 0
+
+    def trim(self, budget: int, keep: int) -> None:
+        """Drop the oldest entries while over ``budget`` bytes, never the newest ``keep``."""
+        while len(self) > keep and self.nbytes > budget:
+            self.popitem(last=False)
+
+
 #: bands and per-draw metrics of recent forecasts, one entry per regimen and metric
 #: settings: a what-if that changes one regimen computes that one only. The trajectories
 #: themselves are not kept: growing the heap by 23 MB per regimen (500 draws × 8 weeks at
@@ -268,15 +303,9 @@ def _predict(
 #: on the regimens forecast with it: on the semilinear engine each regimen has calls of its
 #: own (see _forecast_parts); the linear and walking engines pad a batch so that a subject's
 #: bits do not depend on it (vancomycin checked alone and with others at 40, 80 and 200 draws)
-_RECENT: collections.OrderedDict[bytes, tuple[np.ndarray, dict[str, np.ndarray]]] = (
-    collections.OrderedDict()
-)
+_RECENT = _KeptForecasts()
 _RECENT_BYTES = 128 * 2**20
 _RECENT_LOCK = threading.Lock()
-#: the bytes ``_RECENT`` holds, kept as entries come and go (summing them at every
-#: eviction made a 1,000-patient ``recommend_cohort`` quadratic: 0.3 s a patient became
-#: 6 s once the cache was full: ~50,000 entries of 2.7 kB after ~700 patients)
-_recent_size = [0]
 #: threads a forecast's (regimen, half of the draws) calls run on (semilinear engine only)
 _WORKERS = min(2, os.cpu_count() or 1)
 
@@ -285,11 +314,6 @@ def clear_kept_forecasts() -> None:
     """Forget every kept forecast (the next what-if computes each regimen afresh)."""
     with _RECENT_LOCK:
         _RECENT.clear()
-        _recent_size[0] = 0
-
-
-def _entry_bytes(entry: tuple[np.ndarray, dict[str, np.ndarray]]) -> int:
-    return entry[0].nbytes + sum(v.nbytes for v in entry[1].values())
 
 
 def _forecast_parts(engine, typical, eta, tables, grid, width, summarise, settings):
@@ -360,17 +384,12 @@ def _forecast_parts(engine, typical, eta, tables, grid, width, summarise, settin
             found = dict(summary(j, computed[j]) for j in range(len(todo)))
             del computed
         with _RECENT_LOCK:
-            for key, entry in found.items():
-                if key in _RECENT:
-                    _recent_size[0] -= _entry_bytes(_RECENT[key])
-                _RECENT[key] = entry
-                _recent_size[0] += _entry_bytes(entry)
+            _RECENT.update(found)
     with _RECENT_LOCK:
         entries = [_RECENT[k] for k in keys]
         for k in keys:
             _RECENT.move_to_end(k)
-        while len(_RECENT) > len(keys) and _recent_size[0] > _RECENT_BYTES:
-            _recent_size[0] -= _entry_bytes(_RECENT.popitem(last=False)[1])
+        _RECENT.trim(_RECENT_BYTES, keep=len(keys))
     return np.stack([e[0] for e in entries], axis=1), [e[1] for e in entries]
 
 

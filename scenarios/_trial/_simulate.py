@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...priors import PopulationModel, drug_model
+from ...priors import PopulationModel
 from ...simulators import (
     DosingEvents,
     semilinear_grid,
@@ -544,11 +544,4 @@ def load_model(design: TrialDesign) -> PopulationModel:
     """The design's model: the drug's from the library, or the trained latent model's of
     ``design.model`` (one object per drug or model folder and process, so every chunk and
     every run reuses the programs compiled for it)."""
-    if design.model is not None:
-        return design.population_model()
-    return _library_model(design.drug)
-
-
-@functools.lru_cache(maxsize=16)
-def _library_model(drug: str) -> PopulationModel:
-    return drug_model(drug)
+    return design.population_model()

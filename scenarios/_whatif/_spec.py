@@ -87,7 +87,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, field_validator, mode
 
 from .._patient import PatientSpec, _raise, missing_covariates, read_spec_mapping
 from .._regimen import Hours, RegimenSpec, SpecError, SpecModel, quantity
-from .._trained_spec import TrainedModelSpec, resolve_model_field
+from .._trained_spec import TrainedModelSpec, library_model, resolve_model_field
 from .._units import UnitError, parse_quantity
 
 if TYPE_CHECKING:
@@ -125,14 +125,8 @@ def _drug_names() -> tuple[str, ...]:
     return tuple(DRUG_LIBRARY)
 
 
-def _population_model(drug: str) -> PopulationModel:
-    from ...priors import drug_model
-
-    return drug_model(drug)
-
-
 def _output_units(drug: str) -> dict[str, str]:
-    return dict(_population_model(drug).structural.output_units)
+    return dict(library_model(drug).structural.output_units)
 
 
 # ---------------------------------------------------------------------------- observations

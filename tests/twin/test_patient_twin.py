@@ -435,12 +435,12 @@ def test_kept_forecasts_stay_within_their_budget(monkeypatch):
                     for h in (8, 12, 24)}  # fmt: skip
         post.predict(regimens, horizon_h=48.0, n_draws=40, seed=1)
         kept = list(_prediction._RECENT.values())
-        assert _prediction._recent_size[0] == sum(map(_prediction._entry_bytes, kept))
+        assert _prediction._RECENT.nbytes == sum(map(_prediction._RECENT.size, kept))
         assert len(kept) >= 3
-        assert _prediction._recent_size[0] <= 40_000 or len(kept) == 3
+        assert _prediction._RECENT.nbytes <= 40_000 or len(kept) == 3
     assert len(kept) < 18  # the budget dropped the oldest
     _prediction.clear_kept_forecasts()
-    assert _prediction._recent_size[0] == 0 and not _prediction._RECENT
+    assert _prediction._RECENT.nbytes == 0 and not _prediction._RECENT
 
 
 def test_kept_forecasts_follow_the_target_and_window():
