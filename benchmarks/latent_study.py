@@ -69,12 +69,9 @@ from twinsim.twin._latent._study import (  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
-def _decoders(args=None) -> dict[str, dict]:
+def _decoders(without_state: bool = False) -> dict[str, dict]:
     """The latent models trained per truth: name → LatentConfig options."""
-    hybrid = {}
-    if args is not None and getattr(args, "correction_without_state", False):
-        hybrid["correction_sees_state"] = False
-    decoders = {"hybrid": hybrid}
+    decoders = {"hybrid": {"correction_sees_state": False} if without_state else {}}
     if "decoder" in LatentConfig.__dataclass_fields__:
         decoders["neural"] = {"decoder": "neural"}
     return decoders
@@ -85,7 +82,7 @@ def train_models(kind: str, args) -> dict:
     train = simulate_patients(kind, args.train, seed=0)
     cov = latent_covariates(train)
     out = {}
-    for name, options in _decoders(args).items():
+    for name, options in _decoders(args.correction_without_state).items():
         folder = Path(args.models) / kind / name
         if (folder / "model.json").is_file():
             print(kind, name, "already trained:", folder, flush=True)
