@@ -35,6 +35,7 @@ _EXPORTS = {
         "synthesize_patients",
         "train_latent",
     ),
+    "._importance": ("PARETO_K_LIMIT",),
     "._nuts": ("fit_nuts_many",),
     "._patient": ("PatientTwin",),
     "._posterior": ("TwinPosterior",),

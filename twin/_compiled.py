@@ -124,6 +124,7 @@ class _Engine:
         self.value_and_grad = jax.jit(jax.value_and_grad(self._objective))
         self.predict = jax.jit(self._predict, static_argnames="grid")
         self.prior_draws = jax.jit(self._prior_draws, static_argnums=2)
+        self.log_posteriors = jax.jit(self._log_posteriors)
         self._nuts: dict[tuple, Any] = {}
         self._drug_free: frozenset[str] | None = None
 
@@ -201,6 +202,14 @@ class _Engine:
 
     def _objective(self, eta: Array, batch: Mapping[str, Any]) -> Array:
         return -(self.log_prior(eta, batch["prior_weight"]) + self.log_likelihood(eta, batch))
+
+    def _log_posteriors(self, eta: Array, batch: Mapping[str, Any]) -> Array:
+        """``log p(η | data)`` up to a constant at each row of ``eta`` ``[n, R]`` (the fit's
+        solves; NaN where a solve failed). Rows are vectorised 64 at a time, or one after
+        another on a steady-state ODE engine (whose vectorised event walk would run both
+        sides of every branch)."""
+        size = 1 if self.steady_state and not self.linear else 64
+        return jax.lax.map(lambda e: -self._objective(e, batch), eta, batch_size=size)
 
     def _map(self, batch: Mapping[str, Any], eta0: Array):
         """Linear models: mode by BFGS and the exact Hessian, in one compiled call."""

@@ -34,7 +34,7 @@ class TwinPosterior:
     twin
         The twin that was fitted.
     method
-        ``"map"``, ``"laplace"``, ``"nuts"`` or ``"prior"``.
+        ``"map"``, ``"laplace"``, ``"importance"``, ``"nuts"`` or ``"prior"``.
     prior_weight
         Weight of the population prior.
     eta_mode
@@ -42,9 +42,11 @@ class TwinPosterior:
     covariance
         Laplace covariance of η ``[R, R]`` (Ω / w for ``"prior"``).
     samples
-        NUTS draws of η ``[draw, R]`` (chains concatenated), ``None`` otherwise.
+        NUTS draws of η ``[draw, R]`` (chains concatenated) or the importance-resampled
+        draws, ``None`` otherwise.
     diagnostics
-        Optimiser convergence, NUTS divergences, R-hat and ESS, timings.
+        Optimiser convergence, NUTS divergences, R-hat and ESS, the importance weights'
+        Pareto k and ESS, timings.
     mixture
         For a twin with untested genes (:attr:`PatientTwin.untested_genes`): the posterior
         over their genotypes (:class:`~twinsim.twin._genotype.GenotypeMixture`, weights
