@@ -437,6 +437,7 @@ def layout(state: Any = None, **_: Any) -> dbc.Container:
                         [
                             ("map", "MAP (fast)"),
                             ("laplace", "Laplace (fast, uncertainty)"),
+                            ("importance", "Laplace + importance sampling (~1 s)"),
                             ("nuts", "NUTS (full posterior, ~30 s)"),
                         ],
                         width=3,
@@ -643,6 +644,7 @@ def _metric_rows(result: Any) -> list[Any]:
 
 def _recommendation(result: Any) -> list[Any]:
     from ..scenarios import METRIC_LABELS
+    from ..twin import PARETO_K_LIMIT
 
     best = result.recommendation
     target = result.target
@@ -658,6 +660,15 @@ def _recommendation(result: Any) -> list[Any]:
             "The twin's optimiser did not converge; treat this forecast with caution.",
             color="warning",
             className="py-1 small",
+        )
+    elif diagnostics.get("pareto_k", 0.0) >= PARETO_K_LIMIT:
+        warning = dbc.Alert(
+            f"Importance sampling could not correct the Laplace posterior for this patient "
+            f"(Pareto k = {diagnostics['pareto_k']:.2f}); its bands may be too narrow. "
+            "Choose NUTS for a full posterior.",
+            color="warning",
+            className="py-1 small",
+            id=_id("importance-warning"),
         )
     return [
         html.Div(best.name, className="h5 mb-1", id=_id("recommended-name")),

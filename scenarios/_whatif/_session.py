@@ -116,7 +116,7 @@ class WhatIfFit:
 
     @property
     def method(self) -> str:
-        """The fit method (``map``, ``laplace``, ``nuts``)."""
+        """The fit method (``map``, ``laplace``, ``importance``, ``nuts``)."""
         return self.posterior.method
 
 

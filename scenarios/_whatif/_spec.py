@@ -17,7 +17,7 @@ page (plot, table, recommendation, the spec and the provenance). Example file::
       - {time: 47.5 h, value: "21.4 mg/L"}            # trough
     candidates: [1250 mg over 90 min q12h, 1000 mg over 1 h q12h, 1500 mg over 2 h q24h]
     horizon: 3 d                                      # forecast after the candidates start
-    fit: map                                          # or laplace, nuts, {method: nuts, ...}
+    fit: map                                          # or laplace, importance, nuts, {method: nuts, ...}
 
 Times count in hours from ``t = 0``, the time of the first dose of ``history`` (the
 patient's smoking ``quit`` time counts from the same origin). Fields:
@@ -67,8 +67,9 @@ patient's smoking ``quit`` time counts from the same origin). Fields:
     accepted), ``time_in_range`` (the fraction of the horizon within ``[low, high]`` of
     ``output``) or ``inr``.
 ``fit``
-    ``map`` (default), ``laplace``, ``nuts``, or ``{method, prior_weight, seed,
-    num_warmup, num_samples, num_chains}``.
+    ``map`` (default), ``laplace``, ``importance`` (Laplace corrected by importance
+    sampling), ``nuts``, or ``{method, prior_weight, seed, num_warmup, num_samples,
+    num_chains}``.
 ``recommend``
     ``false``, or ``{strengths_mg, intervals_h, loading, top}`` for the search of
     practical regimens.
@@ -353,24 +354,25 @@ def _method_shorthand(value: Any) -> Any:
 
 
 class FitOptions(SpecModel):
-    """How the twin is fitted: ``map`` (fast), ``laplace`` (fast, with uncertainty), ``nuts``.
+    """How the twin is fitted: ``map`` (fast), ``laplace`` (fast, with uncertainty),
+    ``importance`` (the Laplace posterior corrected by importance sampling), ``nuts``.
 
     Parameters
     ----------
     method
-        ``map``, ``laplace`` or ``nuts``.
+        ``map``, ``laplace``, ``importance`` or ``nuts``.
     prior_weight
         Weight of the population prior against the patient's data (1: Bayes; < 1 trusts
         the data more), > 0.
     seed
         Root seed of the fit and of the forecast draws.
     num_warmup, num_samples, num_chains
-        NUTS settings.
+        NUTS settings (``num_samples``: also the importance draws).
     n_draws
         Parameter draws behind each forecast band.
     """
 
-    method: Literal["map", "laplace", "nuts"] = "map"
+    method: Literal["map", "laplace", "importance", "nuts"] = "map"
     prior_weight: float = Field(1.0, gt=0)
     seed: int = Field(0, ge=0)
     num_warmup: int = Field(500, ge=1)

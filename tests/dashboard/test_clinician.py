@@ -201,3 +201,23 @@ def test_a_failed_warm_up_is_kept_and_the_app_is_ready_anyway() -> None:
     assert state.ready.is_set()
     assert state.warm_up_error == "RuntimeError: no compiler today"
     assert state.warm_up_seconds is not None
+
+
+def test_the_importance_fit_is_offered_and_an_untrusted_correction_is_flagged(session, form):
+    """The page fits by importance sampling when chosen; a Pareto k ≥ 0.7 (weights that
+    cannot correct the Laplace posterior) puts a warning naming NUTS beside the advice."""
+    import dataclasses
+
+    from twinsim.dashboard._clinician import _id, _recommendation, layout
+
+    assert "importance" in str(layout())
+    out = compute({**form, "fit": "importance"}, session)
+    assert out["status"] is None and out["result"].fit["method"] == "importance"
+    shown = str(_recommendation(out["result"]))
+    assert "IMPORTANCE" in shown and _id("importance-warning") not in shown
+    fit = out["result"].fit
+    untrusted = dataclasses.replace(
+        out["result"], fit={**fit, "diagnostics": {**fit["diagnostics"], "pareto_k": 0.93}}
+    )
+    shown = str(_recommendation(untrusted))
+    assert _id("importance-warning") in shown and "Pareto k = 0.93" in shown and "NUTS" in shown

@@ -67,7 +67,7 @@ def spec_with(**changes):
         ({"target": {"metric": "auc24", "low": "400 mg/L", "high": 600}}, r"`target\.low` must be an AUC24 in mg·h/L .*got '400 mg/L'"),
         ({"target": {"metric": "trough", "low": 20, "high": 15}}, r"`target` needs 0 ≤ low < high, got low=20, high=15"),
         ({"target": {"metric": "peak", "low": 20, "high": 40}}, r"`target\.metric` input should be 'auc24', 'trough', 'concentration', 'time_in_range' or 'inr'"),
-        ({"fit": "bayes"}, r"`fit\.method` input should be 'map', 'laplace' or 'nuts', got 'bayes'"),
+        ({"fit": "bayes"}, r"`fit\.method` input should be 'map', 'laplace', 'importance' or 'nuts', got 'bayes'"),
         ({"horizon": "120 d"}, r"`horizon` must be between 0 and 90 d, got 2880 h"),
         ({"patient": {"age": 72, "sex": "male"}, "candidates": ["15 mg/kg over 1 h q12h"]}, r"`patient\.weight` is needed by the vancomycin model .* e\.g\. weight: 70 kg"),
         ({"dosing_history": "1 g once"}, r"give the dosing history once, as `history`; got history, dosing_history"),

@@ -82,3 +82,19 @@ def test_docstring_examples_run() -> None:
             module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
         )
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_a_spec_fits_by_importance_sampling(spec) -> None:
+    """``fit: {method: importance}``: the forecasts draw from the corrected posterior, and
+    the fit's diagnostics carry the weights' Pareto k and effective sample size."""
+    fit = spec.fit.model_copy(update={"method": "importance", "num_samples": 400})
+    result = run_whatif(spec.model_copy(update={"fit": fit}))
+    assert result.fit["method"] == "importance"
+    diagnostics = result.fit["diagnostics"]
+    assert diagnostics["pareto_k"] < 0.7 and diagnostics["importance_ess"] > 400
+    laplace = run_whatif(
+        spec.model_copy(update={"fit": fit.model_copy(update={"method": "laplace"})})
+    )
+    for a, b in zip(result.forecasts, laplace.forecasts, strict=True):
+        assert np.isfinite(a.bands["conc"]).all()
+        assert not np.array_equal(a.bands["conc"], b.bands["conc"])
