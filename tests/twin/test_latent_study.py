@@ -120,6 +120,20 @@ def test_checks_apply_the_issue_criteria():
     assert not study_checks("published", {"train": {"0": _cell(20.0, 21.1)}})[
         "train: hybrid error within 5 % of mechanistic"
     ]
+    # the twins fitted with fit("importance") are judged the same way, as their own pair
+    both = {
+        "train": {
+            "0": {
+                **_cell(20.0, 16.0),
+                "mechanistic_importance": {"auc_mdape_percent": 20.0, "coverage90": 0.9},
+                "hybrid_importance": {"auc_mdape_percent": 14.0, "coverage90": 0.86},
+            }
+        }
+    }
+    checks = study_checks("structural", both)
+    assert not checks["train: hybrid error ≥ 25 % lower than mechanistic"]
+    assert checks["train: hybrid_importance error ≥ 25 % lower than mechanistic_importance"]
+    assert checks["train: hybrid_importance coverage 85–95 % at every k"]
     # a run of the hybrid arms alone (merged into the full entry afterwards) checks nothing
     only = {"train": {"0": {"hybrid": {"auc_mdape_percent": 10.0, "coverage90": 0.9}}}}
     assert study_checks("structural", only) == {}

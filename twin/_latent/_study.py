@@ -31,6 +31,7 @@ reduced.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -56,8 +57,10 @@ __all__ = [
 KINDS = ("published", "genomic", "structural")
 REGIMENS = ("train", "heldout")
 LEVELS = (0, 1, 2, 4)
-ARMS = ("mechanistic", "mechanistic_nuts", "hybrid", "hybrid_nuts", "hybrid_encoder",
-        "neural_encoder", "oracle")  # fmt: skip
+ARMS = ("mechanistic", "mechanistic_importance", "mechanistic_nuts", "hybrid",
+        "hybrid_importance", "hybrid_nuts", "hybrid_encoder", "neural_encoder", "oracle")  # fmt: skip
+# the pairs of twins compared, by how their posterior is computed
+_PAIRS = (("hybrid", "mechanistic"), ("hybrid_importance", "mechanistic_importance"))
 GENOMIC_FOLD = 1.6
 DECLINE_FLOOR, DECLINE_TIME = 0.45, 36.0
 HORIZON = 72.0
@@ -214,13 +217,15 @@ def twin_curves(
     n_draws: int,
     *,
     nuts: Mapping[str, int] | None = None,
+    method: str = "laplace",
 ) -> np.ndarray:
     """Posterior draws of the concentration ``[patient, draw, time]`` at the patients' level
     times then on the 48–72 h grid, from PatientTwin on ``drug`` (a library name, a
     PopulationModel or a latent model) whose population model is ``pm``, individualised on
-    the first ``k`` levels: Laplace, or NUTS with ``nuts`` (``num_warmup``,
-    ``num_samples``, ``num_chains`` of :func:`~twinsim.twin.fit_nuts_many`, all patients
-    sampled together); the prior for ``k = 0``."""
+    the first ``k`` levels: ``fit(method)`` (``"laplace"`` or ``"importance"``), or NUTS
+    with ``nuts`` (``num_warmup``, ``num_samples``, ``num_chains`` of
+    :func:`~twinsim.twin.fit_nuts_many`, all patients sampled together); the prior for
+    ``k = 0``."""
     from .._clinical import Observation
     from .._nuts import fit_nuts_many
     from .._patient import PatientTwin
@@ -238,7 +243,8 @@ def twin_curves(
     elif nuts is not None:
         posteriors = fit_nuts_many(twins, **nuts)
     else:
-        posteriors = [twin.fit("laplace") for twin in twins]
+        posteriors = [twin.fit(method, num_samples=n_draws, seed=i)
+                      for i, twin in enumerate(twins)]  # fmt: skip
     out = []
     for i, (row, post) in enumerate(zip(rows, posteriors, strict=True)):
         eps = post.eta_draws(n_draws, seed=i)
@@ -327,16 +333,17 @@ def learned_genomic_fold(model: Any, cohort: Mapping[str, Any]) -> float:
 def _arm_draws(arm: str, kind: str, models: Mapping[str, Any], test: Mapping[str, Any], k: int,
                n_draws: int, nuts: Mapping[str, int] | None) -> np.ndarray:  # fmt: skip
     """One arm's draws ``[patient, draw, time]`` (see :func:`evaluate_study`)."""
-    if arm in ("mechanistic", "mechanistic_nuts"):
+    method = "importance" if arm.endswith("_importance") else "laplace"
+    if arm in ("mechanistic", "mechanistic_importance", "mechanistic_nuts"):
         pm = vancomycin_model()
-        return twin_curves("vancomycin", pm, test, k, n_draws,
+        return twin_curves("vancomycin", pm, test, k, n_draws, method=method,
                            nuts=nuts if arm == "mechanistic_nuts" else None)  # fmt: skip
     if arm == "oracle":
         truth = true_model(kind)
         return twin_curves(truth, truth, test, k, n_draws)
-    if arm in ("hybrid", "hybrid_nuts"):
+    if arm in ("hybrid", "hybrid_importance", "hybrid_nuts"):
         hybrid = models["hybrid"]
-        return twin_curves(hybrid, hybrid.population_model(), test, k, n_draws,
+        return twin_curves(hybrid, hybrid.population_model(), test, k, n_draws, method=method,
                            nuts=nuts if arm == "hybrid_nuts" else None)  # fmt: skip
     model = models["hybrid" if arm == "hybrid_encoder" else "neural"]
     return encoder_curves(model, test, k, n_draws)
@@ -371,7 +378,9 @@ def evaluate_study(
         Numbers of levels observed, regimens, the held-out patients' seed.
     arms
         The arms to run (default: every arm the models allow except
-        ``mechanistic_nuts`` and ``hybrid_nuts``, which run when ``nuts`` is given).
+        ``mechanistic_nuts`` and ``hybrid_nuts``, which run when ``nuts`` is given, and
+        ``mechanistic_importance`` and ``hybrid_importance`` — the twins fitted with
+        ``fit("importance")`` — which run when named).
     nuts
         Settings of the ``mechanistic_nuts`` and ``hybrid_nuts`` arms (the mechanistic and
         the hybrid twin individualised by NUTS: ``num_warmup``, ``num_samples``,
@@ -392,6 +401,8 @@ def evaluate_study(
     available += ["hybrid_nuts"] if nuts is not None and "hybrid" in models else []
     available += ["oracle"] if kind != "published" else []  # published: the mechanistic twin
     available += ["hybrid", "hybrid_encoder"] if "hybrid" in models else []
+    available += ["mechanistic_importance"] if arms is not None else []
+    available += ["hybrid_importance"] if arms is not None and "hybrid" in models else []
     available += ["neural_encoder"] if "neural" in models else []
     entry: dict[str, Any] = {}
     for regimen in regimens:
@@ -424,25 +435,23 @@ def study_checks(kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     coverage, the neural-only model on the held-out regimen, the learned genomic effect.
     Errors are AUC MdAPEs averaged over the levels evaluated."""
     out: dict[str, Any] = {}
-    for regimen in (r for r in REGIMENS if r in entry):
+    for (hybrid, mech), regimen in itertools.product(_PAIRS, REGIMENS):
+        if regimen not in entry:
+            continue
         arms = set.intersection(*(set(cell) for cell in entry[regimen].values()))
-        if not {"hybrid", "mechanistic"} <= arms:
+        if not {hybrid, mech} <= arms:
             continue  # a run of some arms only (merged into the full entry afterwards)
-        ratio = _mean_error(entry, regimen, "hybrid") / _mean_error(entry, regimen, "mechanistic")
-        out[f"{regimen}: hybrid/mechanistic mean AUC MdAPE ratio"] = ratio
+        ratio = _mean_error(entry, regimen, hybrid) / _mean_error(entry, regimen, mech)
+        out[f"{regimen}: {hybrid}/{mech} mean AUC MdAPE ratio"] = ratio
         if kind == "published":
-            out[f"{regimen}: hybrid error within 5 % of mechanistic"] = bool(ratio <= 1.05)
+            out[f"{regimen}: {hybrid} error within 5 % of {mech}"] = bool(ratio <= 1.05)
         else:
-            out[f"{regimen}: hybrid error ≥ 25 % lower than mechanistic"] = bool(ratio <= 0.75)
-            if "oracle" in next(iter(entry[regimen].values())):
-                best = _mean_error(entry, regimen, "oracle") / _mean_error(
-                    entry, regimen, "mechanistic"
-                )
-                out[f"{regimen}: oracle/mechanistic mean AUC MdAPE ratio (the best possible)"] = (
-                    best
-                )
-        covs = [cell["hybrid"]["coverage90"] for cell in entry[regimen].values()]
-        out[f"{regimen}: hybrid coverage 85–95 % at every k"] = bool(
+            out[f"{regimen}: {hybrid} error ≥ 25 % lower than {mech}"] = bool(ratio <= 0.75)
+            if hybrid == "hybrid" and "oracle" in arms:
+                best = _mean_error(entry, regimen, "oracle") / _mean_error(entry, regimen, mech)
+                out[f"{regimen}: oracle/{mech} mean AUC MdAPE ratio (the best possible)"] = best
+        covs = [cell[hybrid]["coverage90"] for cell in entry[regimen].values()]
+        out[f"{regimen}: {hybrid} coverage 85–95 % at every k"] = bool(
             all(0.85 <= c <= 0.95 for c in covs)
         )
     held = entry.get("heldout", {})
