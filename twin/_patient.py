@@ -671,7 +671,7 @@ class PatientTwin:
         method
             ``"map"`` or ``"laplace"`` (mode and Laplace covariance; fast),
             ``"importance"`` (the Laplace posterior corrected by importance sampling,
-            see :mod:`~twinsim.twin._importance`: ``num_samples`` draws; a second or so),
+            see :mod:`~twinsim.twin._importance`: ``num_samples`` draws; 0.1–5 s),
             ``"nuts"`` (full posterior by NUTS), ``"prior"`` (ignore the data:
             population-only).
         prior_weight

@@ -5,8 +5,8 @@ Checked against the exact posterior by quadrature: the twin's own log posterior
 41³ grid over ±7 Laplace SDs of η, normalised numerically. A vancomycin patient with one
 low level (or one level reported below the limit) has a posterior far from Gaussian: the
 Laplace mean of η_CL is off by 0.1–0.2 (log scale), the importance-corrected one must lie
-within 0.05 of the quadrature's (Monte Carlo SE ≈ 0.01 with 4,000 draws from ≈ 13,000
-effective proposals; 5 SE).
+within 0.05 of the quadrature's (Monte Carlo SE ≈ 0.015 with 4,000 draws from ≈ 7,000
+effective proposals for the widest effect: > 3 SE).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def test_importance_is_reproducible_and_used_by_predictions():
     c = twin.fit("importance", num_samples=300, seed=6)
     np.testing.assert_array_equal(a.samples, b.samples)
     assert not np.array_equal(a.samples, c.samples)
-    assert a.diagnostics["proposals"] == importance.proposal_count(300) == 2048
+    assert importance.proposal_count(300) == 1024 and importance.proposal_count(10) == 256
+    assert a.diagnostics["proposals"] == 256 + 1024
     assert a.diagnostics["failed_solves"] == 0
     assert 0 < a.diagnostics["importance_ess"] <= a.diagnostics["proposals"]
     # forecasts draw from the resampled draws (not the Gaussian)
