@@ -24,10 +24,12 @@ mode is found, not model misspecification.
   the true parameters and for the twin's posterior draws.
 
 Point predictions: population-only = ``fit("prior")`` (η = 0: the covariate-typical
-patient); MAP = the twin's mode; NUTS = the posterior median of the predicted quantity.
+patient); MAP = the twin's mode; importance (``fit("importance")``: the Laplace posterior
+corrected by importance sampling) and NUTS = the posterior median of the predicted
+quantity.
 Errors are absolute percentage errors against the truth; the study reports their median
 (MdAPE). Credible intervals are the 5–95 % quantiles of the quantity over posterior draws
-(NUTS; Laplace draws are also reported). The MAP is checked against an independent MAP:
+(NUTS; Laplace and importance-corrected draws are also reported). The MAP is checked against an independent MAP:
 the same objective (``½ ηᵀΩ⁻¹η − Σ log p(y | f(η))`` with the model's residual error
 written here with numpy/scipy), minimised by :func:`scipy.optimize.minimize`;
 predictions ``f`` come from the engine.
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -163,6 +166,9 @@ def _observations(
     ]
 
 
+_IMPORTANCE_DRAWS = 500  # resampled draws of fit("importance") per patient
+
+
 def _fit_all(
     twin: PatientTwin,
     methods: Sequence[str],
@@ -173,9 +179,25 @@ def _fit_all(
     for method in methods:
         if method == "nuts":
             fits[method] = twin.fit("nuts", seed=seed, **(nuts or {}))
+        elif method == "importance":
+            with warnings.catch_warnings():  # counted in the study's importance_diagnostics
+                warnings.filterwarnings("ignore", message=r"fit\('importance'\)")
+                fits[method] = twin.fit("importance", seed=seed, num_samples=_IMPORTANCE_DRAWS)
         else:
             fits[method] = twin.fit("map" if method == "laplace" else method)
     return fits
+
+
+def _importance_diagnostics(pareto_k: Sequence[float]) -> dict[str, Any]:
+    """Over the patients' ``fit("importance")``: how many had weights it could not trust."""
+    from ._importance import PARETO_K_LIMIT
+
+    k = np.asarray(pareto_k, np.float64)
+    return {
+        "patients": int(k.size),
+        "max_pareto_k": float(k.max()) if k.size else None,
+        f"patients_pareto_k_above_{PARETO_K_LIMIT}": int(np.sum(k >= PARETO_K_LIMIT)),
+    }
 
 
 def _nuts_diagnostics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -364,13 +386,14 @@ def vancomycin_study(
     scipy_rows: list[tuple[float, float, float]] = []
     n_scipy = n_patients if scipy_check is None else min(scipy_check, n_patients)
     started = time.perf_counter()
-    seconds = {"map": 0.0, "nuts": 0.0, "scipy": 0.0}
+    seconds = {"map": 0.0, "importance": 0.0, "nuts": 0.0, "scipy": 0.0}
     for k, chosen in design["levels"].items():
-        methods = ["prior", "map"] + (["nuts"] if k in nuts_levels else [])
+        methods = ["prior", "map", "importance"] + (["nuts"] if k in nuts_levels else [])
         point = {m: np.zeros(n_patients) for m in ["prior", "map", *methods[2:]]}
         lo = {m: np.zeros(n_patients) for m in ("laplace", *methods[2:])}
         hi = {m: np.zeros(n_patients) for m in lo}
         diagnostics: list[dict[str, Any]] = []
+        pareto_k: list[float] = []
         twins = [
             PatientTwin.create(
                 "vancomycin",
@@ -380,7 +403,8 @@ def vancomycin_study(
             )
             for i in range(n_patients)
         ]
-        fits = [_fit_all(twin, ("prior", "map")) for twin in twins]
+        fits = [_fit_all(twin, ("prior", "map", "importance"), seed=seed + i)
+                for i, twin in enumerate(twins)]  # fmt: skip
         if "nuts" in methods:
             # every chain of every patient in one compiled program
             sampled = fit_nuts_many(twins[:n_nuts], seed=seed, **nuts)
@@ -393,6 +417,11 @@ def vancomycin_study(
             point["map"][i] = auc_of(fit["map"], fit["map"].eta_mode[None])[0]
             draws = auc_of(fit["map"], fit["map"].eta_draws(2000, seed=i))
             lo["laplace"][i], hi["laplace"][i] = np.quantile(draws, [0.05, 0.95])
+            draws = auc_of(fit["importance"], fit["importance"].samples)
+            point["importance"][i] = np.median(draws)
+            lo["importance"][i], hi["importance"][i] = np.quantile(draws, [0.05, 0.95])
+            seconds["importance"] += fit["importance"].diagnostics["seconds"]
+            pareto_k.append(fit["importance"].diagnostics["pareto_k"])
             if "nuts" in fit:
                 draws = auc_of(fit["nuts"], fit["nuts"].samples)
                 point["nuts"][i] = np.median(draws)
@@ -418,6 +447,7 @@ def vancomycin_study(
             "ancestry": np.asarray(cov["ancestry"]),
         }
         entry = _summarise(chosen, point, lo, hi, truth, groups, n_nuts)
+        entry["importance_diagnostics"] = _importance_diagnostics(pareto_k)
         if diagnostics:
             entry["nuts_diagnostics"] = _nuts_diagnostics(diagnostics)
         results[str(k)] = entry
@@ -512,13 +542,14 @@ def warfarin_study(
     results: dict[str, Any] = {}
     failures: list[dict[str, Any]] = []
     started = time.perf_counter()
-    seconds = {"map": 0.0, "nuts": 0.0}
+    seconds = {"map": 0.0, "importance": 0.0, "nuts": 0.0}
     for k, chosen in design["levels"].items():
-        methods = ["prior", "map"] + (["nuts"] if k in nuts_levels else [])
+        methods = ["prior", "map", "importance"] + (["nuts"] if k in nuts_levels else [])
         point = {m: np.zeros(n_patients) for m in ["prior", "map", *methods[2:]]}
         lo = {m: np.zeros(n_patients) for m in ("laplace", *methods[2:])}
         hi = {m: np.zeros(n_patients) for m in lo}
         diagnostics: list[dict[str, Any]] = []
+        pareto_k: list[float] = []
         for i in range(n_patients):
             twin = PatientTwin.create(
                 "warfarin", _row(cov, i, names), doses,
@@ -542,6 +573,11 @@ def warfarin_study(
             point["map"][i] = inr_at(row, fits["map"].eta_mode[None])[0]
             draws = inr_at(row, fits["map"].eta_draws(n_draws, seed=i))
             lo["laplace"][i], hi["laplace"][i] = np.quantile(draws, [0.05, 0.95])
+            seconds["importance"] += fits["importance"].diagnostics["seconds"]
+            pareto_k.append(fits["importance"].diagnostics["pareto_k"])
+            draws = inr_at(row, fits["importance"].eta_draws(n_draws))
+            point["importance"][i] = np.median(draws)
+            lo["importance"][i], hi["importance"][i] = np.quantile(draws, [0.05, 0.95])
             if "nuts" in fits:
                 seconds["nuts"] += fits["nuts"].diagnostics["seconds"]
                 draws = inr_at(row, fits["nuts"].eta_draws(n_draws))
@@ -555,6 +591,7 @@ def warfarin_study(
             "ancestry": np.asarray(cov["ancestry"]),
         }
         results[str(k)] = _summarise(chosen, point, lo, hi, truth, groups, n_nuts)
+        results[str(k)]["importance_diagnostics"] = _importance_diagnostics(pareto_k)
         if diagnostics:
             results[str(k)]["nuts_diagnostics"] = _nuts_diagnostics(diagnostics)
     return {
@@ -629,6 +666,7 @@ def format_table(record: Mapping[str, Any]) -> str:
         lines.append(f"{drug}: {study['n_patients']} patients, {study['design']['predicted']}")
         lines.append(
             f"  {'levels':>6} {'MdAPE pop %':>12} {'MdAPE MAP %':>12} {'Laplace cov90':>14}"
+            f" {'MdAPE IS %':>11} {'IS cov90':>9}"
             f" {'NUTS n':>7} {'MdAPE NUTS %':>13} {'NUTS cov90':>11}"
         )
         for k, entry in study["levels"].items():
@@ -640,9 +678,14 @@ def format_table(record: Mapping[str, Any]) -> str:
                 if sub
                 else f"{'-':>7} {'-':>13} {'-':>11}"
             )
+            corrected = (
+                f" {m['importance']:>11.1f} {entry['coverage90']['importance']['overall']:>9.3f}"
+                if "importance" in m
+                else f" {'-':>11} {'-':>9}"
+            )
             lines.append(
                 f"  {k:>6} {m['population']:>12.1f} {m['map']:>12.1f}"
-                f" {entry['coverage90']['laplace']['overall']:>14.3f} {nuts}"
+                f" {entry['coverage90']['laplace']['overall']:>14.3f}{corrected} {nuts}"
             )
     req = record.get("requirements", {})
     for name, check in req.items():

@@ -1,7 +1,8 @@
 """The honest accuracy study (issue 4, item 4) in reduced size.
 
 Full size: ``benchmarks/accuracy_study.py`` (500 vancomycin patients). Here 32 patients
-(``TWINSIM_FULL=1``: 200), fixed seed 0, MAP/Laplace for all levels and NUTS (2 chains ×
+(``TWINSIM_FULL=1``: 200), fixed seed 0, MAP/Laplace and ``fit("importance")`` for all
+levels and NUTS (2 chains ×
 100 draws after 150 warm-up, all patients sampled together by
 :func:`~twinsim.twin.fit_nuts_many`) with two levels.
 
@@ -59,15 +60,18 @@ def test_map_equals_independent_scipy_map(study):
 
 @pytest.mark.slow
 def test_intervals_calibrated(study):
-    """90 % Laplace (1, 2, 4 levels) and NUTS (2 levels) intervals of AUC24 cover the
-    truth in 72–100 % of 32 patients, reported by sex and ancestry; the NUTS chains
+    """90 % Laplace and importance-corrected (1, 2, 4 levels) and NUTS (2 levels)
+    intervals of AUC24 cover the truth in 72–100 % of 32 patients, reported by sex and
+    ancestry; the NUTS chains
     converged (worst R-hat over 32 patients × 3 effects ≤ 1.1: with only 2 × 100 draws
     per patient, R-hat itself scatters by a few hundredths)."""
     for k in ("1", "2", "4"):
-        cov = study["levels"][k]["coverage90"]["laplace"]
-        assert 0.72 <= cov["overall"] <= 1.0, (k, cov)
-        assert set(cov["by_sex"]) <= {"female", "male"}
-        assert sum(v["n"] for v in cov["by_ancestry"].values()) == N
+        for method in ("laplace", "importance"):
+            cov = study["levels"][k]["coverage90"][method]
+            assert 0.72 <= cov["overall"] <= 1.0, (k, method, cov)
+            assert set(cov["by_sex"]) <= {"female", "male"}
+            assert sum(v["n"] for v in cov["by_ancestry"].values()) == N
+        assert study["levels"][k]["importance_diagnostics"]["patients"] == N
     nuts = study["levels"]["2"]["nuts_subset"]
     assert nuts["patients"] == N
     assert 0.72 <= nuts["coverage90"]["nuts"]["overall"] <= 1.0
