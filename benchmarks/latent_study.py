@@ -69,9 +69,12 @@ from twinsim.twin._latent._study import (  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
-def _decoders(without_state: bool = False) -> dict[str, dict]:
+def _decoders(without_state: bool = False, modulated: str = "") -> dict[str, dict]:
     """The latent models trained per truth: name → LatentConfig options."""
-    decoders = {"hybrid": {"correction_sees_state": False} if without_state else {}}
+    hybrid: dict = {"correction_sees_state": False} if without_state else {}
+    if modulated:
+        hybrid["modulated"] = tuple(modulated.split(","))
+    decoders = {"hybrid": hybrid}
     if "decoder" in LatentConfig.__dataclass_fields__:
         decoders["neural"] = {"decoder": "neural"}
     return decoders
@@ -82,7 +85,7 @@ def train_models(kind: str, args) -> dict:
     train = simulate_patients(kind, args.train, seed=0)
     cov = latent_covariates(train)
     out = {}
-    for name, options in _decoders(args.correction_without_state).items():
+    for name, options in _decoders(args.correction_without_state, args.modulated).items():
         folder = Path(args.models) / kind / name
         if (folder / "model.json").is_file():
             print(kind, name, "already trained:", folder, flush=True)
@@ -172,6 +175,12 @@ def main() -> None:
         "--correction-without-state",
         action="store_true",
         help="hybrid: g_nn(x, t), the amounts not an input of the correction",
+    )
+    parser.add_argument(
+        "--modulated",
+        default="",
+        help="hybrid: the comma-separated parameters the correction multiplies (default: "
+        "the random effects)",
     )
     args = parser.parse_args()
     out = Path(args.out)
