@@ -698,6 +698,7 @@ def fit(
 class WhatIfMethod(enum.StrEnum):
     map = "map"
     laplace = "laplace"
+    importance = "importance"
     nuts = "nuts"
 
 
@@ -721,7 +722,10 @@ def whatif(
     ] = None,
     method: Annotated[
         WhatIfMethod | None,
-        typer.Option("--method", help="Fit method instead of the spec's (map, laplace, nuts)."),
+        typer.Option(
+            "--method",
+            help="Fit method instead of the spec's (map, laplace, importance, nuts).",
+        ),
     ] = None,
     model: Annotated[
         Path | None,

@@ -295,9 +295,12 @@ def test_twinsim_whatif_prints_table_and_writes_report(tmp_path):
     spec_file.write_text(yaml.safe_dump(data, allow_unicode=True))
     out = tmp_path / "out" / "vanco.html"
     result = runner.invoke(
-        app, ["whatif", str(spec_file), "--out", str(out), "--table", str(tmp_path / "t.csv")]
-    )
+        app,
+        ["whatif", str(spec_file), "--out", str(out), "--table", str(tmp_path / "t.csv"),
+         "--method", "importance"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "Twin fitted by IMPORTANCE" in out.read_text()
     assert "PTA" in result.stdout and "AUC24" in result.stdout
     # the table may wrap a regimen's text over lines in a narrow terminal
     assert "recommended" in result.stdout and "candidate" in result.stdout
