@@ -437,7 +437,7 @@ def layout(state: Any = None, **_: Any) -> dbc.Container:
                         [
                             ("map", "MAP (fast)"),
                             ("laplace", "Laplace (fast, uncertainty)"),
-                            ("importance", "Laplace + importance sampling (~1 s)"),
+                            ("importance", "Laplace + importance sampling (calibrated bands)"),
                             ("nuts", "NUTS (full posterior, ~30 s)"),
                         ],
                         width=3,

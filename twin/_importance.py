@@ -21,10 +21,11 @@ Pharmacodyn 2016;43:583):
 4. resample ``n`` draws in proportion to the last round's weights (systematic
    resampling).
 
-Cost: 256 + M solves of the patient's history — 0.1 s for vancomycin (superposition),
-0.6 s for warfarin (semilinear engine), 3–5 s for a latent hybrid twin, tens of seconds
-for an ODE model with a steady-state history (each solve a Newton search: 85 ms
-measured on theophylline) — against seconds to minutes for NUTS.
+Cost: 256 + M solves of the patient's history. Measured with n = 500 on the 2-core
+machine at load 3–4 (``benchmarks/accuracy_study.py``): 0.04 s a vancomycin patient
+(superposition; NUTS 3.2 s), 0.3 s a warfarin patient (semilinear engine); an ODE model's
+solves cost more (theophylline: 40 ms each, 85 ms with a steady-state history, whose
+Newton search runs proposal by proposal), so its fit takes tens of seconds.
 
 The Pareto shape ``k̂`` of the last round says whether the weights can be trusted
 (``k̂ < 0.7``); above it the proposal misses posterior mass the weights cannot recover,

@@ -21,7 +21,9 @@ held-out patients' true AUC over 48–72 h and concentration curve from their fi
 ``oracle`` (PatientTwin on the true process itself, the best any model could do; not for
 ``"published"``, where it is the mechanistic twin), ``hybrid`` (PatientTwin on the trained
 latent model, Laplace over z), ``hybrid_encoder`` (its amortised encoder) and
-``neural_encoder`` (the neural-only model's encoder) — and scores the median absolute
+``neural_encoder`` (the neural-only model's encoder); on request the two twins fitted by
+``fit("importance")`` (``mechanistic_importance``, ``hybrid_importance``) and by NUTS —
+and scores the median absolute
 percentage error, the median bias, the 90 % intervals' coverage (overall, by sex and by
 ancestry) and the held-out levels' negative log predictive density.
 ``benchmarks/latent_study.py`` runs it at full size; ``tests/twin/test_latent_study.py``
