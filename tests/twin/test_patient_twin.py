@@ -368,7 +368,10 @@ def test_clear_errors():
         dosed.with_observations(Observation(12.0, 2.0, output="inr"))
     with pytest.raises(PatientTwinError, match=r"below_lloq` needs the limit"):
         Observation(12.0, 0.0, below_lloq=True)
-    with pytest.raises(PatientTwinError, match=r"`method` must be 'map', 'laplace', 'nuts'"):
+    with pytest.raises(
+        PatientTwinError,
+        match=r"`method` must be one of 'map', 'laplace', 'importance', 'nuts', 'prior', got 'mcmc'",
+    ):
         dosed.fit("mcmc")
     with pytest.raises(PatientTwinError, match=r"`prior_weight` must be a finite number > 0"):
         dosed.fit(prior_weight=0.0)
