@@ -26,13 +26,12 @@ mode is found, not model misspecification.
 Point predictions: population-only = ``fit("prior")`` (η = 0: the covariate-typical
 patient); MAP = the twin's mode; importance (``fit("importance")``: the Laplace posterior
 corrected by importance sampling) and NUTS = the posterior median of the predicted
-quantity.
-Errors are absolute percentage errors against the truth; the study reports their median
-(MdAPE). Credible intervals are the 5–95 % quantiles of the quantity over posterior draws
-(NUTS; Laplace and importance-corrected draws are also reported). The MAP is checked against an independent MAP:
-the same objective (``½ ηᵀΩ⁻¹η − Σ log p(y | f(η))`` with the model's residual error
-written here with numpy/scipy), minimised by :func:`scipy.optimize.minimize`;
-predictions ``f`` come from the engine.
+quantity. Errors are absolute percentage errors against the truth; the study reports their
+median (MdAPE). Credible intervals are the 5–95 % quantiles of the quantity over posterior
+draws (NUTS; Laplace and importance-corrected draws are also reported). The MAP is checked
+against an independent MAP: the same objective (``½ ηᵀΩ⁻¹η − Σ log p(y | f(η))`` with the
+model's residual error written here with numpy/scipy), minimised by
+:func:`scipy.optimize.minimize`; predictions ``f`` come from the engine.
 
 Entry points: :func:`vancomycin_study`, :func:`warfarin_study`, :func:`run_study` (both,
 as one JSON-ready dict with the requirement checks).
