@@ -187,6 +187,13 @@ def _fit_all(
     return fits
 
 
+def _score(point, lo, hi, method: str, i: int, draws: np.ndarray) -> None:
+    """Patient ``i``'s posterior median and 90 % interval of the predicted quantity under
+    ``method``, from its draws."""
+    point[method][i] = np.median(draws)
+    lo[method][i], hi[method][i] = np.quantile(draws, [0.05, 0.95])
+
+
 def _importance_diagnostics(pareto_k: Sequence[float]) -> dict[str, Any]:
     """Over the patients' ``fit("importance")``: how many had weights it could not trust."""
     from ._importance import PARETO_K_LIMIT
@@ -416,15 +423,13 @@ def vancomycin_study(
             point["map"][i] = auc_of(fit["map"], fit["map"].eta_mode[None])[0]
             draws = auc_of(fit["map"], fit["map"].eta_draws(2000, seed=i))
             lo["laplace"][i], hi["laplace"][i] = np.quantile(draws, [0.05, 0.95])
-            draws = auc_of(fit["importance"], fit["importance"].samples)
-            point["importance"][i] = np.median(draws)
-            lo["importance"][i], hi["importance"][i] = np.quantile(draws, [0.05, 0.95])
+            _score(
+                point, lo, hi, "importance", i, auc_of(fit["importance"], fit["importance"].samples)
+            )
             seconds["importance"] += fit["importance"].diagnostics["seconds"]
             pareto_k.append(fit["importance"].diagnostics["pareto_k"])
             if "nuts" in fit:
-                draws = auc_of(fit["nuts"], fit["nuts"].samples)
-                point["nuts"][i] = np.median(draws)
-                lo["nuts"][i], hi["nuts"][i] = np.quantile(draws, [0.05, 0.95])
+                _score(point, lo, hi, "nuts", i, auc_of(fit["nuts"], fit["nuts"].samples))
                 diagnostics.append(fit["nuts"].diagnostics)
             if k == 2 and i < n_scipy:
                 t1 = time.perf_counter()
@@ -574,14 +579,12 @@ def warfarin_study(
             lo["laplace"][i], hi["laplace"][i] = np.quantile(draws, [0.05, 0.95])
             seconds["importance"] += fits["importance"].diagnostics["seconds"]
             pareto_k.append(fits["importance"].diagnostics["pareto_k"])
-            draws = inr_at(row, fits["importance"].eta_draws(n_draws))
-            point["importance"][i] = np.median(draws)
-            lo["importance"][i], hi["importance"][i] = np.quantile(draws, [0.05, 0.95])
+            _score(
+                point, lo, hi, "importance", i, inr_at(row, fits["importance"].eta_draws(n_draws))
+            )
             if "nuts" in fits:
                 seconds["nuts"] += fits["nuts"].diagnostics["seconds"]
-                draws = inr_at(row, fits["nuts"].eta_draws(n_draws))
-                point["nuts"][i] = np.median(draws)
-                lo["nuts"][i], hi["nuts"][i] = np.quantile(draws, [0.05, 0.95])
+                _score(point, lo, hi, "nuts", i, inr_at(row, fits["nuts"].eta_draws(n_draws)))
                 diagnostics.append(fits["nuts"].diagnostics)
             if progress and (i + 1) % 20 == 0:
                 print(f"  warfarin, {k} INR(s): {i + 1}/{n_patients} patients", flush=True)

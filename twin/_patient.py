@@ -712,6 +712,15 @@ class PatientTwin:
                 f"`prior_weight` must be a finite number > 0 (1 = Bayes' rule; < 1 trusts the "
                 f"data more), got {prior_weight!r}"
             )
+        # the sampler settings the method uses, checked before any work
+        settings = {"importance": ("num_samples",),
+                    "nuts": ("num_warmup", "num_samples", "num_chains")}.get(method, ())  # fmt: skip
+        given = {"num_warmup": num_warmup, "num_samples": num_samples, "num_chains": num_chains}
+        for name in settings:
+            if int(given[name]) < 1:
+                raise PatientTwinError(
+                    f"`{name}` must be an integer ≥ 1 for fit({method!r}), got {given[name]!r}"
+                )
         if self.untested_genes:
             return self._fit_mixture(
                 method, prior_weight=prior_weight, num_warmup=num_warmup,
@@ -738,18 +747,9 @@ class PatientTwin:
         }
         draws = None
         if method == "importance":
-            if int(num_samples) < 1:
-                raise PatientTwinError(f"`num_samples` must be ≥ 1, got {num_samples!r}")
             draws, extra = importance_draws(engine, batch, eta, cov, int(num_samples), seed)
             diagnostics.update(extra)
         if method == "nuts":
-            for name, v in (
-                ("num_warmup", num_warmup),
-                ("num_samples", num_samples),
-                ("num_chains", num_chains),
-            ):
-                if int(v) < 1:
-                    raise PatientTwinError(f"`{name}` must be ≥ 1, got {v!r}")
             ((draws, extra),) = _sample_nuts(
                 engine, [batch], [eta], [jax.random.PRNGKey(seed)], prior_weight,
                 num_warmup, num_samples, num_chains,
