@@ -1061,6 +1061,15 @@ def train(
             "the ELBO tends to shrink it).",
         ),
     ] = False,
+    modulate_volumes: Annotated[
+        bool,
+        typer.Option(
+            "--modulate-volumes/--rates-only",
+            help="hybrid: the correction also multiplies the volumes with between-patient "
+            "variability (default: clearances and other rates only; the volumes over-narrowed "
+            "the forecast intervals in the latent study).",
+        ),
+    ] = False,
     lloq: Annotated[
         float | None,
         typer.Option("--lloq", help="Limit of quantification (DV unit); below it: censored (M3)."),
@@ -1092,7 +1101,7 @@ def train(
             config = LatentConfig(
                 latent_dim=latent_dim, hidden=hidden, correction_hidden=correction_hidden,
                 decoder=decoder, neural_states=neural_states,
-                learn_variability=learn_variability,
+                learn_variability=learn_variability, modulate_volumes=modulate_volumes,
             )  # fmt: skip
             columns = (
                 TextColumn("epoch {task.fields[epoch]}"),

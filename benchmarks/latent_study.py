@@ -69,14 +69,21 @@ from twinsim.twin._latent._study import (  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
-def _decoders(without_state: bool = False, modulated: str = "") -> dict[str, dict]:
-    """The latent models trained per truth: name → LatentConfig options."""
+def _decoders(args=None) -> dict[str, dict]:
+    """The latent models trained per truth: name → LatentConfig options (``args``: the
+    command line's hybrid options and ``--decoders``, the names to keep)."""
+    without_state = getattr(args, "correction_without_state", False)
+    modulated, only = getattr(args, "modulated", ""), getattr(args, "decoders", "")
     hybrid: dict = {"correction_sees_state": False} if without_state else {}
+    if getattr(args, "modulate_volumes", False):
+        hybrid["modulate_volumes"] = True
     if modulated:
         hybrid["modulated"] = tuple(modulated.split(","))
     decoders = {"hybrid": hybrid}
     if "decoder" in LatentConfig.__dataclass_fields__:
         decoders["neural"] = {"decoder": "neural"}
+    if only:
+        decoders = {k: v for k, v in decoders.items() if k in only.split(",")}
     return decoders
 
 
@@ -85,7 +92,7 @@ def train_models(kind: str, args) -> dict:
     train = simulate_patients(kind, args.train, seed=0)
     cov = latent_covariates(train)
     out = {}
-    for name, options in _decoders(args.correction_without_state, args.modulated).items():
+    for name, options in _decoders(args).items():
         folder = Path(args.models) / kind / name
         if (folder / "model.json").is_file():
             print(kind, name, "already trained:", folder, flush=True)
@@ -136,7 +143,8 @@ def evaluate(kind: str, args) -> dict:
     arms = args.arms.split(",") if args.arms else None
     levels = tuple(int(k) for k in args.levels.split(","))
     return evaluate_study(kind, models, n_test=args.test, n_draws=args.draws, arms=arms,
-                          nuts=nuts, levels=levels, progress=progress)  # fmt: skip
+                          nuts=nuts, levels=levels, seed=args.test_seed,
+                          progress=progress)  # fmt: skip
 
 
 def merge(entry: dict, new: dict, kind: str) -> None:
@@ -155,11 +163,17 @@ def main() -> None:
     parser.add_argument("--stage", choices=("train", "eval", "all"), default="all")
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--test", type=int, default=100)
+    parser.add_argument("--test-seed", type=int, default=1000, help="seed of the held-out patients")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.3)
+    parser.add_argument(
+        "--decoders",
+        default="",
+        help="train: comma-separated latent models (hybrid, neural; default both)",
+    )
     parser.add_argument("--arms", default="", help="comma-separated arms (default: all)")
     parser.add_argument("--levels", default="0,1,2,4", help="numbers of levels observed")
     parser.add_argument("--nuts", action="store_true", help="add the mechanistic NUTS arm")
@@ -180,7 +194,13 @@ def main() -> None:
         "--modulated",
         default="",
         help="hybrid: the comma-separated parameters the correction multiplies (default: "
-        "the random effects)",
+        "the random effects less the volumes: cl)",
+    )
+    parser.add_argument(
+        "--modulate-volumes",
+        action="store_true",
+        help="hybrid: the correction multiplies every random effect (cl, v1, v2; the default "
+        "before stop 27)",
     )
     args = parser.parse_args()
     out = Path(args.out)

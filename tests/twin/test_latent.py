@@ -121,6 +121,26 @@ def test_features_encode_genotype_ancestry_and_missing_values():
     assert CovariateFeatures.from_dict(f.to_dict()) == f
 
 
+def test_the_correction_multiplies_rates_not_volumes_by_default():
+    """The default ``modulated``: the random effects less the volumes (units L), so
+    vancomycin's correction changes clearance only and warfarin's its clearance and
+    INR-response parameters; ``modulate_volumes`` restores every random effect, and a record
+    saved before the setting existed (which modulated every random effect) loads so."""
+    from twinsim.priors import warfarin_model
+
+    f = CovariateFeatures.fit(COVARIATES)
+    assert LatentModel.create(vancomycin_model(), f).modulated == ("cl",)
+    everything = LatentConfig(modulate_volumes=True)
+    assert LatentModel.create(vancomycin_model(), f, everything).modulated == ("cl", "v1", "v2")
+    warfarin = LatentModel.create(warfarin_model(), CovariateFeatures.fit({"age": [50.0, 70.0]}))
+    assert warfarin.modulated == ("cl", "mtt1", "mtt2", "ec50")
+    old_record = {k: v for k, v in LatentConfig().to_dict().items() if k != "modulate_volumes"}
+    assert LatentConfig.from_dict(old_record).modulate_volumes is True
+    assert LatentConfig.from_dict(LatentConfig().to_dict()) == LatentConfig()
+    with pytest.raises(LatentModelError, match=r"`LatentConfig.modulate_volumes` must be True"):
+        LatentConfig(modulate_volumes=1)
+
+
 def test_bad_inputs_name_the_field():
     with pytest.raises(LatentModelError, match=r"`covariates` \['wieght'\] are not standard"):
         CovariateFeatures.fit({"wieght": [1.0]}, columns=["wieght"])
