@@ -121,7 +121,9 @@ def train_models(kind: str, args) -> dict:
     return out
 
 
-def evaluate(kind: str, args) -> dict:
+def evaluate(kind: str, args, on_cell=None) -> dict:
+    """Score the arms on held-out patients; ``on_cell(regimen, k, row)`` after each cell
+    (the caller saves it: a killed evaluation keeps the cells it finished)."""
     models = {
         name: load_latent_model(Path(args.models) / kind / name)
         for name in _decoders()
@@ -132,6 +134,8 @@ def evaluate(kind: str, args) -> dict:
         print(kind, regimen, k, round(seconds, 1), "s",
               {a: (round(v["auc_mdape_percent"], 1), round(v["coverage90"], 2))
                for a, v in row.items()}, flush=True)  # fmt: skip
+        if on_cell is not None:
+            on_cell(regimen, k, row)
 
     nuts = (
         dict(
@@ -144,6 +148,7 @@ def evaluate(kind: str, args) -> dict:
     levels = tuple(int(k) for k in args.levels.split(","))
     return evaluate_study(kind, models, n_test=args.test, n_draws=args.draws, arms=arms,
                           nuts=nuts, levels=levels, seed=args.test_seed,
+                          regimens=tuple(args.regimens.split(",")),
                           progress=progress)  # fmt: skip
 
 
@@ -176,6 +181,9 @@ def main() -> None:
     )
     parser.add_argument("--arms", default="", help="comma-separated arms (default: all)")
     parser.add_argument("--levels", default="0,1,2,4", help="numbers of levels observed")
+    parser.add_argument(
+        "--regimens", default=",".join(REGIMENS), help="comma-separated regimens evaluated"
+    )
     parser.add_argument("--nuts", action="store_true", help="add the mechanistic NUTS arm")
     parser.add_argument("--nuts-warmup", type=int, default=300)
     parser.add_argument("--nuts-samples", type=int, default=300)
@@ -209,17 +217,26 @@ def main() -> None:
         return
     result = json.loads(out.read_text()) if out.is_file() else {"truths": {}}
     result.update(args=vars(args), load_before=os.getloadavg())
-    for kind in args.kinds.split(","):
-        entry = result["truths"].setdefault(kind, {})
-        if args.stage in ("train", "all"):
-            entry.setdefault("training", {}).update(train_models(kind, args))
-        if args.stage in ("eval", "all"):
-            merge(entry, evaluate(kind, args), kind)
+
+    def save() -> None:
         result["load_after"] = os.getloadavg()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2, default=float))
         tmp.replace(out)
+
+    for kind in args.kinds.split(","):
+        entry = result["truths"].setdefault(kind, {})
+        if args.stage in ("train", "all"):
+            entry.setdefault("training", {}).update(train_models(kind, args))
+        if args.stage in ("eval", "all"):
+
+            def on_cell(regimen, k, row, entry=entry, kind=kind):
+                merge(entry, {regimen: {str(k): row}}, kind)
+                save()
+
+            merge(entry, evaluate(kind, args, on_cell), kind)
+        save()
     print(json.dumps({k: v.get("checks") for k, v in result["truths"].items()}, indent=2))
 
 
