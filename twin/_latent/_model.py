@@ -12,9 +12,10 @@ Generative story for a patient with covariate features ``x`` and doses ``u``::
     obs ~ ResidualError of the drug (M3 below the LLOQ)
 
 The correction ``m`` multiplies the *rates* the mechanism uses (by default the
-parameters with between-subject variability that are not volumes), so amounts stay non-negative wherever the
-mechanism keeps them so, doses are never learned, and the outputs read the unmodulated
-θ (a volume change in the rates does not relabel the concentrations). Its last layer
+parameters with between-subject variability that are not volumes), so amounts stay
+non-negative wherever the mechanism keeps them so, doses are never learned, and the
+outputs read the unmodulated θ (a volume change in the rates does not relabel the
+concentrations). Its last layer
 starts at zero, ``A`` at the Cholesky factor of Ω and ``b``, ``μ_p``, ``log σ_p`` at 0:
 the untrained model *is* the published population model (η = L z, z ~ N(0, I)).
 
@@ -123,7 +124,7 @@ class LatentConfig:
         patient's own deviation through the amounts it causes).
     modulate_volumes
         Whether the default ``modulated`` keeps the random effects that are volumes
-        (parameter units L or mL). ``False`` (default): the correction changes the
+        (parameter units L, mL, dL, L/kg or mL/kg). ``False`` (default): the correction changes the
         clearances and other rates over time, not the volumes (which it could only change
         as rate constants: the outputs read the unmodulated volume). Measured on the
         structural truth of ``benchmarks/latent_study.py`` (vancomycin clearance falling
