@@ -28,9 +28,10 @@ patient); MAP = the twin's mode; importance (``fit("importance")``: the Laplace 
 corrected by importance sampling) and NUTS = the posterior median of the predicted
 quantity. Errors are absolute percentage errors against the truth; the study reports their
 median (MdAPE). Credible intervals are the 5–95 % quantiles of the quantity over posterior
-draws (NUTS; Laplace and importance-corrected draws are also reported). The MAP is checked
-against an independent MAP: the same objective (``½ ηᵀΩ⁻¹η − Σ log p(y | f(η))`` with the
-model's residual error written here with numpy/scipy), minimised by
+draws (NUTS; Laplace and importance-corrected draws are also reported), at the Weibull
+positions that make them cover at their level (:mod:`~twinsim.twin._intervals`). The MAP
+is checked against an independent MAP: the same objective (``½ ηᵀΩ⁻¹η − Σ log p(y | f(η))``
+with the model's residual error written here with numpy/scipy), minimised by
 :func:`scipy.optimize.minimize`; predictions ``f`` come from the engine.
 
 Entry points: :func:`vancomycin_study`, :func:`warfarin_study`, :func:`run_study` (both,
@@ -53,6 +54,7 @@ from ..priors._library import drug_model
 from ..priors._vancomycin import VANCOMYCIN_CRCL_OPTIONS
 from ..simulators import Dose, DosingEvents, simulate
 from ._clinical import Observation
+from ._intervals import draw_quantiles
 from ._nuts import fit_nuts_many
 from ._patient import PatientTwin
 from ._posterior import TwinPosterior
@@ -191,7 +193,7 @@ def _score(point, lo, hi, method: str, i: int, draws: np.ndarray) -> None:
     """Patient ``i``'s posterior median and 90 % interval of the predicted quantity under
     ``method``, from its draws."""
     point[method][i] = np.median(draws)
-    lo[method][i], hi[method][i] = np.quantile(draws, [0.05, 0.95])
+    lo[method][i], hi[method][i] = draw_quantiles(draws, [0.05, 0.95])
 
 
 def _importance_diagnostics(pareto_k: Sequence[float]) -> dict[str, Any]:
@@ -422,7 +424,7 @@ def vancomycin_study(
             point["prior"][i] = auc_of(fit["prior"], fit["prior"].eta_mode[None])[0]
             point["map"][i] = auc_of(fit["map"], fit["map"].eta_mode[None])[0]
             draws = auc_of(fit["map"], fit["map"].eta_draws(2000, seed=i))
-            lo["laplace"][i], hi["laplace"][i] = np.quantile(draws, [0.05, 0.95])
+            lo["laplace"][i], hi["laplace"][i] = draw_quantiles(draws, [0.05, 0.95])
             _score(
                 point, lo, hi, "importance", i, auc_of(fit["importance"], fit["importance"].samples)
             )
@@ -576,7 +578,7 @@ def warfarin_study(
             point["prior"][i] = inr_at(row, fits["prior"].eta_mode[None])[0]
             point["map"][i] = inr_at(row, fits["map"].eta_mode[None])[0]
             draws = inr_at(row, fits["map"].eta_draws(n_draws, seed=i))
-            lo["laplace"][i], hi["laplace"][i] = np.quantile(draws, [0.05, 0.95])
+            lo["laplace"][i], hi["laplace"][i] = draw_quantiles(draws, [0.05, 0.95])
             seconds["importance"] += fits["importance"].diagnostics["seconds"]
             pareto_k.append(fits["importance"].diagnostics["pareto_k"])
             _score(

@@ -57,6 +57,7 @@ from ..priors._population import (
     PopulationModel,
     PopulationModelError,
 )
+from ._intervals import draw_quantiles
 
 __all__ = [
     "FitError",
@@ -1139,7 +1140,7 @@ def _summarise(model, draws, method, diverging, extra):
     rows = []
     for name, values in scalars.items():
         flat = np.asarray(values).ravel()
-        q05, q50, q95 = np.quantile(flat, _QUANTILES)
+        q05, q50, q95 = draw_quantiles(flat, _QUANTILES)
         sd = float(flat.std(ddof=1)) if flat.size > 1 else 0.0
         if method in _CONDITIONAL:
             point = float(flat[0])  # draw 0 is the optimum

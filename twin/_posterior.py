@@ -13,6 +13,7 @@ import numpy as np
 from ..simulators import DosingEvents
 from ..simulators._events import as_dose
 from ._clinical import _PRACTICAL, PatientTwinError, Regimen, default_safety, label_limits
+from ._intervals import draw_quantiles
 from ._prediction import _predict
 from ._recommend import Recommendation, _named_regimens, _nearest, _positive_grid, _shortlist, _why
 
@@ -121,7 +122,7 @@ class TwinPosterior:
         draws = self.eta_draws(4000)
         out = {}
         for j, name in enumerate(self.random_effects):
-            q05, q50, q95 = np.quantile(draws[:, j], [0.05, 0.5, 0.95])
+            q05, q50, q95 = draw_quantiles(draws[:, j], [0.05, 0.5, 0.95])
             centre = float(q50) if self.samples is not None else float(self.eta_mode[j])
             out[name] = {
                 "estimate": centre,

@@ -21,6 +21,7 @@ from ..simulators import DosingEvents, bucket_size, semilinear_grid
 from ..simulators._metrics import auc_interval
 from ._clinical import PatientTwinError
 from ._compiled import _engine
+from ._intervals import draw_quantiles
 
 if TYPE_CHECKING:
     from ._clinical import Safety, Target
@@ -202,7 +203,7 @@ def _predict(
     if steady is not None:
         per_draw["steady_state"] = steady
     summary = {
-        k: (np.median(v, axis=1), *np.quantile(v, [0.05, 0.95], axis=1), np.mean(v, axis=1))
+        k: (np.median(v, axis=1), *draw_quantiles(v, [0.05, 0.95], axis=1), np.mean(v, axis=1))
         for k, v in per_draw.items()
     }
     metric_rows = [
@@ -399,14 +400,14 @@ def _bands(every: list[np.ndarray]) -> list[np.ndarray]:
     (numpy's partition runs without the GIL; a time's quantiles do not depend on the others)."""
     quantiles = [0.05, 0.5, 0.95]
     if _WORKERS < 2:
-        return [np.quantile(y, quantiles, axis=0) for y in every]
+        return [draw_quantiles(y, quantiles, axis=0) for y in every]
     units = [
         (y, part)
         for y in every
         for part in (slice(None, y.shape[1] // 2), slice(y.shape[1] // 2, None))
     ]
     with ThreadPoolExecutor(_WORKERS) as pool:
-        parts = list(pool.map(lambda u: np.quantile(u[0][:, u[1]], quantiles, axis=0), units))
+        parts = list(pool.map(lambda u: draw_quantiles(u[0][:, u[1]], quantiles, axis=0), units))
     return [np.concatenate(parts[2 * i : 2 * i + 2], axis=1) for i in range(len(every))]
 
 

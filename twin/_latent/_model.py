@@ -66,6 +66,7 @@ from jax.flatten_util import ravel_pytree
 from ...priors import PopulationModel
 from ...simulators import DosingEvents, ODEModel, predict_outputs
 from ...simulators._model import Named
+from .._intervals import draw_quantiles
 from ._features import CovariateFeatures, LatentModelError
 
 __all__ = ["LatentConfig", "LatentModel"]
@@ -828,6 +829,6 @@ class LatentModel:
         return {
             "draws": draws,
             "median": np.median(draws, axis=1),
-            "low": np.quantile(draws, q, axis=1),
-            "high": np.quantile(draws, 1 - q, axis=1),
+            "low": draw_quantiles(draws, q, axis=1),
+            "high": draw_quantiles(draws, 1 - q, axis=1),
         }

@@ -45,6 +45,7 @@ from ...priors import ANCESTRIES, GENES, Covariate, vancomycin_model
 from ...priors import diplotype_frequencies as _diplotypes
 from ...simulators import Dose, DosingEvents, ODEModel, predict_outputs
 from ...simulators._model import Named
+from .._intervals import draw_quantiles
 
 __all__ = [
     "KINDS",
@@ -302,7 +303,7 @@ def summarise(draws: np.ndarray, cohort: Mapping[str, Any], k: int) -> dict[str,
     auc = np.trapezoid(curve, cohort["grid"], axis=-1)
     truth = cohort["auc24"]
     median = np.median(auc, axis=1)
-    low, high = np.quantile(auc, [0.05, 0.95], axis=1)
+    low, high = draw_quantiles(auc, [0.05, 0.95], axis=1)
     inside = (truth >= low) & (truth <= high)
     level_ape = np.abs(np.median(curve, axis=1) - cohort["curve"]) / cohort["curve"]
     cov = cohort["covariates"]
