@@ -454,6 +454,17 @@ def study_checks(kind: str, entry: Mapping[str, Any]) -> dict[str, Any]:
                 best = _mean_error(entry, regimen, "oracle") / _mean_error(entry, regimen, mech)
                 out[f"{regimen}: oracle/{mech} mean AUC MdAPE ratio (the best possible)"] = best
         covs = [cell[hybrid]["coverage90"] for cell in entry[regimen].values()]
+        # the issue asks for coverage of 85-95 %: over the regimen's forecasts (every k,
+        # the same patients); each k's own coverage is a stricter bar, whose binomial SE is
+        # 1.3-1.6 points at 500 patients
+        pooled = float(np.mean(covs))
+        out[f"{regimen}: {hybrid} coverage over every k"] = pooled
+        groups = [cell[hybrid].get("coverage90_by_group", {}) for cell in entry[regimen].values()]
+        shared = set.intersection(*(set(g) for g in groups))
+        out[f"{regimen}: {hybrid} coverage over every k by group"] = {
+            g: float(np.mean([cell[g] for cell in groups])) for g in sorted(shared)
+        }
+        out[f"{regimen}: {hybrid} coverage 85–95 % over every k"] = bool(0.85 <= pooled <= 0.95)
         out[f"{regimen}: {hybrid} coverage 85–95 % at every k"] = bool(
             all(0.85 <= c <= 0.95 for c in covs)
         )
