@@ -22,7 +22,7 @@ true process itself: the best any model could forecast; genomic and structural t
 trained latent model: Laplace over z), ``hybrid_encoder`` (the amortised encoder
 q(z | x, levels)), ``neural_encoder`` (the neural-only latent ODE's encoder, when
 trained). In the genomic truth, the hybrid's learned clearance ratio of CYP3A5 expressers
-to non-expressers is compared with the true 1.6.
+to non-expressers is compared with the true ``GENOMIC_FOLD`` (2.5).
 
 Stages (``--stage``): ``train`` writes each model folder under ``--models`` (orbax
 checkpoints: a killed run resumes), ``eval`` loads them; ``all`` does both.
