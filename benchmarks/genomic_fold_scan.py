@@ -6,8 +6,9 @@ the criterion can only be met where the oracle's own error is ≥ 25 % lower. Th
 truth's clearance fold in CYP3A5 expressers (``GENOMIC_FOLD`` of
 ``twinsim.twin._latent._study``: 1.6 until December 2026, 2.5 since, chosen by this scan)
 and reports, on the study's 120 + 120 held-out patients (seed 1000, 100 draws, 0/1/2/4
-levels, Laplace), the mechanistic and oracle AUC24 MdAPE per cell and their ratio averaged over the levels. No latent model is
-trained: the two arms are the mechanistic twins of Goti 2018 and of the truth.
+levels, Laplace), the mechanistic and oracle AUC24 MdAPE per cell and their ratio averaged
+over the levels. No latent model is trained: the two arms are the mechanistic twins of Goti
+2018 and of the truth.
 
 Run: ``nice .venv/bin/python benchmarks/genomic_fold_scan.py --folds 1.6,2.0,2.5,3.0``
 (≈ 6 min a fold on an idle 2-core machine); writes
