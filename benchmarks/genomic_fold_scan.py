@@ -37,11 +37,9 @@ def main() -> None:
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()},
                  "load_before": list(os.getloadavg()), "folds": {}}  # fmt: skip
     for fold in (float(f) for f in args.folds.split(",")):
-        study.GENOMIC_FOLD = fold  # read by the genomic truth's parameters when it is built
-        study.true_model.cache_clear()
         t0 = time.perf_counter()
         entry = study.evaluate_study("genomic", {}, n_test=args.test, n_draws=100,
-                                     arms=["mechanistic", "oracle"])  # fmt: skip
+                                     arms=["mechanistic", "oracle"], genomic_fold=fold)  # fmt: skip
         out["folds"][str(fold)] = {
             "oracle/mechanistic mean AUC MdAPE ratio": {
                 r: study._mean_error(entry, r, "oracle")

@@ -92,10 +92,24 @@ def _declining(structural: ODEModel) -> ODEModel:
     )  # fmt: skip
 
 
+def true_model(kind: str, genomic_fold: float = GENOMIC_FOLD):
+    """The population model that generates patients of ``kind`` (see the module doc;
+    ``genomic_fold``: the genomic truth's clearance fold in CYP3A5 expressers); one instance
+    per kind (and fold), so the twins built on it share their compiled programs."""
+    try:
+        fold = float(genomic_fold)
+    except (TypeError, ValueError):
+        fold = math.nan
+    if not (math.isfinite(fold) and fold > 0):
+        raise ValueError(
+            f"`genomic_fold` must be a finite number > 0 (a clearance multiplier, e.g. 2.5), "
+            f"got {genomic_fold!r}"
+        )
+    return _true_model(kind, fold if kind == "genomic" else None)
+
+
 @functools.cache
-def true_model(kind: str):
-    """The population model that generates patients of ``kind`` (see the module doc); one
-    instance per kind, so the twins built on it share their compiled programs."""
+def _true_model(kind: str, genomic_fold: float | None):
     pm = vancomycin_model()
     if kind == "published":
         return pm
@@ -104,7 +118,7 @@ def true_model(kind: str):
 
         def parameters(th, cov):
             out = dict(base(th, cov))
-            out["cl"] = out["cl"] * GENOMIC_FOLD ** cov["cyp3a5_expresser"]
+            out["cl"] = out["cl"] * genomic_fold ** cov["cyp3a5_expresser"]
             return out
 
         extra = Covariate("cyp3a5_expresser", "1", 0.0, range=(0.0, 1.0))
@@ -159,8 +173,11 @@ def _sampling_times(regimen: str, rng: np.random.Generator) -> np.ndarray:
     return np.sort(np.clip(np.array(nominal) + jitter, 0.1, HORIZON))
 
 
-def simulate_patients(kind: str, n: int, seed: int, regimen: str = "train") -> dict[str, Any]:
-    """``n`` virtual patients of ``kind`` on ``regimen``.
+def simulate_patients(
+    kind: str, n: int, seed: int, regimen: str = "train", *, genomic_fold: float = GENOMIC_FOLD
+) -> dict[str, Any]:
+    """``n`` virtual patients of ``kind`` on ``regimen`` (``genomic_fold``: see
+    :func:`true_model`).
 
     Returns
     -------
@@ -175,7 +192,7 @@ def simulate_patients(kind: str, n: int, seed: int, regimen: str = "train") -> d
     cov = _covariates(n, rng)
     doses = [regimen_doses(regimen, w) for w in cov["weight"]]
     times = np.stack([_sampling_times(regimen, rng) for _ in range(n)])
-    pm = true_model(kind)
+    pm = true_model(kind, genomic_fold)
     events = DosingEvents.from_doses(doses)
     grid = np.linspace(48.0, 72.0, 49)
     both = np.concatenate([times, np.tile(grid, (n, 1))], axis=1)
@@ -340,7 +357,8 @@ def learned_genomic_fold(model: Any, cohort: Mapping[str, Any]) -> float:
 
 
 def _arm_draws(arm: str, kind: str, models: Mapping[str, Any], test: Mapping[str, Any], k: int,
-               n_draws: int, nuts: Mapping[str, int] | None) -> np.ndarray:  # fmt: skip
+               n_draws: int, nuts: Mapping[str, int] | None,
+               genomic_fold: float = GENOMIC_FOLD) -> np.ndarray:  # fmt: skip
     """One arm's draws ``[patient, draw, time]`` (see :func:`evaluate_study`)."""
     method = "importance" if arm.endswith("_importance") else "laplace"
     if arm in ("mechanistic", "mechanistic_importance", "mechanistic_nuts"):
@@ -348,7 +366,7 @@ def _arm_draws(arm: str, kind: str, models: Mapping[str, Any], test: Mapping[str
         return twin_curves("vancomycin", pm, test, k, n_draws, method=method,
                            nuts=nuts if arm == "mechanistic_nuts" else None)  # fmt: skip
     if arm == "oracle":
-        truth = true_model(kind)
+        truth = true_model(kind, genomic_fold)
         return twin_curves(truth, truth, test, k, n_draws)
     if arm in ("hybrid", "hybrid_importance", "hybrid_nuts"):
         hybrid = models["hybrid"]
@@ -370,6 +388,7 @@ def evaluate_study(
     arms: Collection[str] | None = None,
     nuts: Mapping[str, int] | None = None,
     progress: Any = None,
+    genomic_fold: float = GENOMIC_FOLD,
 ) -> dict[str, Any]:
     """Score every arm on ``n_test`` held-out patients of ``kind`` per regimen.
 
@@ -396,6 +415,8 @@ def evaluate_study(
         ``num_chains``).
     progress
         Called with ``(kind, regimen, k, seconds, row)`` after each cell.
+    genomic_fold
+        The genomic truth's clearance fold in CYP3A5 expressers (:func:`true_model`).
 
     Returns
     -------
@@ -415,19 +436,21 @@ def evaluate_study(
     available += ["neural_encoder"] if "neural" in models else []
     entry: dict[str, Any] = {}
     for regimen in regimens:
-        test = simulate_patients(kind, n_test, seed=seed, regimen=regimen)
+        test = simulate_patients(kind, n_test, seed=seed, regimen=regimen,
+                                 genomic_fold=genomic_fold)  # fmt: skip
         rows = {}
         for k in levels:
             t0 = time.perf_counter()
             chosen = [a for a in available if arms is None or a in arms]
-            arms_run = {a: _arm_draws(a, kind, models, test, k, n_draws, nuts) for a in chosen}
+            arms_run = {a: _arm_draws(a, kind, models, test, k, n_draws, nuts, genomic_fold)
+                        for a in chosen}  # fmt: skip
             rows[str(k)] = {arm: summarise(d, test, k) for arm, d in arms_run.items()}
             if progress is not None:
                 progress(kind, regimen, k, time.perf_counter() - t0, rows[str(k)])
         entry[regimen] = rows
     if kind == "genomic" and "hybrid" in models and (arms is None or "hybrid" in arms):
-        test = simulate_patients(kind, n_test, seed=seed)
-        entry["genomic_fold"] = {"true": GENOMIC_FOLD,
+        test = simulate_patients(kind, n_test, seed=seed, genomic_fold=genomic_fold)
+        entry["genomic_fold"] = {"true": genomic_fold,
                                  "learned": learned_genomic_fold(models["hybrid"], test)}  # fmt: skip
     entry["checks"] = study_checks(kind, entry)
     return entry
